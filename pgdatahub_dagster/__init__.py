@@ -1,0 +1,1 @@
+"""pgdatahub_dagster: keep a warehouse in sync with spreadsheet folders."""

@@ -1,0 +1,1 @@
+"""The thin Dagster layer: partitions, resources, assets, jobs and sensors over the engine."""

@@ -1,0 +1,177 @@
+"""Assets that import files; all the work happens in the engine's ``Importer``.
+
+``local_spreadsheets`` has one partition per file: sensors request it per file and
+backfills import many files per run (``BackfillPolicy.multi_run``). ``local_folder_sync``
+imports everything currently in the folder in one run: the command for CI and the quick
+start. Both report each file's outcome as metadata and fail the run when any file failed,
+after every other file has been imported and committed.
+"""
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetMaterialization,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from pgdatahub_dagster.defs.partitions import file_id_for, local_files, partition_key_for
+from pgdatahub_dagster.defs.resources import LocalFolderResource, WarehouseResource
+from pgdatahub_dagster.engine.importer import Importer, ImportResult
+from pgdatahub_dagster.engine.sources import SourceFile
+
+#: Imports share this Dagster pool; its limit (dagster.yaml) keeps backfills from
+#: swamping the warehouse, and keeps DuckDB, which has one writer, to one import at a time.
+WAREHOUSE_POOL = "warehouse"
+FILES_PER_RUN = int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "25"))
+_LISTED_FILES = 200
+
+
+def file_metadata(result: ImportResult) -> dict[str, Any]:
+    record = result.record
+    metadata: dict[str, Any] = {
+        "status": record.status,
+        "table": record.table_name,
+        "source_file": record.source_file,
+        "rows_read": record.rows_read,
+        "rows_inserted": record.rows_inserted,
+        "rows_duplicate": record.rows_duplicate,
+        "file_sha256": record.file_sha256,
+        "schema_changes": MetadataValue.json(
+            [
+                {
+                    "change": change.change_type,
+                    "column": change.column_name,
+                    "old_type": change.old_type,
+                    "new_type": change.new_type,
+                }
+                for change in result.schema_changes
+            ]
+        ),
+    }
+    if record.sheet_name:
+        metadata["sheet"] = record.sheet_name
+    if record.duplicate_of:
+        metadata["duplicate_of"] = record.duplicate_of
+    if record.error:
+        metadata["error"] = record.error
+    return metadata
+
+
+def _summary(results: list[ImportResult]) -> dict[str, Any]:
+    def count(status: str) -> int:
+        return sum(result.status == status for result in results)
+
+    lines = ["| file | table | status | new rows | duplicates |", "|---|---|---|---|---|"]
+    for result in results[:_LISTED_FILES]:
+        record = result.record
+        lines.append(
+            f"| {record.source_file} | {record.table_name} | {record.status} "
+            f"| {record.rows_inserted} | {record.rows_duplicate} |"
+        )
+    if len(results) > _LISTED_FILES:
+        lines.append(f"| … and {len(results) - _LISTED_FILES} more | | | | |")
+    return {
+        "files": len(results),
+        "imported": count("success"),
+        "skipped": count("skipped"),
+        "failed": count("failed"),
+        "rows_inserted": sum(result.record.rows_inserted for result in results),
+        "rows_duplicate": sum(result.record.rows_duplicate for result in results),
+        "tables": sorted({result.record.table_name for result in results}),
+        "results": MetadataValue.md("\n".join(lines)),
+    }
+
+
+def _import(
+    context: AssetExecutionContext, importer: Importer, files: Iterable[SourceFile]
+) -> list[ImportResult]:
+    results = []
+    for file in files:
+        result = importer.import_file(file)
+        record = result.record
+        if result.failed:
+            context.log.error(f"FAILED {record.error}")
+        elif record.status == "skipped":
+            context.log.info(f"SKIPPED {record.source_file}: same content as {record.duplicate_of}")
+        else:
+            context.log.info(
+                f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "
+                f"{record.rows_duplicate} duplicates, {len(result.schema_changes)} schema changes"
+            )
+        results.append(result)
+    return results
+
+
+def _result(results: list[ImportResult], metadata: dict[str, Any]) -> MaterializeResult:
+    failed = [result.record for result in results if result.failed]
+    if failed:
+        reasons = "\n".join(f"- {record.error}" for record in failed)
+        raise Failure(
+            description=f"{len(failed)} of {len(results)} files failed; the others were imported:\n{reasons}",
+            metadata=metadata,
+        )
+    return MaterializeResult(metadata=metadata)
+
+
+@asset(
+    partitions_def=local_files,
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
+    pool=WAREHOUSE_POOL,
+    group_name="local_folder",
+    kinds={"polars"},
+)
+def local_spreadsheets(
+    context: AssetExecutionContext, warehouse: WarehouseResource, local_folder: LocalFolderResource
+) -> MaterializeResult:
+    """The spreadsheets of the local folder tree, one partition per file, loaded into the
+    warehouse tables the folder mapping names."""
+    source = local_folder.source()
+    files: list[SourceFile] = []
+    for key in context.partition_keys:
+        try:
+            files.append(source.get_file(file_id_for(key)))
+        except FileNotFoundError as error:
+            context.log.warning(f"SKIPPED {error}")
+    with warehouse.open() as opened:
+        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run_id)
+        results = _import(context, importer, files)
+    metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
+    return _result(results, metadata)
+
+
+@asset(pool=WAREHOUSE_POOL, group_name="local_folder", kinds={"polars"})
+def local_folder_sync(
+    context: AssetExecutionContext, warehouse: WarehouseResource, local_folder: LocalFolderResource
+) -> MaterializeResult:
+    """Everything currently in the local folder tree, imported in one run.
+
+    New files are registered as partitions of ``local_spreadsheets``, and each imported
+    file is recorded as a materialisation of its partition, so the UI shows the same state
+    whichever way a file was imported.
+    """
+    source = local_folder.source()
+    files = list(source.list_files())
+    known = set(context.instance.get_dynamic_partitions(local_files.name))
+    new_keys = [key for key in (partition_key_for(file.file_id) for file in files) if key not in known]
+    if new_keys:
+        context.instance.add_dynamic_partitions(local_files.name, new_keys)
+    with warehouse.open() as opened:
+        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run_id)
+        results = _import(context, importer, files)
+    for file, result in zip(files, results, strict=True):
+        if not result.failed:
+            context.log_event(
+                AssetMaterialization(
+                    asset_key=local_spreadsheets.key,
+                    partition=partition_key_for(file.file_id),
+                    metadata=file_metadata(result),
+                )
+            )
+    return _result(results, _summary(results))

@@ -1,0 +1,31 @@
+"""Sensor cursors: small JSON documents that Dagster stores between ticks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from pgdatahub_dagster.engine.sources.local import LocalFileState
+
+
+@dataclass
+class LocalFolderCursor:
+    changed_ns: int = 0
+    handled_at_changed_ns: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LocalFolderCursor:
+        return cls(**json.loads(text)) if text else cls()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    def is_unhandled(self, state: LocalFileState) -> bool:
+        if state.changed_ns != self.changed_ns:
+            return state.changed_ns > self.changed_ns
+        return state.file.file_id not in self.handled_at_changed_ns
+
+    def advance(self, state: LocalFileState) -> None:
+        if state.changed_ns != self.changed_ns:
+            self.changed_ns, self.handled_at_changed_ns = state.changed_ns, []
+        self.handled_at_changed_ns.append(state.file.file_id)

@@ -1,0 +1,40 @@
+"""Typed errors of the engine.
+
+Every error that concerns one file says which file and why, in words a user can act on;
+the importer records ``str(error)`` in the ledger as it is.
+"""
+
+from __future__ import annotations
+
+
+class PgDataHubError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigError(PgDataHubError):
+    """The environment or the folder mapping is invalid; raised at start-up."""
+
+
+class FileImportError(PgDataHubError):
+    """One file cannot be imported. Other files are not affected."""
+
+    def __init__(self, source_file: str, reason: str) -> None:
+        super().__init__(f"{source_file}: {reason}")
+        self.source_file = source_file
+        self.reason = reason
+
+
+class UnreadableFileError(FileImportError):
+    """The file is corrupt, encrypted, of an unsupported kind or otherwise unreadable."""
+
+
+class SheetNotFoundError(FileImportError):
+    """The configured sheet does not exist in the workbook."""
+
+
+class BadKeyError(FileImportError):
+    """The configured unique key names columns the file does not have."""
+
+
+class WarehouseError(PgDataHubError):
+    """The warehouse cannot be reached or refused an operation."""

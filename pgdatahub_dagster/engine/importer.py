@@ -1,0 +1,236 @@
+"""One file through every stage: read → normalise → dedup → evolve the schema → load.
+
+Each file is one transaction: its rows, its schema changes and its ``success`` ledger row
+commit together. On any error all of it rolls back and a ``failed`` ledger row records
+the file and the reason; the caller goes on with the next file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from pgdatahub_dagster.engine.dedup import ROW_KEY_COLUMN, row_keys, sha256_of_file
+from pgdatahub_dagster.engine.errors import (
+    BadKeyError,
+    FileImportError,
+    PgDataHubError,
+    WarehouseError,
+)
+from pgdatahub_dagster.engine.mapping import FolderMapping, FolderSettings
+from pgdatahub_dagster.engine.normalise import normalise_frame, unique_column_names
+from pgdatahub_dagster.engine.read import open_table
+from pgdatahub_dagster.engine.schema import (
+    SchemaChange,
+    plan_schema_changes,
+    sql_type_of,
+)
+from pgdatahub_dagster.engine.schema.types import cast_to
+from pgdatahub_dagster.engine.sources import Source, SourceFile
+from pgdatahub_dagster.engine.warehouse import (
+    LINEAGE_COLUMNS,
+    ContentAlreadyLoaded,
+    ImportRecord,
+    Lineage,
+    Warehouse,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_ROWS = 100_000
+
+
+@dataclass
+class ImportResult:
+    """What happened to one file; the same facts as its ledger row, plus the schema changes."""
+
+    record: ImportRecord
+    schema_changes: list[SchemaChange] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def failed(self) -> bool:
+        return self.record.status == "failed"
+
+
+@dataclass
+class _Counts:
+    rows_read: int = 0
+    rows_inserted: int = 0
+    sheet: str | None = None
+    changes: list[SchemaChange] = field(default_factory=list)
+
+
+class Importer:
+    """Imports files of one source into one warehouse, following the folder mapping."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        source: Source,
+        mapping: FolderMapping,
+        run_id: str | None = None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        self.warehouse = warehouse
+        self.source = source
+        self.mapping = mapping
+        self.run_id = run_id
+        self.batch_rows = batch_rows
+
+    def settings_for(self, file: SourceFile) -> FolderSettings:
+        return self.mapping.settings_for(file.folder, self.source.root_name)
+
+    def import_all(self, files: Iterable[SourceFile] | None = None) -> Iterator[ImportResult]:
+        """Import every file (by default, all of the source); a failure stops only its file."""
+        for file in self.source.list_files() if files is None else files:
+            yield self.import_file(file)
+
+    def import_file(self, file: SourceFile) -> ImportResult:
+        settings = self.settings_for(file)
+        import_id = self.warehouse.next_import_id()
+        started_at = datetime.now(UTC)
+        record = ImportRecord(
+            id=import_id,
+            table_name=settings.table,
+            source_file=file.path,
+            source_file_id=file.file_id,
+            file_sha256="",
+            status="failed",
+            rows_read=0,
+            rows_inserted=0,
+            rows_duplicate=0,
+            error=None,
+            duplicate_of=None,
+            sheet_name=None,
+            run_id=self.run_id,
+            started_at=started_at,
+            finished_at=started_at,
+        )
+        counts = _Counts()
+        try:
+            with self.source.fetch(file) as path:
+                record.file_sha256 = sha256_of_file(path)
+                earlier = self.warehouse.find_loaded(settings.table, record.file_sha256)
+                if earlier is None:
+                    with self.warehouse.transaction():
+                        self._load(path, file, settings, record, counts)
+        except ContentAlreadyLoaded:
+            earlier = self.warehouse.find_loaded(settings.table, record.file_sha256)
+        except FileImportError as error:
+            record.error = str(error)
+        except WarehouseError:
+            raise
+        except self.warehouse.data_errors as error:
+            record.error = f"{file.path}: the database refused the data: {str(error).splitlines()[0]}"
+        except (OSError, PgDataHubError, pl.exceptions.PolarsError, ValueError) as error:
+            record.error = f"{file.path}: {type(error).__name__}: {error}"
+        else:
+            if earlier is None:
+                record.status = "success"
+        if record.status != "success":
+            self._record_outcome(record, earlier, counts)
+        else:
+            log.info("DONE %s → %s: %d new rows", file.path, settings.table, record.rows_inserted)
+        return ImportResult(record, counts.changes if record.status == "success" else [])
+
+    def _record_outcome(self, record: ImportRecord, earlier: str | None, counts: _Counts) -> None:
+        """Write the ledger row of a skipped or failed import, in its own transaction."""
+        if record.error is None:
+            record.status = "skipped"
+            record.duplicate_of = earlier
+            log.info(
+                "SKIPPED %s: same content as %s, already in %s",
+                record.source_file,
+                earlier,
+                record.table_name,
+            )
+        else:
+            log.warning("FAILED %s", record.error)
+        record.rows_read = record.rows_inserted = record.rows_duplicate = 0
+        record.sheet_name = counts.sheet
+        record.finished_at = datetime.now(UTC)
+        with self.warehouse.transaction():
+            self.warehouse.record_import(record)
+
+    def _load(
+        self, path: Path, file: SourceFile, settings: FolderSettings, record: ImportRecord, counts: _Counts
+    ) -> None:
+        warehouse, table = self.warehouse, settings.table
+        warehouse.lock(table)
+        # A concurrent import of the same content may have committed while we waited.
+        if warehouse.find_loaded(table, record.file_sha256) is not None:
+            raise ContentAlreadyLoaded(file.path)
+        lineage = Lineage(file.path, file.file_id, record.file_sha256, record.started_at)
+        with open_table(
+            path,
+            file.path,
+            sheet=settings.sheet,
+            default_sheet=settings.default_sheet,
+            header_row=settings.header_row,
+            batch_rows=self.batch_rows,
+        ) as raw:
+            counts.sheet = raw.sheet
+            names = unique_column_names(raw.headers, reserved=LINEAGE_COLUMNS)
+            key_columns = _key_columns(settings, names, file.path)
+            for batch in raw.batches:
+                frame = normalise_frame(batch.rename(dict(zip(batch.columns, names, strict=True))))
+                if frame.height == 0:
+                    continue
+                counts.rows_read += frame.height
+                frame = _with_row_keys(frame, key_columns, settings.phone_region)
+                types = {name: sql_type_of(frame[name]) for name in frame.columns if name != ROW_KEY_COLUMN}
+                plan = plan_schema_changes(warehouse.table_columns(table), types)
+                if plan.changes:
+                    warehouse.apply_schema_changes(table, plan.changes)
+                    warehouse.record_schema_changes(
+                        record.id, table, plan.changes, file.path, self.run_id, datetime.now(UTC)
+                    )
+                    counts.changes += plan.changes
+                frame = frame.with_columns(
+                    cast_to(frame[name], kind) for name, kind in plan.load_types.items()
+                )
+                counts.rows_inserted += warehouse.insert_new_rows(table, frame, plan.load_types, lineage)
+        warehouse.claim_content(table, record.file_sha256, record.id, file.path)
+        record.sheet_name = counts.sheet
+        record.rows_read = counts.rows_read
+        record.rows_inserted = counts.rows_inserted
+        record.rows_duplicate = counts.rows_read - counts.rows_inserted
+        record.status = "success"
+        record.finished_at = datetime.now(UTC)
+        warehouse.record_import(record)
+
+
+def _key_columns(settings: FolderSettings, names: Sequence[str], source_file: str) -> tuple[str, ...] | None:
+    """The configured key columns, checked against the file; ``None`` means all columns."""
+    if settings.unique_key is None or settings.unique_key == ():
+        return settings.unique_key
+    missing = [name for name in settings.unique_key if name not in names]
+    if missing:
+        raise BadKeyError(
+            source_file,
+            f"unique_key column(s) {', '.join(missing)} not found; the file has: {', '.join(names)}",
+        )
+    return settings.unique_key
+
+
+def _with_row_keys(
+    frame: pl.DataFrame, key_columns: tuple[str, ...] | None, phone_region: str
+) -> pl.DataFrame:
+    if key_columns == ():
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias(ROW_KEY_COLUMN))
+    if key_columns is None:
+        keys = row_keys(frame, sorted(frame.columns), phone_region, label_columns=True)
+    else:
+        present = [name for name in key_columns if name in frame.columns]
+        keys = row_keys(frame, present, phone_region)
+    # Repeats inside the file count as duplicates too; the first occurrence wins.
+    return frame.with_columns(keys).unique(subset=[ROW_KEY_COLUMN], keep="first", maintain_order=True)

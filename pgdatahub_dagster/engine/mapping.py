@@ -1,0 +1,170 @@
+"""The folder mapping: which table, sheet and key each folder's files use.
+
+The YAML file mirrors the folder tree. A key is either a setting or a sub-folder (a key
+whose value is a mapping); settings are inherited by sub-folders::
+
+    default_sheet: Sheet1
+    leads:
+      table: leads
+      sheet: Leads
+      unique_key: [business_name, address, phone]
+    reports:
+      sheet: Data
+
+Errors name the offending key and its line, and stop start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+import yaml
+
+from pgdatahub_dagster.engine.errors import ConfigError
+from pgdatahub_dagster.engine.normalise.columns import clean_identifier
+
+FOLDER_SETTINGS = ("table", "sheet", "unique_key", "header_row", "phone_region")
+TOP_LEVEL_SETTINGS = ("default_sheet",)
+DEFAULT_PHONE_REGION = "US"
+
+
+def _value(node: yaml.Node) -> Any:
+    """The plain Python value of a composed YAML node (kept for its line number)."""
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """The resolved settings of one folder."""
+
+    table: str
+    sheet: str | None = None
+    default_sheet: str | None = None
+    # None: the key is all user columns; (): no row-level de-duplication.
+    unique_key: tuple[str, ...] | None = None
+    header_row: int | None = None
+    phone_region: str = DEFAULT_PHONE_REGION
+
+
+@dataclass
+class _Node:
+    settings: dict[str, Any] = field(default_factory=dict)
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+@dataclass
+class FolderMapping:
+    root: _Node = field(default_factory=_Node)
+    default_sheet: str | None = None
+    origin: str = "(no mapping file)"
+
+    @classmethod
+    def load(cls, path: Path | None) -> FolderMapping:
+        if path is None:
+            return cls()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the folder mapping: {error.strerror}") from None
+        return cls.parse(text, origin=str(path))
+
+    @classmethod
+    def parse(cls, text: str, origin: str = "<mapping>") -> FolderMapping:
+        try:
+            document = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{origin}{where}: not valid YAML: {problem}") from None
+        mapping = cls(origin=origin)
+        if document is None:
+            return mapping
+        if not isinstance(document, yaml.MappingNode):
+            raise ConfigError(
+                f"{origin} line {document.start_mark.line + 1}: the top level must be a mapping"
+            )
+        mapping._fill(mapping.root, document, top_level=True)
+        return mapping
+
+    def _error(self, node: yaml.Node, message: str) -> ConfigError:
+        return ConfigError(f"{self.origin} line {node.start_mark.line + 1}: {message}")
+
+    def _fill(self, target: _Node, node: yaml.MappingNode, top_level: bool) -> None:
+        for key_node, value_node in node.value:
+            # The key's own text: a folder named 01 must not become the number 1.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(_value(key_node))
+            if top_level and key in TOP_LEVEL_SETTINGS:
+                self.default_sheet = self._string(key, value_node)
+            elif key in FOLDER_SETTINGS:
+                target.settings[key] = self._setting(key, value_node)
+            elif isinstance(value_node, yaml.MappingNode):
+                child = target
+                for part in (p for p in key.split("/") if p):
+                    child = child.children.setdefault(part, _Node())
+                self._fill(child, value_node, top_level=False)
+            else:
+                allowed = ", ".join(FOLDER_SETTINGS + (TOP_LEVEL_SETTINGS if top_level else ()))
+                raise self._error(
+                    key_node,
+                    f"unknown key {key!r}: a key is either a setting ({allowed}) "
+                    "or a folder name whose value is a mapping",
+                )
+
+    def _string(self, key: str, node: yaml.Node) -> str:
+        value = _value(node)
+        if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+            raise self._error(node, f"{key} must be a non-empty text")
+        return str(value)
+
+    def _setting(self, key: str, node: yaml.Node) -> Any:
+        value = _value(node)
+        if key in ("table", "sheet"):
+            text = self._string(key, node)
+            if key == "table":
+                table = clean_identifier(text)
+                if not table:
+                    raise self._error(node, f"table {text!r} has no letters or digits to name a table with")
+                return table
+            return text
+        if key == "unique_key":
+            if value is None or (isinstance(value, str) and value.lower() == "none"):
+                return ()
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                raise self._error(node, "unique_key must be a list of column names, or none")
+            return tuple(clean_identifier(v) for v in value)
+        if key == "header_row":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise self._error(node, "header_row must be a row number, 1 for the first row")
+            return value
+        # phone_region
+        region = self._string(key, node).upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise self._error(
+                node, f"phone_region {region!r} is not a known region code such as US, GB or DE"
+            )
+        return region
+
+    def settings_for(self, folder: Sequence[str], root_name: str) -> FolderSettings:
+        """The settings of a folder (parts relative to the source root), inherited downwards."""
+        merged = dict(self.root.settings)
+        node: _Node | None = self.root
+        for part in folder:
+            node = node.children.get(part) if node is not None else None
+            if node is None:
+                break
+            merged.update(node.settings)
+        table = merged.pop("table", None) or default_table_name(folder, root_name)
+        return FolderSettings(table=table, default_sheet=self.default_sheet, **merged)
+
+
+def default_table_name(folder: Sequence[str], root_name: str) -> str:
+    """The cleaned folder path joined by ``_``; files at the root use the root's name."""
+    parts = [clean_identifier(part) for part in folder] or [clean_identifier(root_name)]
+    return clean_identifier("_".join(p for p in parts if p)) or "spreadsheets"

@@ -1,0 +1,46 @@
+"""Reading: any supported file becomes raw headers plus batches of rows (Polars frames)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pgdatahub_dagster.engine.errors import UnreadableFileError
+from pgdatahub_dagster.engine.read.delimited import DELIMITED_EXTENSIONS, read_delimited
+from pgdatahub_dagster.engine.read.table import RawTable
+from pgdatahub_dagster.engine.read.workbook import WORKBOOK_EXTENSIONS, read_workbook
+
+SUPPORTED_EXTENSIONS = WORKBOOK_EXTENSIONS | DELIMITED_EXTENSIONS
+
+__all__ = ["SUPPORTED_EXTENSIONS", "RawTable", "is_supported", "open_table"]
+
+
+def is_supported(name: str) -> bool:
+    """Spreadsheet or delimited text, and not an Office lock file (``~$book.xlsx``)."""
+    return Path(name).suffix.lower() in SUPPORTED_EXTENSIONS and not name.startswith(("~$", "."))
+
+
+@contextmanager
+def open_table(
+    path: Path,
+    source_file: str,
+    *,
+    sheet: str | None = None,
+    default_sheet: str | None = None,
+    header_row: int | None = None,
+    batch_rows: int = 100_000,
+) -> Iterator[RawTable]:
+    """Open ``path`` (shown to users as ``source_file``) and yield its rows in batches.
+
+    ``header_row`` is 1-based, as spreadsheet programs number rows.
+    """
+    extension = path.suffix.lower()
+    if extension in WORKBOOK_EXTENSIONS:
+        yield read_workbook(path, source_file, sheet, default_sheet, header_row, batch_rows)
+    elif extension in DELIMITED_EXTENSIONS:
+        with read_delimited(path, source_file, header_row, batch_rows) as table:
+            yield table
+    else:
+        supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+        raise UnreadableFileError(source_file, f"unsupported file type {extension!r}; supported: {supported}")

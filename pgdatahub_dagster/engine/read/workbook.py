@@ -1,0 +1,107 @@
+"""Workbooks (xlsx, xlsm, xls, xlsb, ods) through fastexcel."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import fastexcel
+import polars as pl
+
+from pgdatahub_dagster.engine.errors import SheetNotFoundError, UnreadableFileError
+from pgdatahub_dagster.engine.read.table import RawTable
+
+WORKBOOK_EXTENSIONS = frozenset({".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"})
+
+_DEDUPLICATED_HEADER = re.compile(r"^(?P<base>.+)_(?P<number>\d+)$")
+
+
+def _reason(error: BaseException) -> str:
+    """calamine's message, first line only, in words a user can act on."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    lowered = message.lower()
+    if "password" in lowered or "encrypt" in lowered:
+        return "the workbook is password-protected; save a copy without a password and import that"
+    if "not an office document" in lowered or "invalid ole" in lowered or "zip" in lowered:
+        return f"not a readable workbook (corrupt, or another kind of file renamed): {message}"
+    return f"the workbook is corrupt or uses features the reader does not support: {message}"
+
+
+def _is_reader_panic(error: BaseException) -> bool:
+    # A bug in the Rust reader surfaces as pyo3's PanicException, a BaseException; it
+    # concerns this file only, so it becomes a per-file failure like any corrupt file.
+    return type(error).__name__ == "PanicException"
+
+
+def choose_sheet(
+    sheet_names: list[str], sheet: str | None, default_sheet: str | None, source_file: str
+) -> str:
+    """The configured sheet, else ``default_sheet`` when present, else the first sheet."""
+    if sheet is not None:
+        if sheet not in sheet_names:
+            available = ", ".join(repr(name) for name in sheet_names) or "none"
+            raise SheetNotFoundError(
+                source_file, f"sheet {sheet!r} does not exist; the workbook has: {available}"
+            )
+        return sheet
+    if default_sheet is not None and default_sheet in sheet_names:
+        return default_sheet
+    if not sheet_names:
+        raise UnreadableFileError(source_file, "the workbook has no sheets")
+    return sheet_names[0]
+
+
+def _raw_headers(sheet: fastexcel.ExcelSheet) -> list[str]:
+    """The header texts as typed, undoing fastexcel's own naming of blank and repeated headers."""
+    headers: list[str] = []
+    for column in sheet.available_columns():
+        name = column.name
+        if column.column_name_from == "generated":
+            name = ""
+        else:
+            repeated = _DEDUPLICATED_HEADER.match(name)
+            if repeated and repeated["base"] in headers:
+                name = repeated["base"]
+        headers.append(name)
+    return headers
+
+
+def _batches(frame: pl.DataFrame, batch_rows: int) -> Iterator[pl.DataFrame]:
+    for offset in range(0, max(frame.height, 1), batch_rows):
+        yield frame.slice(offset, batch_rows)
+
+
+def read_workbook(
+    path: Path,
+    source_file: str,
+    sheet: str | None,
+    default_sheet: str | None,
+    header_row: int | None,
+    batch_rows: int,
+) -> RawTable:
+    try:
+        reader = fastexcel.read_excel(path)
+        chosen = choose_sheet(reader.sheet_names, sheet, default_sheet, source_file)
+        header_index = (header_row or 1) - 1
+        try:
+            # Every row decides a column's type: a sample would let a late text value be
+            # coerced away.
+            loaded = reader.load_sheet(chosen, header_row=header_index, schema_sample_rows=None)
+            frame = loaded.to_polars()
+        except fastexcel.FastExcelError:
+            # Columns mixing kinds calamine cannot unify (dates with durations, error
+            # cells): read everything as text and let normalising find honest types.
+            loaded = reader.load_sheet(chosen, header_row=header_index, dtypes="string")
+            frame = loaded.to_polars()
+    except (SheetNotFoundError, UnreadableFileError):
+        raise
+    except fastexcel.FastExcelError as error:
+        raise UnreadableFileError(source_file, _reason(error)) from None
+    except BaseException as error:
+        if not _is_reader_panic(error):
+            raise
+        raise UnreadableFileError(source_file, _reason(error)) from None
+    headers = _raw_headers(loaded)
+    frame = frame.rename({old: f"c{index}" for index, old in enumerate(frame.columns)})
+    return RawTable(headers=headers, batches=_batches(frame, batch_rows), sheet=chosen)

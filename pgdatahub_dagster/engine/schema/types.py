@@ -1,0 +1,81 @@
+"""The column types the importer creates, and how they widen.
+
+Types only ever widen along INTEGER → BIGINT → DOUBLE PRECISION → TEXT and
+DATE → TIMESTAMP → TEXT; any other pair meets at TEXT, which holds every value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import polars as pl
+
+
+class SqlType(StrEnum):
+    """A warehouse-neutral column type; its value is the name written to the audit table."""
+
+    BOOLEAN = "BOOLEAN"
+    INTEGER = "INTEGER"
+    BIGINT = "BIGINT"
+    DOUBLE = "DOUBLE PRECISION"
+    DATE = "DATE"
+    TIMESTAMP = "TIMESTAMP"
+    TEXT = "TEXT"
+
+
+_CHAINS: tuple[tuple[SqlType, ...], ...] = (
+    (SqlType.INTEGER, SqlType.BIGINT, SqlType.DOUBLE, SqlType.TEXT),
+    (SqlType.DATE, SqlType.TIMESTAMP, SqlType.TEXT),
+    (SqlType.BOOLEAN, SqlType.TEXT),
+)
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+POLARS_TYPE: dict[SqlType, pl.DataType] = {
+    SqlType.BOOLEAN: pl.Boolean(),
+    SqlType.INTEGER: pl.Int32(),
+    SqlType.BIGINT: pl.Int64(),
+    SqlType.DOUBLE: pl.Float64(),
+    SqlType.DATE: pl.Date(),
+    SqlType.TIMESTAMP: pl.Datetime("us"),
+    SqlType.TEXT: pl.String(),
+}
+
+
+def widen(current: SqlType, incoming: SqlType) -> SqlType:
+    """The narrowest type that holds every value of both types."""
+    if current == incoming:
+        return current
+    for chain in _CHAINS:
+        if current in chain and incoming in chain:
+            return max(current, incoming, key=chain.index)
+    return SqlType.TEXT
+
+
+def sql_type_of(column: pl.Series) -> SqlType:
+    """The type a normalised Polars column is stored as."""
+    dtype = column.dtype
+    if dtype == pl.Boolean:
+        return SqlType.BOOLEAN
+    if dtype.is_integer():
+        low, high = column.min(), column.max()
+        if low is None or (low >= _INT32_MIN and high <= _INT32_MAX):  # type: ignore[operator]
+            return SqlType.INTEGER
+        return SqlType.BIGINT
+    if dtype.is_float():
+        return SqlType.DOUBLE
+    if dtype == pl.Date:
+        return SqlType.DATE
+    if isinstance(dtype, pl.Datetime):
+        return SqlType.TIMESTAMP
+    return SqlType.TEXT
+
+
+def cast_to(column: pl.Series, target: SqlType) -> pl.Series:
+    """Cast a column to a (wider) stored type, writing dates and times as ISO text."""
+    if target == SqlType.TEXT:
+        if column.dtype == pl.Date:
+            return column.dt.to_string("%Y-%m-%d")
+        if isinstance(column.dtype, pl.Datetime):
+            return column.dt.to_string("%Y-%m-%d %H:%M:%S%.f")
+    return column.cast(POLARS_TYPE[target])

@@ -1,0 +1,61 @@
+"""Warehouses behind one interface, chosen by URL in exactly one place: ``connect``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pgdatahub_dagster.engine.errors import ConfigError
+from pgdatahub_dagster.engine.settings import redact_url
+from pgdatahub_dagster.engine.warehouse.base import (
+    LEDGER_TABLE,
+    LINEAGE_COLUMNS,
+    LOADED_FILES_TABLE,
+    SCHEMA_CHANGES_TABLE,
+    ContentAlreadyLoaded,
+    ImportRecord,
+    Lineage,
+    Warehouse,
+)
+
+__all__ = [
+    "LEDGER_TABLE",
+    "LINEAGE_COLUMNS",
+    "LOADED_FILES_TABLE",
+    "SCHEMA_CHANGES_TABLE",
+    "ContentAlreadyLoaded",
+    "ImportRecord",
+    "Lineage",
+    "Warehouse",
+    "connect",
+]
+
+
+def connect(url: str) -> Warehouse:
+    """``duckdb:///relative/or//absolute/file.duckdb`` or ``postgresql://user:pass@host/db``."""
+    display_url = redact_url(url)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "duckdb":
+        from pgdatahub_dagster.engine.warehouse.duckdb import DuckDBWarehouse
+
+        path = url.split("://", 1)[1].removeprefix("/")
+        if not path:
+            raise ConfigError(
+                f"{display_url}: a DuckDB URL needs a file path, e.g. duckdb:///data/warehouse.duckdb"
+            )
+        warehouse: Warehouse = DuckDBWarehouse(Path(path), display_url)
+    elif scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
+
+        # SQLAlchemy-style driver suffixes (postgresql+psycopg2://) mean nothing to psycopg.
+        warehouse = PostgresWarehouse("postgresql://" + url.split("://", 1)[1], display_url)
+    else:
+        raise ConfigError(
+            f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb or postgresql://user:pass@host/db"
+        )
+    try:
+        warehouse.ensure_ledger()
+    except BaseException:
+        warehouse.close()
+        raise
+    return warehouse

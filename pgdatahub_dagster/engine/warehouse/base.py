@@ -1,0 +1,314 @@
+"""The warehouse interface, with the SQL that PostgreSQL and DuckDB share.
+
+Subclasses supply the connection primitives (execute, quoting, transactions, bulk load);
+everything else — the ledger, the audit of schema changes, DDL — is written once here in
+SQL both databases accept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar, Self
+
+import polars as pl
+
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
+from pgdatahub_dagster.engine.errors import PgDataHubError
+from pgdatahub_dagster.engine.schema.evolve import SchemaChange
+from pgdatahub_dagster.engine.schema.types import SqlType
+
+LEDGER_TABLE = "etl_imports"
+SCHEMA_CHANGES_TABLE = "etl_schema_changes"
+LOADED_FILES_TABLE = "etl_loaded_files"
+
+# Every data table carries these, after the user's columns.
+LINEAGE_COLUMNS: dict[str, str] = {
+    "source_file": "TEXT NOT NULL",
+    "source_file_id": "TEXT NOT NULL",
+    "file_sha256": "TEXT NOT NULL",
+    "load_timestamp": "TIMESTAMP WITH TIME ZONE NOT NULL",
+}
+SYSTEM_COLUMNS = frozenset(LINEAGE_COLUMNS) | {ROW_KEY_COLUMN}
+
+# information_schema type names of both databases, lower-cased. Columns a person added
+# by hand with other types map to the closest lattice type, so widening stays correct.
+_SQL_TYPE_BY_NAME: dict[str, SqlType] = {
+    "boolean": SqlType.BOOLEAN,
+    "smallint": SqlType.INTEGER,
+    "tinyint": SqlType.INTEGER,
+    "integer": SqlType.INTEGER,
+    "bigint": SqlType.BIGINT,
+    "hugeint": SqlType.TEXT,
+    "real": SqlType.DOUBLE,
+    "float": SqlType.DOUBLE,
+    "double": SqlType.DOUBLE,
+    "double precision": SqlType.DOUBLE,
+    "numeric": SqlType.DOUBLE,
+    "decimal": SqlType.DOUBLE,
+    "date": SqlType.DATE,
+    "timestamp": SqlType.TIMESTAMP,
+    "timestamp without time zone": SqlType.TIMESTAMP,
+    "timestamp with time zone": SqlType.TIMESTAMP,
+}
+
+
+def sql_type_named(name: str) -> SqlType:
+    base = name.lower().split("(")[0].strip()
+    return _SQL_TYPE_BY_NAME.get(base, SqlType.TEXT)
+
+
+class ContentAlreadyLoaded(PgDataHubError):
+    """Another import committed the same content into the same table first."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    source_file: str
+    source_file_id: str
+    file_sha256: str
+    load_timestamp: datetime
+
+
+@dataclass
+class ImportRecord:
+    """One row of the import ledger ``etl_imports``; field order is column order."""
+
+    id: int
+    table_name: str
+    source_file: str
+    source_file_id: str
+    file_sha256: str
+    status: str
+    rows_read: int
+    rows_inserted: int
+    rows_duplicate: int
+    error: str | None
+    duplicate_of: str | None
+    sheet_name: str | None
+    run_id: str | None
+    started_at: datetime
+    finished_at: datetime
+
+
+_LEDGER_DDL = (
+    f"CREATE SEQUENCE IF NOT EXISTS {LEDGER_TABLE}_id_seq",
+    f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+        id BIGINT PRIMARY KEY,
+        table_name TEXT NOT NULL,
+        source_file TEXT NOT NULL,
+        source_file_id TEXT NOT NULL,
+        file_sha256 TEXT NOT NULL,
+        status TEXT NOT NULL,
+        rows_read BIGINT NOT NULL,
+        rows_inserted BIGINT NOT NULL,
+        rows_duplicate BIGINT NOT NULL,
+        error TEXT,
+        duplicate_of TEXT,
+        sheet_name TEXT,
+        run_id TEXT,
+        started_at TIMESTAMP WITH TIME ZONE NOT NULL,
+        finished_at TIMESTAMP WITH TIME ZONE NOT NULL
+    )""",
+    # One row per (table, content) ever committed: the database, not Python, guarantees
+    # that the same bytes never load twice into a table, even from concurrent runs.
+    f"""CREATE TABLE IF NOT EXISTS {LOADED_FILES_TABLE} (
+        table_name TEXT NOT NULL,
+        file_sha256 TEXT NOT NULL,
+        import_id BIGINT NOT NULL,
+        source_file TEXT NOT NULL,
+        PRIMARY KEY (table_name, file_sha256)
+    )""",
+    f"CREATE SEQUENCE IF NOT EXISTS {SCHEMA_CHANGES_TABLE}_id_seq",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES_TABLE} (
+        id BIGINT PRIMARY KEY DEFAULT nextval('{SCHEMA_CHANGES_TABLE}_id_seq'),
+        import_id BIGINT NOT NULL,
+        table_name TEXT NOT NULL,
+        change_type TEXT NOT NULL,
+        column_name TEXT,
+        old_type TEXT,
+        new_type TEXT,
+        source_file TEXT NOT NULL,
+        run_id TEXT,
+        changed_at TIMESTAMP WITH TIME ZONE NOT NULL
+    )""",
+)
+
+
+class Warehouse(ABC):
+    """A database the importer loads into. Use as a context manager to close it."""
+
+    #: The parameter placeholder of the driver.
+    placeholder: ClassVar[str]
+    #: The driver's exception for a violated unique constraint.
+    unique_violation: ClassVar[tuple[type[Exception], ...]]
+    #: Driver exceptions that mean the database refused one file's data or DDL (as
+    #: opposed to a lost connection), so that file fails and the others go on.
+    data_errors: ClassVar[tuple[type[Exception], ...]]
+
+    def __init__(self, display_url: str) -> None:
+        #: The URL without its password, for logs and metadata.
+        self.display_url = display_url
+
+    # -- primitives every database implements -------------------------------------------
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the affected row count where the driver knows it."""
+
+    @abstractmethod
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query and return its rows."""
+
+    @abstractmethod
+    def quote(self, identifier: str) -> str:
+        """Quote an identifier with the driver's own quoting."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Everything inside commits together or not at all."""
+
+    @abstractmethod
+    def insert_new_rows(
+        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
+    ) -> int:
+        """Bulk-insert ``frame`` (user columns and ``_row_key``) into ``table``, skipping
+        rows whose key the table already holds; returns the number inserted."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def lock(self, name: str) -> None:
+        """Serialise writers of ``name`` until the transaction ends."""
+
+    # -- shared SQL ------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ensure_ledger(self) -> None:
+        with self.transaction():
+            self.lock(LEDGER_TABLE)
+            for statement in _LEDGER_DDL:
+                self.execute(statement)
+
+    def next_import_id(self) -> int:
+        return int(self.fetchall(f"SELECT nextval('{LEDGER_TABLE}_id_seq')")[0][0])
+
+    def table_columns(self, table: str) -> dict[str, SqlType] | None:
+        """The user columns of ``table`` and their types; ``None`` when it does not exist."""
+        rows = self.fetchall(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = current_schema() AND table_name = {self.placeholder} "
+            "ORDER BY ordinal_position",
+            (table,),
+        )
+        if not rows:
+            return None
+        return {name: sql_type_named(kind) for name, kind in rows if name not in SYSTEM_COLUMNS}
+
+    def row_key_index_name(self, table: str) -> str:
+        # Index names share the schema's namespace and PostgreSQL's 63-byte limit.
+        digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+        return f"{table[:40]}_row_key_{digest}"
+
+    def _create_table(self, table: str, columns: Mapping[str, SqlType]) -> None:
+        definitions = [f"{self.quote(name)} {kind.value}" for name, kind in columns.items()]
+        definitions += [f"{self.quote(name)} {kind}" for name, kind in LINEAGE_COLUMNS.items()]
+        definitions.append(f"{self.quote(ROW_KEY_COLUMN)} UUID")
+        self.execute(f"CREATE TABLE {self.quote(table)} ({', '.join(definitions)})")
+        self.create_row_key_index(table)
+
+    def create_row_key_index(self, table: str) -> None:
+        index = self.quote(self.row_key_index_name(table))
+        self.execute(f"CREATE UNIQUE INDEX {index} ON {self.quote(table)} ({self.quote(ROW_KEY_COLUMN)})")
+
+    def alter_column_type(self, table: str, column: str, new_type: SqlType) -> None:
+        quoted = self.quote(column)
+        self.execute(
+            f"ALTER TABLE {self.quote(table)} ALTER COLUMN {quoted} TYPE {new_type.value} "
+            f"USING {quoted}::{new_type.value}"
+        )
+
+    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        creating = [c for c in changes if c.change_type == "create_table"]
+        if creating:
+            self._create_table(
+                table, {c.column_name: c.new_type for c in changes if c.column_name and c.new_type}
+            )
+            return
+        for change in changes:
+            assert change.column_name is not None and change.new_type is not None
+            if change.change_type == "add_column":
+                column = self.quote(change.column_name)
+                self.execute(f"ALTER TABLE {self.quote(table)} ADD COLUMN {column} {change.new_type.value}")
+            else:
+                self.alter_column_type(table, change.column_name, change.new_type)
+
+    def record_schema_changes(
+        self,
+        import_id: int,
+        table: str,
+        changes: Sequence[SchemaChange],
+        source_file: str,
+        run_id: str | None,
+        changed_at: datetime,
+    ) -> None:
+        values = ", ".join([self.placeholder] * 9)
+        for change in changes:
+            self.execute(
+                f"INSERT INTO {SCHEMA_CHANGES_TABLE} (import_id, table_name, change_type, column_name, "
+                f"old_type, new_type, source_file, run_id, changed_at) VALUES ({values})",
+                (
+                    import_id,
+                    table,
+                    change.change_type,
+                    change.column_name,
+                    change.old_type.value if change.old_type else None,
+                    change.new_type.value if change.new_type else None,
+                    source_file,
+                    run_id,
+                    changed_at,
+                ),
+            )
+
+    def find_loaded(self, table: str, file_sha256: str) -> str | None:
+        """The source file under which this content was already loaded into ``table``."""
+        p = self.placeholder
+        rows = self.fetchall(
+            f"SELECT source_file FROM {LOADED_FILES_TABLE} WHERE table_name = {p} AND file_sha256 = {p}",
+            (table, file_sha256),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def claim_content(self, table: str, file_sha256: str, import_id: int, source_file: str) -> None:
+        """Mark the content as loaded into ``table``; raises ``ContentAlreadyLoaded`` when a
+        concurrent import got there first."""
+        p = self.placeholder
+        try:
+            self.execute(
+                f"INSERT INTO {LOADED_FILES_TABLE} (table_name, file_sha256, import_id, source_file) "
+                f"VALUES ({p}, {p}, {p}, {p})",
+                (table, file_sha256, import_id, source_file),
+            )
+        except self.unique_violation as error:
+            raise ContentAlreadyLoaded(f"{source_file}: already loaded into {table}") from error
+
+    def record_import(self, record: ImportRecord) -> None:
+        names = [field.name for field in fields(ImportRecord)]
+        values = ", ".join([self.placeholder] * len(names))
+        self.execute(f"INSERT INTO {LEDGER_TABLE} ({', '.join(names)}) VALUES ({values})", astuple(record))
+
+    def ledger(self) -> Iterator[dict[str, Any]]:
+        """Every ledger row, oldest first."""
+        names = [field.name for field in fields(ImportRecord)]
+        for row in self.fetchall(f"SELECT {', '.join(names)} FROM {LEDGER_TABLE} ORDER BY id"):
+            yield dict(zip(names, row, strict=True))

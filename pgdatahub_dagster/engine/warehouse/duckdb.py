@@ -1,0 +1,106 @@
+"""DuckDB, the embedded default; rows arrive as Arrow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+import polars as pl
+
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
+from pgdatahub_dagster.engine.errors import WarehouseError
+from pgdatahub_dagster.engine.schema.types import SqlType
+from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Warehouse
+
+_STAGE_VIEW = "pgdatahub_stage"
+# DuckDB lets one process write a database file. Runs started together take turns.
+_LOCK_WAIT_SECONDS = 120.0
+
+
+def _connect(path: Path, display_url: str) -> duckdb.DuckDBPyConnection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise WarehouseError(f"cannot open DuckDB database {display_url}: {error}") from None
+            time.sleep(0.2)
+
+
+class DuckDBWarehouse(Warehouse):
+    placeholder = "?"
+    unique_violation: ClassVar[tuple[type[Exception], ...]] = (duckdb.ConstraintException,)
+    data_errors: ClassVar[tuple[type[Exception], ...]] = (
+        duckdb.ConversionException,
+        duckdb.ConstraintException,
+        duckdb.InvalidInputException,
+        duckdb.OutOfRangeException,
+        duckdb.BinderException,
+        duckdb.CatalogException,
+        duckdb.NotImplementedException,
+    )
+
+    def __init__(self, path: Path, display_url: str) -> None:
+        super().__init__(display_url)
+        self._conn = _connect(path, display_url)
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        result = self._conn.execute(query, list(params)).fetchall()
+        # DuckDB answers DML with one row holding the affected count.
+        if len(result) == 1 and len(result[0]) == 1 and isinstance(result[0][0], int):
+            return result[0][0]
+        return -1
+
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(query, list(params)).fetchall()
+
+    def quote(self, identifier: str) -> str:
+        return str(duckdb.ColumnExpression(identifier))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._conn.begin()
+        try:
+            yield
+        except BaseException:
+            self._conn.rollback()
+            raise
+        self._conn.commit()
+
+    def lock(self, name: str) -> None:
+        """Nothing to do: a DuckDB file has a single writing process, so writers never race."""
+
+    def alter_column_type(self, table: str, column: str, new_type: SqlType) -> None:
+        # DuckDB refuses to alter a column of a table that has an index; drop and rebuild
+        # it inside the same transaction.
+        self.execute(f"DROP INDEX {self.quote(self.row_key_index_name(table))}")
+        super().alter_column_type(table, column, new_type)
+        self.create_row_key_index(table)
+
+    def insert_new_rows(
+        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
+    ) -> int:
+        columns = frame.columns
+        quoted = ", ".join(self.quote(name) for name in columns)
+        selected = ", ".join(
+            f"{self.quote(name)}::UUID" if name == ROW_KEY_COLUMN else self.quote(name) for name in columns
+        )
+        lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
+        self._conn.register(_STAGE_VIEW, frame.to_arrow())
+        try:
+            return self.execute(
+                f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
+                f"SELECT {selected}, ?, ?, ?, ? FROM {self.quote(_STAGE_VIEW)} ON CONFLICT DO NOTHING",
+                (lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp),
+            )
+        finally:
+            self._conn.unregister(_STAGE_VIEW)
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,1 @@
+"""Test doubles for the external services pgdatahub_dagster talks to."""

@@ -1,0 +1,1077 @@
+"""A real HTTP server that speaks enough Google Drive v3 for the real client.
+
+Tests point ``googleapiclient.discovery.build("drive", "v3", ...)`` at
+:attr:`DriveTestServer.api_endpoint` and then drive state changes and faults
+from Python. Everything goes over genuine HTTP on 127.0.0.1, so the client's
+URL building, retry loop, partial-response handling and chunked media download
+are all exercised for real instead of being mocked away.
+
+Only the read-only surface pgdatahub_dagster needs is implemented: files.list,
+files.get (metadata and ``alt=media``), files.export, changes.getStartPageToken
+and changes.list.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self, cast
+
+FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
+SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
+SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
+XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+FAULT_KINDS = frozenset({"429", "503", "403_rate", "slow", "drop"})
+
+_GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
+_JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+# The client reaches media through the API base, but Drive also serves the
+# same resources under /download/ and some code builds those URLs by hand.
+_PATH_PREFIXES = ("/drive/v3/", "/download/drive/v3/")
+_MAX_PAGE_SIZE = 1000
+_DEFAULT_PAGE_SIZE = 100
+_DEFAULT_CLOCK_START = datetime(2024, 1, 1, tzinfo=UTC)
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    416: "OUT_OF_RANGE",
+    429: "RESOURCE_EXHAUSTED",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+}
+
+# A None child means "any sub-selection is accepted": those objects are not
+# modelled, so the server cannot judge what lives inside them.
+_Schema = Mapping[str, "_Schema | None"]
+_FieldPaths = frozenset[tuple[str, ...]]
+_Predicate = Callable[["_Item"], bool]
+
+# Every File property in the v3 discovery document, so that a typo in a
+# ``fields`` selector fails here exactly as it would against Drive instead of
+# silently yielding responses without the field.
+_FILE_PROPERTIES = [
+    "appProperties",
+    "capabilities",
+    "clientEncryptionDetails",
+    "contentHints",
+    "contentRestrictions",
+    "copyRequiresWriterPermission",
+    "createdTime",
+    "description",
+    "downloadRestrictions",
+    "driveId",
+    "explicitlyTrashed",
+    "exportLinks",
+    "fileExtension",
+    "folderColorRgb",
+    "fullFileExtension",
+    "hasAugmentedPermissions",
+    "hasThumbnail",
+    "headRevisionId",
+    "iconLink",
+    "id",
+    "imageMediaMetadata",
+    "inheritedPermissionsDisabled",
+    "isAppAuthorized",
+    "kind",
+    "labelInfo",
+    "lastModifyingUser",
+    "linkShareMetadata",
+    "md5Checksum",
+    "mimeType",
+    "modifiedByMe",
+    "modifiedByMeTime",
+    "modifiedTime",
+    "name",
+    "originalFilename",
+    "ownedByMe",
+    "owners",
+    "parents",
+    "permissionIds",
+    "permissions",
+    "properties",
+    "quotaBytesUsed",
+    "resourceKey",
+    "sha1Checksum",
+    "sha256Checksum",
+    "shared",
+    "sharedWithMeTime",
+    "sharingUser",
+    "size",
+    "spaces",
+    "starred",
+    "teamDriveId",
+    "thumbnailLink",
+    "thumbnailVersion",
+    "trashed",
+    "trashedTime",
+    "trashingUser",
+    "version",
+    "videoMediaMetadata",
+    "viewedByMe",
+    "viewedByMeTime",
+    "viewersCanCopyContent",
+    "webContentLink",
+    "webViewLink",
+    "writersCanShare",
+]
+_SHORTCUT_SCHEMA: _Schema = dict.fromkeys(("targetId", "targetMimeType", "targetResourceKey"))
+_FILE_SCHEMA: _Schema = {
+    **dict.fromkeys(_FILE_PROPERTIES),
+    "shortcutDetails": _SHORTCUT_SCHEMA,
+}
+_FILE_LIST_SCHEMA: _Schema = {
+    **dict.fromkeys(("incompleteSearch", "kind", "nextPageToken")),
+    "files": _FILE_SCHEMA,
+}
+_CHANGE_SCHEMA: _Schema = {
+    **dict.fromkeys(
+        (
+            "changeType",
+            "drive",
+            "driveId",
+            "fileId",
+            "kind",
+            "removed",
+            "teamDrive",
+            "teamDriveId",
+            "time",
+            "type",
+        )
+    ),
+    "file": _FILE_SCHEMA,
+}
+_CHANGE_LIST_SCHEMA: _Schema = {
+    **dict.fromkeys(("kind", "newStartPageToken", "nextPageToken")),
+    "changes": _CHANGE_SCHEMA,
+}
+_START_PAGE_TOKEN_SCHEMA: _Schema = dict.fromkeys(("kind", "startPageToken"))
+
+
+class _SyntaxError(ValueError):
+    """A ``q`` or ``fields`` value outside the grammar this server accepts."""
+
+
+def _parse_fields(text: str) -> _FieldPaths:
+    """Parse a partial-response selector into the set of selected paths.
+
+    ``nextPageToken,files(id,parents)`` becomes ``{("nextPageToken",),
+    ("files", "id"), ("files", "parents")}``; ``a/b`` is shorthand for
+    ``a(b)``.
+    """
+    tokens = re.findall(r"[A-Za-z0-9_*]+|[(),/]|\S", text)
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal position
+        token = peek()
+        if token is None or (expected is not None and token != expected):
+            raise _SyntaxError(f"Invalid field selection {text}")
+        position += 1
+        return token
+
+    def name() -> str:
+        token = take()
+        if not re.fullmatch(r"[A-Za-z0-9_]+|\*", token):
+            raise _SyntaxError(f"Invalid field selection {text}")
+        return token
+
+    def selection(prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        paths: list[tuple[str, ...]] = []
+        while True:
+            path = (*prefix, name())
+            while peek() == "/":
+                take("/")
+                path = (*path, name())
+            if peek() == "(":
+                take("(")
+                paths.extend(selection(path))
+                take(")")
+            else:
+                paths.append(path)
+            if peek() != ",":
+                return paths
+            take(",")
+
+    paths = selection(())
+    if peek() is not None:
+        raise _SyntaxError(f"Invalid field selection {text}")
+    return frozenset(paths)
+
+
+def _unknown_field(paths: _FieldPaths, schema: _Schema) -> str | None:
+    for path in sorted(paths):
+        node: _Schema | None = schema
+        for name in path:
+            if node is None or name == "*":
+                break
+            if name not in node:
+                return name
+            node = node[name]
+    return None
+
+
+def _select(value: Any, paths: _FieldPaths) -> Any:
+    if () in paths:
+        return value
+    if isinstance(value, list):
+        return [_select(element, paths) for element in value]
+    if not isinstance(value, dict):
+        return value
+    selected: dict[str, Any] = {}
+    for key, child in value.items():
+        child_paths = frozenset(p[1:] for p in paths if p[0] in (key, "*"))
+        if child_paths:
+            selected[key] = _select(child, child_paths)
+    return selected
+
+
+_DEFAULT_FILE_FIELDS = _parse_fields("kind,id,name,mimeType")
+_DEFAULT_FILE_LIST_FIELDS = _parse_fields("kind,incompleteSearch,nextPageToken,files(kind,id,name,mimeType)")
+_DEFAULT_CHANGE_LIST_FIELDS = _parse_fields(
+    "kind,nextPageToken,newStartPageToken,"
+    "changes(kind,changeType,time,removed,fileId,file(kind,id,name,mimeType))"
+)
+_DEFAULT_START_PAGE_TOKEN_FIELDS = _parse_fields("kind,startPageToken")
+
+_QUERY_TOKEN = re.compile(r"\s*(?:('(?:[^'\\]|\\.)*')|(!=|=|\(|\))|([A-Za-z]+))")
+
+
+def _tokenize_query(text: str) -> list[str]:
+    tokens: list[str] = []
+    position = 0
+    while text[position:].strip():
+        match = _QUERY_TOKEN.match(text, position)
+        if match is None:
+            raise _SyntaxError(f"unexpected input at offset {position}")
+        tokens.append(match.group(match.lastindex or 0))
+        position = match.end()
+    return tokens
+
+
+class _QueryParser:
+    """Recursive-descent parser for the subset of Drive's ``q`` language.
+
+    Grammar (``and`` binds tighter than ``or``; keywords are
+    case-insensitive)::
+
+        disjunction := conjunction ("or" conjunction)*
+        conjunction := term ("and" term)*
+        term        := "(" disjunction ")" | clause
+        clause      := STRING "in" "parents"
+                     | "trashed" ("=" | "!=") ("true" | "false")
+                     | "mimeType" ("=" | "!=") STRING
+    """
+
+    def __init__(self, text: str) -> None:
+        self._tokens = _tokenize_query(text)
+        self._position = 0
+
+    def parse(self) -> _Predicate:
+        predicate = self._disjunction()
+        if self._peek() is not None:
+            raise _SyntaxError(f"unexpected {self._peek()!r}")
+        return predicate
+
+    def _peek(self) -> str | None:
+        if self._position < len(self._tokens):
+            return self._tokens[self._position]
+        return None
+
+    def _take(self) -> str:
+        token = self._peek()
+        if token is None:
+            raise _SyntaxError("unexpected end of query")
+        self._position += 1
+        return token
+
+    def _accept_keyword(self, keyword: str) -> bool:
+        token = self._peek()
+        if token is not None and token.lower() == keyword:
+            self._position += 1
+            return True
+        return False
+
+    def _expect_keyword(self, *keywords: str) -> str:
+        token = self._take().lower()
+        if token not in keywords:
+            raise _SyntaxError(f"expected {' or '.join(keywords)}, got {token!r}")
+        return token
+
+    def _expect_string(self) -> str:
+        token = self._take()
+        if not token.startswith("'"):
+            raise _SyntaxError(f"expected a quoted string, got {token!r}")
+        return re.sub(r"\\(.)", r"\1", token[1:-1])
+
+    def _disjunction(self) -> _Predicate:
+        alternatives = [self._conjunction()]
+        while self._accept_keyword("or"):
+            alternatives.append(self._conjunction())
+        if len(alternatives) == 1:
+            return alternatives[0]
+        return lambda item: any(p(item) for p in alternatives)
+
+    def _conjunction(self) -> _Predicate:
+        requirements = [self._term()]
+        while self._accept_keyword("and"):
+            requirements.append(self._term())
+        if len(requirements) == 1:
+            return requirements[0]
+        return lambda item: all(p(item) for p in requirements)
+
+    def _term(self) -> _Predicate:
+        if self._peek() == "(":
+            self._take()
+            predicate = self._disjunction()
+            if self._take() != ")":
+                raise _SyntaxError("expected ')'")
+            return predicate
+        return self._clause()
+
+    def _clause(self) -> _Predicate:
+        if (self._peek() or "").startswith("'"):
+            parent_id = self._expect_string()
+            self._expect_keyword("in")
+            self._expect_keyword("parents")
+            return lambda item: item.parent_id == parent_id
+        token = self._take()
+        if token == "trashed":
+            negate = self._expect_keyword("=", "!=") == "!="
+            wanted = (self._expect_keyword("true", "false") == "true") != negate
+            return lambda item: item.trashed == wanted
+        if token == "mimeType":
+            negate = self._expect_keyword("=", "!=") == "!="
+            mime_type = self._expect_string()
+            return lambda item: (item.mime_type == mime_type) != negate
+        raise _SyntaxError(f"unsupported query term {token!r}")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class _Item:
+    id: str
+    name: str
+    mime_type: str
+    parent_id: str | None
+    created: datetime
+    modified: datetime
+    content: bytes = b""
+    drive_id: str | None = None
+    target_id: str | None = None
+    target_mime_type: str | None = None
+    trashed: bool = False
+    version: int = 1
+
+    def resource(self) -> dict[str, Any]:
+        """The full File resource; ``fields`` selection trims it afterwards."""
+        resource: dict[str, Any] = {
+            "kind": "drive#file",
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mime_type,
+            "trashed": self.trashed,
+            "version": str(self.version),
+            "createdTime": _rfc3339(self.created),
+            "modifiedTime": _rfc3339(self.modified),
+        }
+        # Drive omits ``parents`` for roots rather than sending an empty list.
+        if self.parent_id is not None:
+            resource["parents"] = [self.parent_id]
+        if not self.mime_type.startswith(_GOOGLE_APPS_PREFIX):
+            resource["md5Checksum"] = hashlib.md5(self.content).hexdigest()
+            resource["size"] = str(len(self.content))
+        if self.drive_id is not None:
+            resource["driveId"] = self.drive_id
+        if self.mime_type == SHORTCUT_MIME_TYPE:
+            resource["shortcutDetails"] = {
+                "targetId": self.target_id,
+                "targetMimeType": self.target_mime_type,
+            }
+        return resource
+
+
+@dataclass(frozen=True)
+class _Change:
+    file_id: str
+    time: datetime
+    # A snapshot taken when the change happened, so a consumer replaying the
+    # log sees each intermediate state; None marks a permanent deletion.
+    file: dict[str, Any] | None
+
+    def resource(self) -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "kind": "drive#change",
+            "changeType": "file",
+            "fileId": self.file_id,
+            "removed": self.file is None,
+            "time": _rfc3339(self.time),
+        }
+        if self.file is not None:
+            resource["file"] = self.file
+        return resource
+
+
+@dataclass
+class _Fault:
+    kind: str
+    remaining: int
+    path_contains: str | None
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str = _JSON_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json_response(payload: Mapping[str, Any], status: int = 200) -> _Response:
+    return _Response(status, json.dumps(payload).encode())
+
+
+def _error(
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    domain: str = "global",
+    location: str | None = None,
+) -> _Response:
+    detail: dict[str, str] = {"domain": domain, "reason": reason, "message": message}
+    if location is not None:
+        detail["locationType"] = "parameter"
+        detail["location"] = location
+    return _json_response(
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [detail],
+                "status": _STATUS_NAMES[status],
+            }
+        },
+        status,
+    )
+
+
+def _invalid_parameter(name: str, message: str = "Invalid Value") -> _Response:
+    return _error(400, "invalid", message, location=name)
+
+
+def _fault_response(kind: str) -> _Response:
+    if kind == "429":
+        return _error(429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
+    if kind == "503":
+        return _error(503, "backendError", "Backend Error")
+    return _error(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    def __init__(self, drive: DriveTestServer) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.drive = drive
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps httplib2's pooled connection alive between requests the
+    # way googleapis.com does; every response therefore sets Content-Length.
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def _drive(self) -> DriveTestServer:
+        return cast(_HTTPServer, self.server).drive
+
+    def setup(self) -> None:
+        super().setup()
+        self._drive._track_connection(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self._drive._track_connection(self.connection, open_=False)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # request_log is the supported record; stderr noise would drown tests.
+        pass
+
+    def _serve(self, method: str) -> None:
+        drive = self._drive
+        target = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(target.query, keep_blank_values=True))
+        fault = drive._begin_request(method, target.path, query, self.path)
+        if method != "GET":
+            # Unread request bodies would corrupt the next request on a
+            # kept-alive connection, so give up on the connection instead.
+            self.close_connection = True
+        if fault == "slow":
+            time.sleep(drive.slow_seconds)
+        if fault in ("429", "503", "403_rate"):
+            response = _fault_response(fault)
+        elif method != "GET":
+            response = _error(501, "notImplemented", f"DriveTestServer does not implement {method}.")
+        else:
+            response = drive._dispatch(target.path, query, self.headers)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if fault == "drop":
+            # Promise the whole body, deliver half, then hang up: what a reset
+            # connection looks like to the client mid-download.
+            self.wfile.write(response.body[: len(response.body) // 2])
+            self.close_connection = True
+        else:
+            self.wfile.write(response.body)
+
+
+class DriveTestServer:
+    """In-memory Drive served over real HTTP, with hooks to mutate and misbehave.
+
+    Mutations made through the Python API are recorded in a change log that
+    ``changes.list`` replays; each one advances a logical clock by one second
+    so ``modifiedTime`` and change times are deterministic and strictly
+    increasing. Folders whose parent is None act as roots.
+    """
+
+    def __init__(
+        self,
+        *,
+        export_limit_bytes: int = 10 * 1024 * 1024,
+        slow_seconds: float = 0.5,
+        clock_start: datetime = _DEFAULT_CLOCK_START,
+    ) -> None:
+        self.export_limit_bytes = export_limit_bytes
+        self.slow_seconds = slow_seconds
+        self._clock = clock_start
+        self._lock = threading.Lock()
+        self._items: dict[str, _Item] = {}
+        self._changes: list[_Change] = []
+        self._expired_before = 0
+        self._id_counter = 0
+        self._faults: list[_Fault] = []
+        self._faults_served: Counter[str] = Counter()
+        self._request_log: list[tuple[str, str, dict[str, str]]] = []
+        self._connections: set[socket.socket] = set()
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._server is not None:
+            raise RuntimeError("DriveTestServer is already running")
+        self._server = _HTTPServer(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            # shutdown() waits for the loop's next poll; the default 0.5 s
+            # would dominate teardown of every test.
+            kwargs={"poll_interval": 0.02},
+            name="DriveTestServer",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        # Handler threads sit in recv() on httplib2's kept-alive connections;
+        # shutting the sockets down lets them finish instead of lingering.
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            # The client may have hung up already; that is the goal anyway.
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def api_endpoint(self) -> str:
+        """Base URL for ``client_options={"api_endpoint": ...}``.
+
+        The client uses this verbatim as the base, so it must carry the
+        ``drive/v3/`` service path that the discovery document's rootUrl
+        normally supplies.
+        """
+        if self._server is None:
+            raise RuntimeError("DriveTestServer is not running; call start()")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/drive/v3/"
+
+    # -- state mutation ----------------------------------------------------
+
+    def add_folder(self, name: str, parent_id: str | None = None, *, drive_id: str | None = None) -> str:
+        """Create a folder; ``drive_id`` marks a root as a shared drive."""
+        return self._create(name, parent_id, FOLDER_MIME_TYPE, drive_id=drive_id)
+
+    def add_file(
+        self,
+        name: str,
+        parent_id: str,
+        content: bytes,
+        mime_type: str = "application/octet-stream",
+    ) -> str:
+        if mime_type.startswith(_GOOGLE_APPS_PREFIX):
+            raise ValueError("use add_folder/add_google_sheet/add_shortcut instead")
+        return self._create(name, parent_id, mime_type, content=content)
+
+    def add_google_sheet(self, name: str, parent_id: str, xlsx_bytes: bytes) -> str:
+        """Create a native Sheet whose xlsx export returns ``xlsx_bytes``."""
+        return self._create(name, parent_id, SHEET_MIME_TYPE, content=xlsx_bytes)
+
+    def add_shortcut(self, name: str, parent_id: str, target_id: str) -> str:
+        with self._lock:
+            target_mime_type = self._get(target_id).mime_type
+        return self._create(
+            name,
+            parent_id,
+            SHORTCUT_MIME_TYPE,
+            target_id=target_id,
+            target_mime_type=target_mime_type,
+        )
+
+    def update_content(self, file_id: str, content: bytes) -> None:
+        with self._lock:
+            item = self._get(file_id)
+            if item.mime_type in (FOLDER_MIME_TYPE, SHORTCUT_MIME_TYPE):
+                raise ValueError(f"{item.mime_type} items have no content")
+            item.content = content
+            self._touch(item)
+
+    def rename(self, file_id: str, new_name: str) -> None:
+        with self._lock:
+            item = self._get(file_id)
+            item.name = new_name
+            self._touch(item)
+
+    def move(self, file_id: str, new_parent_id: str) -> None:
+        with self._lock:
+            item = self._get(file_id)
+            parent = self._get_folder(new_parent_id)
+            descendant_ids = self._descendant_ids(item.id)
+            if parent.id == item.id or parent.id in descendant_ids:
+                raise ValueError("cannot move a folder into itself")
+            item.parent_id = parent.id
+            for moved_id in [item.id, *descendant_ids]:
+                self._items[moved_id].drive_id = parent.drive_id
+            self._touch(item)
+
+    def trash(self, file_id: str) -> None:
+        """Trash an item; like Drive, everything beneath a folder goes too."""
+        with self._lock:
+            for item_id in [file_id, *self._descendant_ids(file_id)]:
+                item = self._get(item_id)
+                if not item.trashed:
+                    item.trashed = True
+                    self._touch(item)
+
+    def delete(self, file_id: str) -> None:
+        """Permanently delete an item and, for folders, its descendants."""
+        with self._lock:
+            self._get(file_id)
+            for item_id in [file_id, *self._descendant_ids(file_id)]:
+                del self._items[item_id]
+                self._changes.append(_Change(item_id, self._tick(), None))
+
+    # -- change tokens -------------------------------------------------------
+
+    def current_page_token(self) -> str:
+        """The token ``changes.getStartPageToken`` would return right now."""
+        with self._lock:
+            return str(len(self._changes))
+
+    def expire_tokens_before(self, token: str) -> None:
+        """Make ``changes.list`` reject every page token older than ``token``."""
+        with self._lock:
+            position = self._token_position(token)
+            if position is None:
+                raise ValueError(f"not a valid page token: {token!r}")
+            self._expired_before = position
+
+    # -- fault injection and observation -----------------------------------
+
+    def inject_fault(self, kind: str, count: int = 1, path_contains: str | None = None) -> None:
+        """Queue ``count`` faults for requests whose target contains a string.
+
+        ``path_contains`` is matched against the raw request target, query
+        string included, so ``"alt=media"`` selects downloads. Faults are
+        consumed in the order they were injected.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; use one of {FAULT_KINDS}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._faults.append(_Fault(kind, count, path_contains))
+
+    @property
+    def faults_served(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._faults_served)
+
+    @property
+    def request_log(self) -> list[tuple[str, str, dict[str, str]]]:
+        """``(method, path, query)`` per request received, oldest first."""
+        with self._lock:
+            return list(self._request_log)
+
+    def request_count(self, method: str | None = None, path_contains: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for logged_method, path, _ in self._request_log
+                if method in (None, logged_method) and (path_contains is None or path_contains in path)
+            )
+
+    def reset_request_log(self) -> None:
+        with self._lock:
+            self._request_log.clear()
+
+    # -- internals: state ------------------------------------------------------
+
+    def _create(
+        self,
+        name: str,
+        parent_id: str | None,
+        mime_type: str,
+        *,
+        content: bytes = b"",
+        drive_id: str | None = None,
+        target_id: str | None = None,
+        target_mime_type: str | None = None,
+    ) -> str:
+        with self._lock:
+            if parent_id is not None:
+                if drive_id is not None:
+                    raise ValueError("drive_id is inherited from the parent")
+                drive_id = self._get_folder(parent_id).drive_id
+            elif mime_type != FOLDER_MIME_TYPE:
+                raise ValueError("only folders may be roots")
+            self._id_counter += 1
+            digest = hashlib.sha256(f"drive-test:{self._id_counter}".encode()).digest()
+            # Real ids look like "1AbC...": 33 url-safe characters.
+            item_id = "1" + base64.urlsafe_b64encode(digest).decode()[:32]
+            now = self._tick()
+            item = _Item(
+                id=item_id,
+                name=name,
+                mime_type=mime_type,
+                parent_id=parent_id,
+                created=now,
+                modified=now,
+                content=content,
+                drive_id=drive_id,
+                target_id=target_id,
+                target_mime_type=target_mime_type,
+            )
+            self._items[item_id] = item
+            self._changes.append(_Change(item_id, now, item.resource()))
+            return item_id
+
+    def _tick(self) -> datetime:
+        self._clock += timedelta(seconds=1)
+        return self._clock
+
+    def _touch(self, item: _Item) -> None:
+        item.version += 1
+        item.modified = self._tick()
+        self._changes.append(_Change(item.id, item.modified, item.resource()))
+
+    def _get(self, item_id: str) -> _Item:
+        try:
+            return self._items[item_id]
+        except KeyError:
+            raise KeyError(f"no such item: {item_id}") from None
+
+    def _get_folder(self, item_id: str) -> _Item:
+        item = self._get(item_id)
+        if item.mime_type != FOLDER_MIME_TYPE:
+            raise ValueError(f"{item_id} is not a folder")
+        return item
+
+    def _descendant_ids(self, item_id: str) -> list[str]:
+        found: list[str] = []
+        frontier = [item_id]
+        while frontier:
+            parent = frontier.pop()
+            children = [i.id for i in self._items.values() if i.parent_id == parent]
+            found.extend(children)
+            frontier.extend(children)
+        return found
+
+    def _token_position(self, token: str) -> int | None:
+        if not token.isdigit():
+            return None
+        position = int(token)
+        if not self._expired_before <= position <= len(self._changes):
+            return None
+        return position
+
+    # -- internals: HTTP -------------------------------------------------------
+
+    def _track_connection(self, connection: socket.socket, *, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def _begin_request(self, method: str, path: str, query: dict[str, str], target: str) -> str | None:
+        """Log the request and claim the first queued fault that matches it."""
+        with self._lock:
+            self._request_log.append((method, path, dict(query)))
+            for fault in self._faults:
+                if fault.path_contains is None or fault.path_contains in target:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    self._faults_served[fault.kind] += 1
+                    return fault.kind
+        return None
+
+    def _dispatch(
+        self,
+        path: str,
+        query: dict[str, str],
+        headers: Message,
+    ) -> _Response:
+        if not (headers.get("Authorization") or "").startswith("Bearer "):
+            return _error(
+                401,
+                "required",
+                "Login Required.",
+                location="Authorization",
+            )
+        prefix = next((p for p in _PATH_PREFIXES if path.startswith(p)), None)
+        if prefix is None:
+            return _error(404, "notFound", f"Not Found: {path}")
+        segments = [urllib.parse.unquote(s) for s in path[len(prefix) :].split("/")]
+        with self._lock:
+            if segments == ["files"]:
+                return self._list_files(query)
+            if segments == ["changes", "startPageToken"]:
+                return self._start_page_token(query)
+            if segments == ["changes"]:
+                return self._list_changes(query)
+            if len(segments) in (2, 3) and segments[0] == "files":
+                item = self._items.get(segments[1])
+                if item is None:
+                    return _error(404, "notFound", f"File not found: {segments[1]}.")
+                if len(segments) == 2 and query.get("alt") == "media":
+                    return self._media(item, headers.get("Range"))
+                if len(segments) == 2:
+                    return self._respond_with_fields(
+                        item.resource(), query, _FILE_SCHEMA, _DEFAULT_FILE_FIELDS
+                    )
+                if segments[2] == "export":
+                    return self._export(item, query)
+        return _error(404, "notFound", f"Not Found: {path}")
+
+    def _respond_with_fields(
+        self,
+        payload: dict[str, Any],
+        query: Mapping[str, str],
+        schema: _Schema,
+        default_fields: _FieldPaths,
+    ) -> _Response:
+        fields = query.get("fields")
+        if fields is None:
+            selected = default_fields
+        else:
+            try:
+                selected = _parse_fields(fields)
+            except _SyntaxError as exc:
+                return _error(400, "invalidParameter", str(exc), location="fields")
+            unknown = _unknown_field(selected, schema)
+            if unknown is not None:
+                return _error(
+                    400,
+                    "invalidParameter",
+                    f"Invalid field selection {unknown}",
+                    location="fields",
+                )
+        return _json_response(_select(payload, selected))
+
+    def _page_size(self, query: Mapping[str, str]) -> int | None:
+        raw = query.get("pageSize", str(_DEFAULT_PAGE_SIZE))
+        if not raw.isdigit() or int(raw) < 1:
+            return None
+        # Capped rather than rejected: asking for more than the maximum just
+        # yields maximum-sized pages.
+        return min(int(raw), _MAX_PAGE_SIZE)
+
+    def _list_files(self, query: Mapping[str, str]) -> _Response:
+        q = query.get("q", "")
+        try:
+            predicate = _QueryParser(q).parse() if q.strip() else None
+        except _SyntaxError as exc:
+            return _invalid_parameter("q", f"Invalid Value: {exc}")
+        page_size = self._page_size(query)
+        if page_size is None:
+            return _invalid_parameter("pageSize")
+        # Tokens are bound to their query so a token replayed with another q
+        # fails loudly instead of skipping rows.
+        query_digest = hashlib.sha256(q.encode()).hexdigest()[:16]
+        offset = 0
+        if query.get("pageToken"):
+            try:
+                decoded = base64.urlsafe_b64decode(query["pageToken"].encode())
+                token_offset, token_digest = json.loads(decoded)
+            except (binascii.Error, ValueError, TypeError):
+                return _invalid_parameter("pageToken")
+            if token_digest != query_digest or not isinstance(token_offset, int) or token_offset < 0:
+                return _invalid_parameter("pageToken")
+            offset = token_offset
+        matches = sorted(
+            (i for i in self._items.values() if predicate is None or predicate(i)),
+            key=lambda i: (i.name, i.id),
+        )
+        payload: dict[str, Any] = {
+            "kind": "drive#fileList",
+            "incompleteSearch": False,
+            "files": [i.resource() for i in matches[offset : offset + page_size]],
+        }
+        if offset + page_size < len(matches):
+            next_token = json.dumps([offset + page_size, query_digest]).encode()
+            payload["nextPageToken"] = base64.urlsafe_b64encode(next_token).decode()
+        return self._respond_with_fields(payload, query, _FILE_LIST_SCHEMA, _DEFAULT_FILE_LIST_FIELDS)
+
+    def _start_page_token(self, query: Mapping[str, str]) -> _Response:
+        payload = {
+            "kind": "drive#startPageToken",
+            "startPageToken": str(len(self._changes)),
+        }
+        return self._respond_with_fields(
+            payload, query, _START_PAGE_TOKEN_SCHEMA, _DEFAULT_START_PAGE_TOKEN_FIELDS
+        )
+
+    def _list_changes(self, query: Mapping[str, str]) -> _Response:
+        token = query.get("pageToken")
+        if token is None:
+            return _error(
+                400,
+                "required",
+                "Required parameter: pageToken",
+                location="pageToken",
+            )
+        start = self._token_position(token)
+        if start is None:
+            return _invalid_parameter("pageToken")
+        page_size = self._page_size(query)
+        if page_size is None:
+            return _invalid_parameter("pageSize")
+        include_removed = query.get("includeRemoved", "true") != "false"
+        end = min(start + page_size, len(self._changes))
+        payload: dict[str, Any] = {
+            "kind": "drive#changeList",
+            "changes": [
+                change.resource()
+                for change in self._changes[start:end]
+                if include_removed or change.file is not None
+            ],
+        }
+        if end < len(self._changes):
+            payload["nextPageToken"] = str(end)
+        else:
+            payload["newStartPageToken"] = str(end)
+        return self._respond_with_fields(payload, query, _CHANGE_LIST_SCHEMA, _DEFAULT_CHANGE_LIST_FIELDS)
+
+    def _media(self, item: _Item, range_header: str | None) -> _Response:
+        if item.mime_type.startswith(_GOOGLE_APPS_PREFIX):
+            return _error(
+                403,
+                "fileNotDownloadable",
+                "Only files with binary content can be downloaded. Use Export with Docs Editors files.",
+                location="alt",
+            )
+        content = item.content
+        total = len(content)
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", (range_header or "").strip())
+        if match is None or match.group(1) == match.group(2) == "":
+            return _Response(200, content, item.mime_type)
+        first, last = match.groups()
+        if first == "":
+            start, end = max(total - int(last), 0), total - 1
+        else:
+            start = int(first)
+            end = min(int(last), total - 1) if last else total - 1
+        if start >= total or start > end:
+            # MediaIoBaseDownload relies on this to finish empty files.
+            return _Response(416, b"", item.mime_type, {"Content-Range": f"bytes */{total}"})
+        return _Response(
+            206,
+            content[start : end + 1],
+            item.mime_type,
+            {"Content-Range": f"bytes {start}-{end}/{total}"},
+        )
+
+    def _export(self, item: _Item, query: Mapping[str, str]) -> _Response:
+        if item.mime_type != SHEET_MIME_TYPE:
+            return _error(403, "fileNotExportable", "Export only supports Docs Editors files.")
+        if query.get("mimeType") != XLSX_MIME_TYPE:
+            return _error(
+                400,
+                "badRequest",
+                "The requested conversion is not supported.",
+                location="mimeType",
+            )
+        if len(item.content) > self.export_limit_bytes:
+            return _error(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
+        # Range is deliberately ignored: the whole workbook comes back with a
+        # 200, and MediaIoBaseDownload then finishes on Content-Length alone.
+        return _Response(200, item.content, XLSX_MIME_TYPE)
