@@ -15,6 +15,7 @@ import polars as pl
 _INTEGER = r"^[+-]?(0|[1-9][0-9]{0,17})$"
 _DECIMAL = r"^[+-]?(0|[1-9][0-9]*)?(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _HAS_DIGIT = r"[0-9]"
+_LONG_DIGIT_RUN = r"^[+-]?[0-9]{19,}$"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?$"
 _BOOLEAN_TEXT = ("true", "false")
@@ -76,7 +77,8 @@ def _from_text(column: pl.Series) -> pl.Series:
         return column.str.to_lowercase() == "true"
     if _all_match(values, _INTEGER):
         return column.str.to_integer(strict=True)
-    if _all_match(values, _DECIMAL) and _all_match(values, _HAS_DIGIT):
+    long_whole_numbers = bool(values.str.contains(_LONG_DIGIT_RUN).any())
+    if _all_match(values, _DECIMAL) and _all_match(values, _HAS_DIGIT) and not long_whole_numbers:
         return column.cast(pl.Float64, strict=True)
     if _all_match(values, _ISO_DATE):
         parsed = column.str.to_date("%Y-%m-%d", strict=False)

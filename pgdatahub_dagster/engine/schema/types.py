@@ -78,4 +78,13 @@ def cast_to(column: pl.Series, target: SqlType) -> pl.Series:
             return column.dt.to_string("%Y-%m-%d")
         if isinstance(column.dtype, pl.Datetime):
             return column.dt.to_string("%Y-%m-%d %H:%M:%S%.f")
+        if column.dtype.is_float():
+            # Write 7.0 as "7", as both databases do when they widen a column to text.
+            whole = (column == column.floor()) & (column.abs() < 1e15)
+            as_int = column.cast(pl.Int64, strict=False).cast(pl.String)
+            return (
+                pl.select(pl.when(whole).then(as_int).otherwise(column.cast(pl.String)))
+                .to_series()
+                .alias(column.name)
+            )
     return column.cast(POLARS_TYPE[target])

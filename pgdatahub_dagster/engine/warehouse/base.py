@@ -231,11 +231,15 @@ class Warehouse(ABC):
         index = self.quote(self.row_key_index_name(table))
         self.execute(f"CREATE UNIQUE INDEX {index} ON {self.quote(table)} ({self.quote(ROW_KEY_COLUMN)})")
 
-    def alter_column_type(self, table: str, column: str, new_type: SqlType) -> None:
+    def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
+        """The SQL that converts a column's existing values when it widens."""
+        return f"{column_sql}::{new_type.value}"
+
+    def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
         quoted = self.quote(column)
         self.execute(
             f"ALTER TABLE {self.quote(table)} ALTER COLUMN {quoted} TYPE {new_type.value} "
-            f"USING {quoted}::{new_type.value}"
+            f"USING {self.cast_sql(quoted, old_type, new_type)}"
         )
 
     def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
@@ -251,7 +255,8 @@ class Warehouse(ABC):
                 column = self.quote(change.column_name)
                 self.execute(f"ALTER TABLE {self.quote(table)} ADD COLUMN {column} {change.new_type.value}")
             else:
-                self.alter_column_type(table, change.column_name, change.new_type)
+                assert change.old_type is not None
+                self.alter_column_type(table, change.column_name, change.old_type, change.new_type)
 
     def record_schema_changes(
         self,

@@ -76,11 +76,20 @@ class DuckDBWarehouse(Warehouse):
     def lock(self, name: str) -> None:
         """Nothing to do: a DuckDB file has a single writing process, so writers never race."""
 
-    def alter_column_type(self, table: str, column: str, new_type: SqlType) -> None:
+    def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
+        if old_type == SqlType.DOUBLE and new_type == SqlType.TEXT:
+            # DuckDB writes 7.0 as '7.0', PostgreSQL as '7': keep both warehouses alike.
+            return (
+                f"CASE WHEN {column_sql} = trunc({column_sql}) AND abs({column_sql}) < 1e15 "
+                f"THEN CAST(CAST({column_sql} AS BIGINT) AS VARCHAR) ELSE CAST({column_sql} AS VARCHAR) END"
+            )
+        return super().cast_sql(column_sql, old_type, new_type)
+
+    def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
         # DuckDB refuses to alter a column of a table that has an index; drop and rebuild
         # it inside the same transaction.
         self.execute(f"DROP INDEX {self.quote(self.row_key_index_name(table))}")
-        super().alter_column_type(table, column, new_type)
+        super().alter_column_type(table, column, old_type, new_type)
         self.create_row_key_index(table)
 
     def insert_new_rows(

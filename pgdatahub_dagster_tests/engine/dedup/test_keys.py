@@ -1,0 +1,54 @@
+import polars as pl
+
+from pgdatahub_dagster.engine.dedup import is_phone_column, row_keys
+
+
+def test_phone_columns_are_recognised_by_name() -> None:
+    assert all(is_phone_column(n) for n in ["phone", "mobile_phone", "tel", "fax_number", "phone_no", "cell"])
+    assert not any(
+        is_phone_column(n) for n in ["telemetry", "hotel", "phonetic_name"] if n != "phonetic_name"
+    )
+
+
+def test_phone_numbers_in_any_format_are_one_key() -> None:
+    frame = pl.DataFrame(
+        {"name": ["Acme"] * 4, "phone": ["+1 555 123 4567", "(555) 123-4567", "555.123.4567", "555-123-4568"]}
+    )
+    keys = row_keys(frame, ["name", "phone"], "US").to_list()
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[3] != keys[0]
+
+
+def test_unparseable_phone_falls_back_to_digits() -> None:
+    frame = pl.DataFrame({"phone": ["ext. 12-34", "1234"]})
+    keys = row_keys(frame, ["phone"], "US").to_list()
+    assert keys[0] == keys[1]
+
+
+def test_text_keys_ignore_case_and_whitespace_but_not_content() -> None:
+    frame = pl.DataFrame(
+        {"name": ["Acme  Plumbing", " acme plumbing", "STRASSE 5", "Straße 5", "Acme Plumbers"]}
+    )
+    keys = row_keys(frame, ["name"], "US").to_list()
+    assert keys[0] == keys[1]
+    assert keys[2] == keys[3]  # casefold, not just lowercase
+    assert keys[4] != keys[0]
+
+
+def test_key_parts_do_not_run_together() -> None:
+    frame = pl.DataFrame({"a": ["ab", "a"], "b": ["c", "bc"]})
+    keys = row_keys(frame, ["a", "b"], "US").to_list()
+    assert keys[0] != keys[1]
+
+
+def test_all_column_keys_ignore_column_order_and_empty_columns() -> None:
+    one = pl.DataFrame({"name": ["Acme"], "city": ["Oslo"]})
+    other = pl.DataFrame({"city": ["Oslo"], "notes": pl.Series([None], dtype=pl.String), "name": ["ACME"]})
+    first = row_keys(one, sorted(one.columns), "US", label_columns=True).to_list()
+    second = row_keys(other, sorted(other.columns), "US", label_columns=True).to_list()
+    assert first == second
+
+
+def test_keys_are_compact_hex() -> None:
+    keys = row_keys(pl.DataFrame({"n": [1, 2]}), ["n"], "US").to_list()
+    assert all(len(key) == 32 and int(key, 16) >= 0 for key in keys)

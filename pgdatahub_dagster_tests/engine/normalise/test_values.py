@@ -1,0 +1,78 @@
+import datetime as dt
+
+import polars as pl
+
+from pgdatahub_dagster.engine.normalise import normalise_frame
+
+
+def _frame(**columns: list[object]) -> pl.DataFrame:
+    return pl.DataFrame({name: pl.Series(values, dtype=pl.String) for name, values in columns.items()})
+
+
+def test_text_is_trimmed_and_blank_means_null() -> None:
+    out = normalise_frame(_frame(name=["  Acme ", " ", "Blue"], city=["Oslo", "Rome", " Bern"]))
+    assert out["name"].to_list() == ["Acme", None, "Blue"]
+    assert out["city"].to_list() == ["Oslo", "Rome", "Bern"]
+
+
+def test_empty_rows_and_columns_are_dropped() -> None:
+    out = normalise_frame(_frame(a=["1", None, "3"], empty=[None, " ", None], b=["x", None, "z"]))
+    assert out.columns == ["a", "b"]
+    assert out.height == 2
+
+
+def test_leading_zeros_stay_text() -> None:
+    out = normalise_frame(_frame(zip=["01234", "02115", "10001"]))
+    assert out["zip"].dtype == pl.String
+    assert out["zip"].to_list() == ["01234", "02115", "10001"]
+
+
+def test_integers_decimals_and_booleans_are_inferred() -> None:
+    out = normalise_frame(
+        _frame(n=["1", "-2", "+3"], x=["1.5", "2", ".25"], flag=["TRUE", "false", None], big=["1" * 19] * 3)
+    )
+    assert out["n"].to_list() == [1, -2, 3]
+    assert out["x"].dtype == pl.Float64
+    assert out["flag"].to_list() == [True, False, None]
+    # 19 digits may not fit in 64 bits: stays text rather than losing digits.
+    assert out["big"].dtype == pl.String
+
+
+def test_mixed_text_and_numbers_stay_text() -> None:
+    out = normalise_frame(_frame(v=["1", "2", "n/a"]))
+    assert out["v"].to_list() == ["1", "2", "n/a"]
+
+
+def test_iso_dates_and_timestamps() -> None:
+    out = normalise_frame(
+        _frame(
+            d=["2024-01-31", "2024-02-29"],
+            ts=["2024-01-31 10:15:00", "2024-02-01T00:00:00"],
+            bad=["2024-02-30"] * 2,
+        )
+    )
+    assert out["d"].to_list() == [dt.date(2024, 1, 31), dt.date(2024, 2, 29)]
+    assert out["ts"].to_list() == [dt.datetime(2024, 1, 31, 10, 15), dt.datetime(2024, 2, 1)]
+    assert out["bad"].dtype == pl.String
+
+
+def test_whole_floats_become_integers_and_midnights_become_dates() -> None:
+    frame = pl.DataFrame(
+        {
+            "label": ["a", "b", "c"],
+            "whole": [1.0, 2.0, None],
+            "fraction": [1.0, 2.5, None],
+            "day": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2), None],
+            "moment": [dt.datetime(2024, 1, 1, 9, 30), dt.datetime(2024, 1, 2), None],
+        }
+    )
+    out = normalise_frame(frame)
+    assert out["whole"].dtype == pl.Int64 and out["whole"].to_list() == [1, 2, None]
+    assert out["fraction"].dtype == pl.Float64
+    assert out["day"].dtype == pl.Date
+    assert isinstance(out["moment"].dtype, pl.Datetime)
+
+
+def test_booleans_stay_booleans() -> None:
+    out = normalise_frame(pl.DataFrame({"b": [True, False, None]}))
+    assert out["b"].dtype == pl.Boolean
