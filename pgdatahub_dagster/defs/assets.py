@@ -140,7 +140,7 @@ def local_spreadsheets(
         except FileNotFoundError as error:
             context.log.warning(f"SKIPPED {error}")
     with warehouse.open() as opened:
-        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run_id)
+        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run.run_id)
         results = _import(context, importer, files)
     metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
     return _result(results, metadata)
@@ -163,7 +163,7 @@ def local_folder_sync(
     if new_keys:
         context.instance.add_dynamic_partitions(local_files.name, new_keys)
     with warehouse.open() as opened:
-        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run_id)
+        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run.run_id)
         results = _import(context, importer, files)
     for file, result in zip(files, results, strict=True):
         if not result.failed:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dagster import define_asset_job
 
 from pgdatahub_dagster.defs.assets import local_spreadsheets
-from pgdatahub_dagster.defs.partitions import local_files
 
 import_local_files = define_asset_job(
     "import_local_files",
     selection=[local_spreadsheets],
-    partitions_def=local_files,
     description="Import files of the local folder tree, one partition per file.",
 )

@@ -21,8 +21,14 @@ from pgdatahub_dagster.defs.resources import LocalFolderResource
 from pgdatahub_dagster.engine.sources.local import LocalFileState
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30"))
-MAX_RUNS_PER_TICK = int(os.environ.get("PGDATAHUB_SENSOR_MAX_RUNS", "100"))
-SETTLE_SECONDS = 2.0
+
+
+def max_runs_per_tick() -> int:
+    return int(os.environ.get("PGDATAHUB_SENSOR_MAX_RUNS", "100"))
+
+
+def settle_seconds() -> float:
+    return float(os.environ.get("PGDATAHUB_SENSOR_SETTLE_SECONDS", "2"))
 
 
 def run_key_for(state: LocalFileState) -> str:
@@ -39,7 +45,8 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
     """Registers each new or changed spreadsheet of the local folder as a partition and
     requests an import run for it."""
     cursor = LocalFolderCursor.from_json(context.cursor)
-    settled_before_ns = time.time_ns() - int(SETTLE_SECONDS * 1e9)
+    settled_before_ns = time.time_ns() - int(settle_seconds() * 1e9)
+    max_runs = max_runs_per_tick()
     pending = sorted(
         (state for state in local_folder.source().scan() if cursor.is_unhandled(state)),
         key=lambda state: (state.changed_ns, state.file.file_id),
@@ -59,9 +66,9 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
                 f"SKIPPED {state.file.path} and {len(pending) - position - 1} newer: still being written"
             )
             break
-        if len(requests) == MAX_RUNS_PER_TICK:
+        if len(requests) == max_runs:
             context.log.info(
-                f"SKIPPED {len(pending) - position} files: over {MAX_RUNS_PER_TICK} this tick, next tick"
+                f"SKIPPED {len(pending) - position} files: over {max_runs} runs this tick, next tick"
             )
             break
         key = partition_key_for(state.file.file_id)

@@ -202,7 +202,8 @@ def test_lineage_columns_and_user_columns_with_their_names(warehouse_url: str, t
     [result] = run_import(warehouse_url, tmp_path)
     row = query(
         warehouse_url,
-        'SELECT source_file, source_file_id, file_sha256, load_timestamp, source_file_2, "select", "order", "user" FROM t',
+        "SELECT source_file, source_file_id, file_sha256, load_timestamp, source_file_2, "
+        '"select", "order", "user" FROM t',
     )[0]
     assert row[:3] == ("t/f.csv", "t/f.csv", result.record.file_sha256)
     assert row[3] is not None

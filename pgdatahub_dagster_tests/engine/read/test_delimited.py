@@ -43,7 +43,7 @@ def test_header_row_skips_preamble_lines(tmp_path: Path) -> None:
 
 
 def test_every_value_is_read_as_text(tmp_path: Path) -> None:
-    headers, frame = _read(write_csv(tmp_path / "f.csv", "zip,n\n01234,5\n"))
+    _headers, frame = _read(write_csv(tmp_path / "f.csv", "zip,n\n01234,5\n"))
     assert frame.dtypes == [pl.String, pl.String]
     assert frame.row(0) == ("01234", "5")
 
@@ -70,5 +70,5 @@ def test_empty_file_has_no_rows(tmp_path: Path) -> None:
 
 def test_unsupported_extension(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "notes.pdf", "x")
-    with pytest.raises(UnreadableFileError, match="unsupported file type '.pdf'"):
+    with pytest.raises(UnreadableFileError, match=r"unsupported file type '\.pdf'"):
         _read(path)

@@ -54,7 +54,7 @@ def test_header_row_option(tmp_path: Path) -> None:
 
 
 def test_mixed_kinds_fall_back_to_text(calamine_fixtures: Path) -> None:
-    headers, frame, _ = _read(calamine_fixtures / "date.xlsx")
+    _headers, frame, _ = _read(calamine_fixtures / "date.xlsx")
     assert frame.height == 2
     assert frame.dtypes[0] == pl.String
 

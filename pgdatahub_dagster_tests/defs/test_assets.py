@@ -1,0 +1,88 @@
+"""The assets executed by Dagster against real warehouses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from pgdatahub_dagster.defs.partitions import local_files
+from pgdatahub_dagster.engine.warehouse import connect
+from pgdatahub_dagster_tests.files import write_csv, write_xlsx
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def _files(source_dir: Path) -> list[str]:
+    write_csv(source_dir / "shop" / "a.csv", "sku,price\nA1,9.5\nA2,3\n")
+    write_xlsx(source_dir / "shop" / "b.xlsx", {"Sheet1": [["sku", "price"], ["B1", 4], ["A1", 9.5]]})
+    (source_dir / "shop" / "c.xlsx").write_bytes(b"definitely not a workbook")
+    write_csv(source_dir / "shop" / "d.csv", "sku,price\nD1,1\n")
+    return ["shop/a.csv", "shop/b.xlsx", "shop/c.xlsx", "shop/d.csv"]
+
+
+def test_one_run_imports_a_range_of_partitions_and_fails_only_for_the_bad_file(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    keys = _files(source_dir)
+    instance.add_dynamic_partitions(local_files.name, keys)
+    job = test_defs.resolve_job_def("import_local_files")
+    result = job.execute_in_process(
+        instance=instance, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message  # type: ignore[union-attr]
+    assert "1 of 4 files failed" in message
+    assert "shop/c.xlsx: not a readable workbook" in message
+    with connect(warehouse_url) as warehouse:
+        # Everything else was committed before the run failed.
+        assert warehouse.fetchall("SELECT sku FROM shop ORDER BY sku") == [("A1",), ("A2",), ("B1",), ("D1",)]
+
+    # Re-running the range is safe: the good files are skipped by content, the bad one fails again.
+    job.execute_in_process(
+        instance=instance, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False
+    )
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT count(*) FROM shop") == [(4,)]
+        statuses = warehouse.fetchall(
+            "SELECT status, count(*) FROM etl_imports GROUP BY status ORDER BY status"
+        )
+        assert statuses == [("failed", 2), ("skipped", 3), ("success", 3)]
+
+
+def test_single_file_run_reports_the_file_in_metadata(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path
+) -> None:
+    _files(source_dir)
+    instance.add_dynamic_partitions(local_files.name, ["shop/b.xlsx"])
+    result = test_defs.resolve_job_def("import_local_files").execute_in_process(
+        instance=instance, partition_key="shop/b.xlsx"
+    )
+    [materialization] = result.asset_materializations_for_node("local_spreadsheets")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert metadata["status"] == "success"
+    assert metadata["table"] == "shop"
+    assert metadata["rows_read"] == 2 and metadata["rows_inserted"] == 2 and metadata["rows_duplicate"] == 0
+    assert metadata["sheet"] == "Sheet1"
+    assert len(metadata["file_sha256"]) == 64
+    assert {change["change"] for change in metadata["schema_changes"]} == {"create_table", "add_column"}
+
+
+def test_folder_sync_imports_everything_and_marks_the_file_partitions(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    write_csv(source_dir / "shop" / "a.csv", "sku\nA1\n")
+    write_csv(source_dir / "people" / "p.csv", "name\nAda\n")
+    result = (
+        test_defs.resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={AssetKey("local_folder_sync")})
+        .execute_in_process(instance=instance)
+    )
+    assert result.success
+    assert set(instance.get_dynamic_partitions(local_files.name)) == {"shop/a.csv", "people/p.csv"}
+    materialized = instance.get_materialized_partitions(AssetKey("local_spreadsheets"))
+    assert materialized == {"shop/a.csv", "people/p.csv"}
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT sku FROM shop") == [("A1",)]
+        assert warehouse.fetchall("SELECT name FROM people") == [("Ada",)]

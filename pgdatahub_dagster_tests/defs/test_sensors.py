@@ -1,0 +1,119 @@
+"""The local-folder sensor against a real instance, with its runs really executed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
+
+from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
+from pgdatahub_dagster.engine.warehouse import connect
+from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests
+from pgdatahub_dagster_tests.files import write_csv
+
+
+@pytest.fixture(autouse=True)
+def _no_settle_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGDATAHUB_SENSOR_SETTLE_SECONDS", "0")
+
+
+def tick(defs: Definitions, instance: DagsterInstance, cursor: str | None) -> SensorResult:
+    sensor = defs.resolve_sensor_def("local_folder_sensor")
+    with build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as context:
+        result = sensor(context)
+    assert isinstance(result, SensorResult)
+    apply_partition_requests(instance, result)
+    return result
+
+
+def run_requests(defs: Definitions, instance: DagsterInstance, result: SensorResult) -> None:
+    job = defs.resolve_job_def("import_local_files")
+    for request in result.run_requests or []:
+        outcome = job.execute_in_process(instance=instance, partition_key=request.partition_key)
+        assert outcome.success
+
+
+def test_first_tick_requests_every_file_then_goes_idle(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    write_csv(source_dir / "leads" / "a.csv", "name\nAcme\n")
+    write_csv(source_dir / "leads" / "b.csv", "name\nBlue\n")
+    (source_dir / "notes.pdf").write_text("not a spreadsheet")
+
+    first = tick(test_defs, instance, None)
+    requests = first.run_requests or []
+    assert [r.partition_key for r in requests] == ["leads/a.csv", "leads/b.csv"]
+    for request in requests:
+        stat = (source_dir / request.partition_key).stat()
+        assert request.run_key == f"{request.partition_key}:{stat.st_size}-{stat.st_mtime_ns}"
+    assert set(instance.get_dynamic_partitions(local_files.name)) == {"leads/a.csv", "leads/b.csv"}
+    assert first.cursor is not None and len(first.cursor) < 200
+    assert json.loads(first.cursor)["handled_at_changed_ns"]
+
+    run_requests(test_defs, instance, first)
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT name FROM leads ORDER BY name") == [("Acme",), ("Blue",)]
+
+    idle = tick(test_defs, instance, first.cursor)
+    assert not idle.run_requests
+    assert idle.skip_reason is not None and "idle" in str(idle.skip_reason)
+
+
+def test_changed_added_and_renamed_files_are_found(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    write_csv(source_dir / "leads" / "a.csv", "name\nAcme\n")
+    write_csv(source_dir / "leads" / "b.csv", "name\nBlue\n")
+    first = tick(test_defs, instance, None)
+    run_requests(test_defs, instance, first)
+
+    write_csv(source_dir / "leads" / "a.csv", "name\nAcme\nCorner\n")
+    os.utime(source_dir / "leads" / "a.csv", ns=(1, 1_000_000_000))  # an old mtime must not hide it
+    shutil.move(source_dir / "leads" / "b.csv", source_dir / "leads" / "renamed.csv")
+    write_csv(source_dir / "leads" / "c.csv", "name\nDelta\n")
+    second = tick(test_defs, instance, first.cursor)
+    keys = sorted(r.partition_key for r in second.run_requests or [])
+    assert keys == ["leads/a.csv", "leads/c.csv", "leads/renamed.csv"]
+    assert "leads/a.csv:" in next(
+        r.run_key for r in second.run_requests or [] if r.partition_key == "leads/a.csv"
+    )
+
+    run_requests(test_defs, instance, second)
+    with connect(warehouse_url) as warehouse:
+        names = warehouse.fetchall("SELECT name FROM leads ORDER BY name")
+        assert names == [("Acme",), ("Blue",), ("Corner",), ("Delta",)]
+        renamed = warehouse.fetchall(
+            "SELECT status, duplicate_of FROM etl_imports WHERE source_file = 'leads/renamed.csv'"
+        )
+        assert renamed == [("skipped", "leads/b.csv")]
+
+
+def test_long_listings_are_spread_over_ticks(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "2")
+    for name in "abcde":
+        write_csv(source_dir / "t" / f"{name}.csv", f"v\n{name}\n")
+    cursor, seen = None, []
+    for _ in range(3):
+        result = tick(test_defs, instance, cursor)
+        seen += [r.partition_key for r in result.run_requests or []]
+        cursor = result.cursor
+    assert seen == [f"t/{name}.csv" for name in "abcde"]
+    assert not tick(test_defs, instance, cursor).run_requests
+
+
+def test_files_still_being_written_wait(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGDATAHUB_SENSOR_SETTLE_SECONDS", "3600")
+    write_csv(source_dir / "t" / "new.csv", "v\n1\n")
+    result = tick(test_defs, instance, None)
+    assert not result.run_requests
+    monkeypatch.setenv("PGDATAHUB_SENSOR_SETTLE_SECONDS", "0")
+    later = tick(test_defs, instance, result.cursor)
+    assert [r.partition_key for r in later.run_requests or []] == [partition_key_for("t/new.csv")]
