@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from dagster import Definitions
 
-from pgdatahub_dagster.defs.assets import local_folder_sync, local_spreadsheets
-from pgdatahub_dagster.defs.jobs import import_local_files
-from pgdatahub_dagster.defs.resources import LocalFolderResource, WarehouseResource
-from pgdatahub_dagster.defs.sensors import local_folder_sensor
+from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_folder_sync, local_spreadsheets
+from pgdatahub_dagster.defs.executor import executor_from_env
+from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
+from pgdatahub_dagster.defs.resources import (
+    DriveResource,
+    FolderMappingResource,
+    LocalFolderResource,
+    WarehouseResource,
+)
+from pgdatahub_dagster.defs.sensors import drive_sensor, local_folder_sensor
+
+
+def build_defs(resources: Mapping[str, Any]) -> Definitions:
+    """The code location's definitions with the given resources (tests point them elsewhere)."""
+    return Definitions(
+        assets=[local_spreadsheets, local_folder_sync, drive_spreadsheets],
+        jobs=[import_local_files, import_drive_files],
+        sensors=[local_folder_sensor, drive_sensor],
+        resources=dict(resources),
+        executor=executor_from_env(),
+    )
+
 
 # A broken folder mapping stops the code location from loading, naming the key and line,
 # instead of failing every run later.
-LocalFolderResource().mapping()
+FolderMappingResource().mapping()
 
-defs = Definitions(
-    assets=[local_spreadsheets, local_folder_sync],
-    jobs=[import_local_files],
-    sensors=[local_folder_sensor],
-    resources={"warehouse": WarehouseResource(), "local_folder": LocalFolderResource()},
+defs = build_defs(
+    {
+        "warehouse": WarehouseResource(),
+        "folder_mapping": FolderMappingResource(),
+        "local_folder": LocalFolderResource(),
+        "drive": DriveResource(),
+    }
 )

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+pytest_plugins = ["pgdatahub_dagster_tests.drive_fixtures"]
+
 CALAMINE_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "calamine"
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 

@@ -1,7 +1,8 @@
 """Assets that import files; all the work happens in the engine's ``Importer``.
 
-``local_spreadsheets`` has one partition per file: sensors request it per file and
-backfills import many files per run (``BackfillPolicy.multi_run``). ``local_folder_sync``
+``local_spreadsheets`` and ``drive_spreadsheets`` have one partition per file: sensors
+request them per file and backfills import many files per run
+(``BackfillPolicy.multi_run``). ``local_folder_sync``
 imports everything currently in the folder in one run: the command for CI and the quick
 start. Both report each file's outcome as metadata and fail the run when any file failed,
 after every other file has been imported and committed.
@@ -21,10 +22,18 @@ from dagster import (
     asset,
 )
 
-from pgdatahub_dagster.defs.partitions import file_id_for, local_files, partition_key_for
-from pgdatahub_dagster.defs.resources import LocalFolderResource, WarehouseResource
+from pgdatahub_dagster.defs.partitions import drive_files, file_id_for, local_files, partition_key_for
+from pgdatahub_dagster.defs.resources import (
+    DriveResource,
+    FolderMappingResource,
+    LocalFolderResource,
+    WarehouseResource,
+)
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
-from pgdatahub_dagster.engine.sources import SourceFile
+from pgdatahub_dagster.engine.mapping import FolderMapping
+from pgdatahub_dagster.engine.sources import Source, SourceFile
+from pgdatahub_dagster.engine.sources.drive import DriveSource, FolderRegistry
+from pgdatahub_dagster.engine.warehouse import Warehouse
 
 #: Imports share this Dagster pool; its limit (dagster.yaml) keeps backfills from
 #: swamping the warehouse, and keeps DuckDB, which has one writer, to one import at a time.
@@ -120,6 +129,21 @@ def _result(results: list[ImportResult], metadata: dict[str, Any]) -> Materializ
     return MaterializeResult(metadata=metadata)
 
 
+def _import_partitions(
+    context: AssetExecutionContext, warehouse: Warehouse, source: Source, mapping: FolderMapping
+) -> MaterializeResult:
+    files: list[SourceFile] = []
+    for key in context.partition_keys:
+        try:
+            files.append(source.get_file(file_id_for(key)))
+        except FileNotFoundError as error:
+            context.log.warning(f"SKIPPED {error}")
+    importer = Importer(warehouse, source, mapping, run_id=context.run.run_id)
+    results = _import(context, importer, files)
+    metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
+    return _result(results, metadata)
+
+
 @asset(
     partitions_def=local_files,
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
@@ -128,27 +152,23 @@ def _result(results: list[ImportResult], metadata: dict[str, Any]) -> Materializ
     kinds={"polars"},
 )
 def local_spreadsheets(
-    context: AssetExecutionContext, warehouse: WarehouseResource, local_folder: LocalFolderResource
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    local_folder: LocalFolderResource,
+    folder_mapping: FolderMappingResource,
 ) -> MaterializeResult:
     """The spreadsheets of the local folder tree, one partition per file, loaded into the
     warehouse tables the folder mapping names."""
-    source = local_folder.source()
-    files: list[SourceFile] = []
-    for key in context.partition_keys:
-        try:
-            files.append(source.get_file(file_id_for(key)))
-        except FileNotFoundError as error:
-            context.log.warning(f"SKIPPED {error}")
     with warehouse.open() as opened:
-        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run.run_id)
-        results = _import(context, importer, files)
-    metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
-    return _result(results, metadata)
+        return _import_partitions(context, opened, local_folder.source(), folder_mapping.mapping())
 
 
 @asset(pool=WAREHOUSE_POOL, group_name="local_folder", kinds={"polars"})
 def local_folder_sync(
-    context: AssetExecutionContext, warehouse: WarehouseResource, local_folder: LocalFolderResource
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    local_folder: LocalFolderResource,
+    folder_mapping: FolderMappingResource,
 ) -> MaterializeResult:
     """Everything currently in the local folder tree, imported in one run.
 
@@ -163,7 +183,7 @@ def local_folder_sync(
     if new_keys:
         context.instance.add_dynamic_partitions(local_files.name, new_keys)
     with warehouse.open() as opened:
-        importer = Importer(opened, source, local_folder.mapping(), run_id=context.run.run_id)
+        importer = Importer(opened, source, folder_mapping.mapping(), run_id=context.run.run_id)
         results = _import(context, importer, files)
     for file, result in zip(files, results, strict=True):
         if not result.failed:
@@ -175,3 +195,23 @@ def local_folder_sync(
                 )
             )
     return _result(results, _summary(results))
+
+
+@asset(
+    partitions_def=drive_files,
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
+    pool=WAREHOUSE_POOL,
+    group_name="google_drive",
+    kinds={"googledrive", "polars"},
+)
+def drive_spreadsheets(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    drive: DriveResource,
+    folder_mapping: FolderMappingResource,
+) -> MaterializeResult:
+    """The spreadsheets of the watched Google Drive folders (Google Sheets exported as
+    xlsx), one partition per Drive file id."""
+    with warehouse.open() as opened:
+        source = DriveSource(drive.client(), FolderRegistry(opened))
+        return _import_partitions(context, opened, source, folder_mapping.mapping())

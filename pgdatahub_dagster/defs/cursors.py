@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from pgdatahub_dagster.engine.sources.drive import ScanState
 from pgdatahub_dagster.engine.sources.local import LocalFileState
 
 
@@ -29,3 +30,13 @@ class LocalFolderCursor:
         if state.changed_ns != self.changed_ns:
             self.changed_ns, self.handled_at_changed_ns = state.changed_ns, []
         self.handled_at_changed_ns.append(state.file.file_id)
+
+
+def drive_state_from_json(text: str | None) -> ScanState:
+    """The Drive sensor's cursor: the Changes API page token, and whether a walk of the
+    tree is still going on (the registry knows which folders are left)."""
+    return ScanState(**json.loads(text)) if text else ScanState()
+
+
+def drive_state_to_json(state: ScanState) -> str:
+    return json.dumps(asdict(state), separators=(",", ":"))

@@ -1,6 +1,8 @@
-"""The file partitions, shared by assets, sensors and tests: one partition per file.
+"""The file partitions, shared by assets, sensors and tests: one partition per file,
+one partitions definition per source.
 
-A partition key is the file's ``source_file_id`` (locally the relative path), made valid
+A partition key is the file's ``source_file_id`` (locally the relative path, in Drive the
+file id), made valid
 for Dagster by percent-encoding the few things Dagster refuses in keys (``...`` and
 control characters) and ``%`` itself, so the encoding can always be undone.
 """
@@ -13,6 +15,8 @@ from urllib.parse import unquote
 from dagster import DynamicPartitionsDefinition
 
 local_files = DynamicPartitionsDefinition(name="local_files")
+# Drive file ids are already valid keys; they go through the same encoding anyway.
+drive_files = DynamicPartitionsDefinition(name="drive_files")
 
 _NEEDS_ESCAPE = re.compile(r"%|\.(?=\.\.)|[\x00-\x1f\x7f]")
 

@@ -1,21 +1,24 @@
-"""Dagster resources: where the warehouse is and which folder to import.
+"""Dagster resources: the warehouse, the folder mapping, and the two sources.
 
-Both default to the environment (``PGDATAHUB_DATABASE_URL``, ``PGDATAHUB_SOURCE_DIR``,
-``PGDATAHUB_CONFIG``) so that no secret needs to be written into resource config, where
-the UI would show it.
+Each defaults to the environment (``PGDATAHUB_DATABASE_URL``, ``PGDATAHUB_CONFIG``,
+``PGDATAHUB_SOURCE_DIR``, ``PGDATAHUB_DRIVE_*``) so that no secret needs to be written into
+resource config, where the UI would show it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from pgdatahub_dagster.engine.mapping import FolderMapping
-from pgdatahub_dagster.engine.settings import Settings
+from pgdatahub_dagster.engine.settings import DriveSettings, Settings
 from pgdatahub_dagster.engine.sources import LocalFolderSource
+from pgdatahub_dagster.engine.sources.drive import DriveClient
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 
 
@@ -32,24 +35,63 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
         return Settings.from_env(database_url=self.database_url).database_url
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
-        with connect(self.url()) as warehouse:
+    def open(self, wait_seconds: float = 120.0) -> Iterator[Warehouse]:
+        with connect(self.url(), wait_seconds=wait_seconds) as warehouse:
             yield warehouse
 
 
-class LocalFolderResource(ConfigurableResource):  # type: ignore[misc]
-    """A local folder tree of spreadsheets and its folder mapping."""
+class FolderMappingResource(ConfigurableResource):  # type: ignore[misc]
+    """Which table, sheet and key each folder's files use (the YAML folder mapping)."""
 
-    source_dir: str | None = Field(default=None, description="Defaults to PGDATAHUB_SOURCE_DIR.")
     config_path: str | None = Field(
-        default=None, description="Defaults to PGDATAHUB_CONFIG, else pgdatahub.yaml in the source folder."
+        default=None,
+        description="Defaults to PGDATAHUB_CONFIG, else pgdatahub.yaml in the local source folder.",
     )
 
-    def _settings(self) -> Settings:
-        return Settings.from_env(source_dir=self.source_dir, config_path=self.config_path)
+    def mapping(self) -> FolderMapping:
+        return FolderMapping.load(Settings.from_env(config_path=self.config_path).config_path)
+
+
+class LocalFolderResource(ConfigurableResource):  # type: ignore[misc]
+    """A local folder tree of spreadsheets."""
+
+    source_dir: str | None = Field(default=None, description="Defaults to PGDATAHUB_SOURCE_DIR.")
 
     def source(self) -> LocalFolderSource:
-        return LocalFolderSource(self._settings().source_dir)
+        return LocalFolderSource(Settings.from_env(source_dir=self.source_dir).source_dir)
 
-    def mapping(self) -> FolderMapping:
-        return FolderMapping.load(self._settings().config_path)
+
+class DriveResource(ConfigurableResource):  # type: ignore[misc]
+    """Google Drive folders, read with the drive.readonly scope only."""
+
+    folder_ids: str | None = Field(
+        default=None, description="Comma-separated; defaults to PGDATAHUB_DRIVE_FOLDER_ID."
+    )
+    credentials_file: str | None = Field(
+        default=None,
+        description="A service-account key or OAuth authorized-user token file; defaults to "
+        "PGDATAHUB_DRIVE_CREDENTIALS, else GOOGLE_APPLICATION_CREDENTIALS.",
+    )
+    api_endpoint: str | None = Field(default=None, description="Defaults to PGDATAHUB_DRIVE_API_ENDPOINT.")
+
+    def settings(self) -> DriveSettings:
+        settings = DriveSettings.from_env()
+        if self.folder_ids:
+            settings = replace(
+                settings, folder_ids=[f.strip() for f in self.folder_ids.split(",") if f.strip()]
+            )
+        if self.credentials_file:
+            settings = replace(settings, credentials_file=Path(self.credentials_file))
+        if self.api_endpoint:
+            settings = replace(settings, api_endpoint=self.api_endpoint)
+        return settings
+
+    def client(self) -> DriveClient:
+        settings = self.settings()
+        assert settings.credentials_file is not None
+        return DriveClient.connect(
+            settings.credentials_file,
+            api_endpoint=settings.api_endpoint,
+            num_retries=settings.num_retries,
+            chunk_bytes=settings.chunk_bytes,
+        )

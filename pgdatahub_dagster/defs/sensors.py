@@ -14,10 +14,11 @@ import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
-from pgdatahub_dagster.defs.cursors import LocalFolderCursor
-from pgdatahub_dagster.defs.jobs import import_local_files
-from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
-from pgdatahub_dagster.defs.resources import LocalFolderResource
+from pgdatahub_dagster.defs.cursors import LocalFolderCursor, drive_state_from_json, drive_state_to_json
+from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
+from pgdatahub_dagster.defs.partitions import drive_files, local_files, partition_key_for
+from pgdatahub_dagster.defs.resources import DriveResource, LocalFolderResource, WarehouseResource
+from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
 from pgdatahub_dagster.engine.sources.local import LocalFileState
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30"))
@@ -87,4 +88,74 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
         run_requests=requests,
         dynamic_partitions_requests=[local_files.build_add_request(new_keys)] if new_keys else [],
         cursor=cursor.to_json(),
+    )
+
+
+# The sensor reads and updates the folder registry in the warehouse. A DuckDB file busy
+# with an import is waited for this long; past it the tick is skipped and retried.
+_WAREHOUSE_WAIT_SECONDS = 15.0
+
+
+@sensor(
+    job=import_drive_files,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+)
+def drive_sensor(
+    context: SensorEvaluationContext, drive: DriveResource, warehouse: WarehouseResource
+) -> SensorResult:
+    """Follows the Drive Changes API from its stored page token: registers each new or
+    changed spreadsheet under the watched folders as a partition and requests a run for it
+    (run key: file id and content version)."""
+    settings = drive.settings()
+    if not settings.configured:
+        return SensorResult(
+            skip_reason="Google Drive is not configured: set PGDATAHUB_DRIVE_FOLDER_ID and "
+            "PGDATAHUB_DRIVE_CREDENTIALS (or GOOGLE_APPLICATION_CREDENTIALS)",
+            cursor=context.cursor,
+        )
+    state = drive_state_from_json(context.cursor)
+    with warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS) as opened:
+        scanner = DriveScanner(
+            drive.client(), FolderRegistry(opened), settings.folder_ids, budget_seconds=settings.tick_seconds
+        )
+        result = scanner.scan(state)
+    for line in result.log:
+        context.log.info(line)
+    if result.ignored:
+        context.log.info(f"SKIPPED {result.ignored} changes outside the watched folders or not spreadsheets")
+    known = set(context.instance.get_dynamic_partitions(drive_files.name))
+    for file_id, name in result.removed:
+        if partition_key_for(file_id) in known:
+            context.log.info(
+                f"REMOVED {name} ({file_id}): trashed, deleted or moved out of the watched folders"
+            )
+    if not result.found:
+        context.log.info("idle: no new or changed spreadsheets")
+        return SensorResult(
+            skip_reason="idle: no new or changed spreadsheets", cursor=drive_state_to_json(result.state)
+        )
+
+    context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")
+    new_keys: list[str] = []
+    requests: list[RunRequest] = []
+    for file in result.found.values():
+        key = partition_key_for(file.file_id)
+        if key not in known:
+            new_keys.append(key)
+            context.log.info(f"NEW {file.path} ({file.file_id})")
+        else:
+            context.log.info(f"CHANGED {file.path} ({file.file_id})")
+        requests.append(
+            RunRequest(
+                partition_key=key,
+                run_key=f"{file.file_id}:{file.version}",
+                tags={"pgdatahub/source": "drive"},
+            )
+        )
+    context.log.info(f"DONE: requested {len(requests)} runs, {len(new_keys)} for new files")
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[drive_files.build_add_request(new_keys)] if new_keys else [],
+        cursor=drive_state_to_json(result.state),
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pgdatahub_dagster.engine.dedup import ROW_KEY_COLUMN, row_keys, sha256_of_file
+from pgdatahub_dagster.engine.dedup import ROW_KEY_COLUMN, row_keys
 from pgdatahub_dagster.engine.errors import (
     BadKeyError,
     FileImportError,
@@ -87,7 +87,7 @@ class Importer:
         self.batch_rows = batch_rows
 
     def settings_for(self, file: SourceFile) -> FolderSettings:
-        return self.mapping.settings_for(file.folder, self.source.root_name)
+        return self.mapping.settings_for(file.folder, self.source.root_name_for(file))
 
     def import_all(self, files: Iterable[SourceFile] | None = None) -> Iterator[ImportResult]:
         """Import every file (by default, all of the source); a failure stops only its file."""
@@ -116,13 +116,14 @@ class Importer:
             finished_at=started_at,
         )
         counts = _Counts()
+        earlier: str | None = None
         try:
-            with self.source.fetch(file) as path:
-                record.file_sha256 = sha256_of_file(path)
-                earlier = self.warehouse.find_loaded(settings.table, record.file_sha256)
+            with self.source.fetch(file) as copy:
+                record.file_sha256 = copy.sha256
+                earlier = self.warehouse.find_loaded(settings.table, copy.sha256)
                 if earlier is None:
                     with self.warehouse.transaction():
-                        self._load(path, file, settings, record, counts)
+                        self._load(copy.path, file, settings, record, counts)
         except ContentAlreadyLoaded:
             earlier = self.warehouse.find_loaded(settings.table, record.file_sha256)
         except FileImportError as error:
@@ -133,14 +134,11 @@ class Importer:
             record.error = f"{file.path}: the database refused the data: {str(error).splitlines()[0]}"
         except (OSError, PgDataHubError, pl.exceptions.PolarsError, ValueError) as error:
             record.error = f"{file.path}: {type(error).__name__}: {error}"
-        else:
-            if earlier is None:
-                record.status = "success"
-        if record.status != "success":
-            self._record_outcome(record, earlier, counts)
-        else:
+        if record.status == "success":
             log.info("DONE %s → %s: %d new rows", file.path, settings.table, record.rows_inserted)
-        return ImportResult(record, counts.changes if record.status == "success" else [])
+            return ImportResult(record, counts.changes)
+        self._record_outcome(record, earlier, counts)
+        return ImportResult(record)
 
     def _record_outcome(self, record: ImportRecord, earlier: str | None, counts: _Counts) -> None:
         """Write the ledger row of a skipped or failed import, in its own transaction."""

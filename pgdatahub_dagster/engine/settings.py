@@ -45,6 +45,37 @@ class Settings:
         return cls(database_url=url, source_dir=root, config_path=mapping)
 
 
+@dataclass(frozen=True)
+class DriveSettings:
+    """Google Drive: which folders, which credentials, how hard to retry."""
+
+    folder_ids: list[str]
+    credentials_file: Path | None
+    api_endpoint: str | None
+    num_retries: int
+    chunk_bytes: int
+    tick_seconds: float
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.folder_ids) and self.credentials_file is not None
+
+    @classmethod
+    def from_env(cls) -> DriveSettings:
+        folders = os.environ.get("PGDATAHUB_DRIVE_FOLDER_ID", "")
+        credentials = os.environ.get("PGDATAHUB_DRIVE_CREDENTIALS") or os.environ.get(
+            "GOOGLE_APPLICATION_CREDENTIALS"
+        )
+        return cls(
+            folder_ids=[part.strip() for part in folders.replace(" ", ",").split(",") if part.strip()],
+            credentials_file=Path(credentials) if credentials else None,
+            api_endpoint=os.environ.get("PGDATAHUB_DRIVE_API_ENDPOINT") or None,
+            num_retries=int(os.environ.get("PGDATAHUB_DRIVE_RETRIES", "5")),
+            chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
+            tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
+        )
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced, fit for logs, metadata and error messages."""
     parts = urlsplit(url)

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from dagster import AddDynamicPartitionsRequest, DagsterInstance, Definitions, SensorResult, instance_for_test
 
-from pgdatahub_dagster.defs.assets import local_folder_sync, local_spreadsheets
-from pgdatahub_dagster.defs.jobs import import_local_files
-from pgdatahub_dagster.defs.resources import LocalFolderResource, WarehouseResource
-from pgdatahub_dagster.defs.sensors import local_folder_sensor
+from pgdatahub_dagster.definitions import build_defs
+from pgdatahub_dagster.defs.resources import (
+    DriveResource,
+    FolderMappingResource,
+    LocalFolderResource,
+    WarehouseResource,
+)
 
 
 @pytest.fixture
@@ -29,15 +32,18 @@ def source_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def test_defs(source_dir: Path, warehouse_url: str) -> Definitions:
-    return Definitions(
-        assets=[local_spreadsheets, local_folder_sync],
-        jobs=[import_local_files],
-        sensors=[local_folder_sensor],
-        resources={
+def test_defs(source_dir: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch) -> Definitions:
+    """Configured through the environment, as users do: the source folder (and so its
+    pgdatahub.yaml, if any) from PGDATAHUB_SOURCE_DIR."""
+    monkeypatch.setenv("PGDATAHUB_SOURCE_DIR", str(source_dir))
+    monkeypatch.delenv("PGDATAHUB_CONFIG", raising=False)
+    return build_defs(
+        {
             "warehouse": WarehouseResource(database_url=warehouse_url),
-            "local_folder": LocalFolderResource(source_dir=str(source_dir)),
-        },
+            "folder_mapping": FolderMappingResource(),
+            "local_folder": LocalFolderResource(),
+            "drive": DriveResource(),
+        }
     )
 
 

@@ -15,8 +15,9 @@ def test_code_location_loads_with_its_asset_partitions_and_sensor() -> None:
     assert isinstance(defs, Definitions)
     repository = defs.get_repository_def()
     asset_keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert asset_keys == {"local_spreadsheets", "local_folder_sync"}
+    assert asset_keys == {"local_spreadsheets", "local_folder_sync", "drive_spreadsheets"}
     assert repository.get_sensor_def("local_folder_sensor").job_name == "import_local_files"
+    assert repository.get_sensor_def("drive_sensor").job_name == "import_drive_files"
     spreadsheets = repository.asset_graph.get(
         next(
             k

@@ -8,13 +8,10 @@ import io
 import json
 import random
 import time
-import types
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
-import googleapiclient.http
 import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import Resource, build
@@ -29,35 +26,10 @@ from pgdatahub_dagster.testing.drive_server import (
     DriveTestServer,
 )
 
-_PROXY_VARIABLES = (
-    "http_proxy",
-    "https_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "all_proxy",
-)
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # httplib2 honours proxy variables even for 127.0.0.1.
-    for name in _PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The client sleeps rand() * 2**attempt seconds between retries. Shrinking
-    # rand keeps the real retry loop but not the wait; the patch is scoped to
-    # googleapiclient.http so the server's own timing is untouched.
-    monkeypatch.setattr(googleapiclient.http, "random", types.SimpleNamespace(random=lambda: 0.001))
-
 
 @pytest.fixture
-def server() -> Iterator[DriveTestServer]:
-    with DriveTestServer() as drive:
-        yield drive
+def server(drive_server: DriveTestServer) -> DriveTestServer:
+    return drive_server
 
 
 @pytest.fixture

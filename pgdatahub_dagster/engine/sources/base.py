@@ -15,7 +15,8 @@ class SourceFile:
 
     ``file_id`` is the stable identity (a Drive file id; locally the relative path), and
     ``version`` changes whenever the content may have changed (Drive's md5 or version,
-    locally size and modification time); together they make a run key.
+    locally size and modification time); together they make a run key. ``path`` is
+    relative to the root folder the file lives under.
     """
 
     file_id: str
@@ -31,13 +32,20 @@ class SourceFile:
         return PurePosixPath(self.path).name
 
 
+@dataclass(frozen=True)
+class LocalCopy:
+    """A file's content on local disk, with its sha256 (computed while it was copied,
+    where the source copies)."""
+
+    path: Path
+    sha256: str
+
+
 class Source(ABC):
     """A tree of folders holding spreadsheets."""
 
     #: Short name used in partition and asset names: ``local`` or ``drive``.
     kind: str
-    #: The name of the root folder; files directly in it load into a table of this name.
-    root_name: str
 
     @abstractmethod
     def list_files(self) -> Iterator[SourceFile]:
@@ -48,5 +56,10 @@ class Source(ABC):
         """The current state of one file; raises ``FileNotFoundError`` when it is gone."""
 
     @abstractmethod
-    def fetch(self, file: SourceFile) -> AbstractContextManager[Path]:
-        """A local path holding the file's content for the duration of the context."""
+    def fetch(self, file: SourceFile) -> AbstractContextManager[LocalCopy]:
+        """The file's content on local disk for the duration of the context."""
+
+    @abstractmethod
+    def root_name_for(self, file: SourceFile) -> str:
+        """The name of the root folder the file is under: files directly in a root load
+        into a table of this name."""

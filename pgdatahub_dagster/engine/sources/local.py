@@ -8,8 +8,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgdatahub_dagster.engine.dedup.fingerprint import sha256_of_file
 from pgdatahub_dagster.engine.read import is_supported
-from pgdatahub_dagster.engine.sources.base import Source, SourceFile
+from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile
 
 
 @dataclass(frozen=True)
@@ -57,5 +58,9 @@ class LocalFolderSource(Source):
             raise FileNotFoundError(f"{file_id}: the file no longer exists under {self.root}")
         return self._state(path).file
 
-    def fetch(self, file: SourceFile) -> AbstractContextManager[Path]:
-        return nullcontext(self.root / file.file_id)
+    def fetch(self, file: SourceFile) -> AbstractContextManager[LocalCopy]:
+        path = self.root / file.file_id
+        return nullcontext(LocalCopy(path, sha256_of_file(path)))
+
+    def root_name_for(self, file: SourceFile) -> str:
+        return self.root_name

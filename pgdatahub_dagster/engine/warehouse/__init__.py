@@ -31,8 +31,12 @@ __all__ = [
 ]
 
 
-def connect(url: str) -> Warehouse:
-    """``duckdb:///relative/or//absolute/file.duckdb`` or ``postgresql://user:pass@host/db``."""
+def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
+    """``duckdb:///relative/or//absolute/file.duckdb`` or ``postgresql://user:pass@host/db``.
+
+    ``wait_seconds`` bounds the wait for a DuckDB file another process is writing, or for a
+    PostgreSQL server to answer.
+    """
     display_url = redact_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "duckdb":
@@ -43,12 +47,12 @@ def connect(url: str) -> Warehouse:
             raise ConfigError(
                 f"{display_url}: a DuckDB URL needs a file path, e.g. duckdb:///data/warehouse.duckdb"
             )
-        warehouse: Warehouse = DuckDBWarehouse(Path(path), display_url)
+        warehouse: Warehouse = DuckDBWarehouse(Path(path), display_url, wait_seconds)
     elif scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
 
         # SQLAlchemy-style driver suffixes (postgresql+psycopg2://) mean nothing to psycopg.
-        warehouse = PostgresWarehouse("postgresql://" + url.split("://", 1)[1], display_url)
+        warehouse = PostgresWarehouse("postgresql://" + url.split("://", 1)[1], display_url, wait_seconds)
     else:
         raise ConfigError(
             f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb or postgresql://user:pass@host/db"

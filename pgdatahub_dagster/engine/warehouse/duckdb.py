@@ -17,13 +17,13 @@ from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Warehouse
 
 _STAGE_VIEW = "pgdatahub_stage"
-# DuckDB lets one process write a database file. Runs started together take turns.
-_LOCK_WAIT_SECONDS = 120.0
 
 
-def _connect(path: Path, display_url: str) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    """DuckDB lets one process write a database file: processes started together take
+    turns, each waiting up to ``wait_seconds`` for the file's lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    deadline = time.monotonic() + wait_seconds
     while True:
         try:
             return duckdb.connect(str(path))
@@ -46,9 +46,9 @@ class DuckDBWarehouse(Warehouse):
         duckdb.NotImplementedException,
     )
 
-    def __init__(self, path: Path, display_url: str) -> None:
+    def __init__(self, path: Path, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
-        self._conn = _connect(path, display_url)
+        self._conn = _connect(path, display_url, wait_seconds)
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
         result = self._conn.execute(query, list(params)).fetchall()

@@ -1,9 +1,19 @@
-"""PostgreSQL through psycopg 3; rows arrive by COPY."""
+"""PostgreSQL through psycopg 3; rows arrive by COPY.
+
+Into an existing table rows go by ``COPY`` into a temporary staging table and one
+``INSERT … ON CONFLICT DO NOTHING``, so the table's unique ``_row_key`` index decides what
+is new. A table this very transaction created is loaded faster: its rows are ``COPY``-ed
+straight in and its unique index is built once, just before commit. That is exact because
+such a table held nothing before this transaction, and the keys this transaction already
+put in it are kept (16 bytes each) to filter later batches; the index built at the end
+still enforces uniqueness, so a mistake here fails the file instead of storing duplicates.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
@@ -17,6 +27,30 @@ from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Wa
 
 _STAGE_TABLE = "pgdatahub_stage"
 _COPY_SLICE_ROWS = 50_000
+# A new table takes the fast path for this many keyed rows (16 bytes of memory each);
+# past that its index is built and the rest goes through staging, so memory stays bounded
+# however large the file.
+FRESH_TABLE_MAX_KEYS = 2_000_000
+_KEY_HALVES = ("_key_hi", "_key_lo")
+
+
+@dataclass
+class _FreshTable:
+    """A table created by the running transaction, still without its unique index."""
+
+    #: The keys loaded so far, as two unsigned 64-bit halves per key.
+    seen: list[pl.DataFrame] = field(default_factory=list)
+    keys: int = 0
+
+
+def _key_halves(keys: pl.Series) -> pl.DataFrame:
+    """The 32-hex-digit keys as two UInt64 columns: the same equality in 16 bytes."""
+    return pl.DataFrame(
+        {
+            _KEY_HALVES[0]: keys.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64),
+            _KEY_HALVES[1]: keys.str.slice(16).str.to_integer(base=16, dtype=pl.UInt64),
+        }
+    )
 
 
 class PostgresWarehouse(Warehouse):
@@ -31,6 +65,8 @@ class PostgresWarehouse(Warehouse):
 
     def __init__(self, conninfo: str, display_url: str) -> None:
         super().__init__(display_url)
+        self._depth = 0
+        self._fresh: dict[str, _FreshTable] = {}
         try:
             self._conn = psycopg.connect(conninfo, autocommit=True, application_name="pgdatahub")
         except psycopg.OperationalError as error:
@@ -53,13 +89,84 @@ class PostgresWarehouse(Warehouse):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._conn.transaction():
-            yield
+        self._depth += 1
+        try:
+            with self._conn.transaction():
+                yield
+                if self._depth == 1:
+                    # Before commit: the new tables get their unique index.
+                    for table in list(self._fresh):
+                        self._index_fresh_table(table)
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._fresh.clear()
 
     def lock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
+    def create_row_key_index(self, table: str) -> None:
+        # A table created by the outermost transaction gets its index just before commit
+        # (see ``transaction``); inside a savepoint, or outside any transaction, at once.
+        if self._depth == 1 and table not in self._fresh:
+            self._fresh[table] = _FreshTable()
+            return
+        super().create_row_key_index(table)
+
+    def _index_fresh_table(self, table: str) -> None:
+        del self._fresh[table]
+        super().create_row_key_index(table)
+
     def insert_new_rows(
+        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
+    ) -> int:
+        fresh = self._fresh.get(table)
+        if fresh is not None:
+            if fresh.keys + frame.height <= FRESH_TABLE_MAX_KEYS:
+                return self._copy_into_fresh_table(table, fresh, frame, lineage)
+            self._index_fresh_table(table)
+        return self._insert_through_stage(table, frame, types, lineage)
+
+    def _copy(self, table: str, frame: pl.DataFrame) -> None:
+        columns = ", ".join(self.quote(name) for name in frame.columns)
+        statement = f"COPY {self.quote(table)} ({columns}) FROM STDIN (FORMAT csv)".encode()
+        with self._conn.cursor() as cursor, cursor.copy(statement) as copy:
+            for part in frame.iter_slices(_COPY_SLICE_ROWS):
+                copy.write(part.write_csv(include_header=False))
+
+    def _copy_into_fresh_table(
+        self, table: str, fresh: _FreshTable, frame: pl.DataFrame, lineage: Lineage
+    ) -> int:
+        """COPY the rows whose key this transaction has not loaded yet straight into ``table``."""
+        keys = frame[ROW_KEY_COLUMN]
+        halves = _key_halves(keys)
+        # Rows without a key (unique_key: none) are always new, as the index lets them be;
+        # of rows sharing a key the first wins, as with INSERT … ON CONFLICT DO NOTHING.
+        new = keys.is_null() | halves.select(pl.struct(_KEY_HALVES).is_first_distinct()).to_series()
+        if fresh.seen:
+            seen = pl.concat(fresh.seen, rechunk=False).with_columns(pl.lit(True).alias("_seen"))
+            hits = halves.join(seen, on=list(_KEY_HALVES), how="left", maintain_order="left")["_seen"]
+            new = new & hits.is_null()
+        if not bool(new.all()):
+            frame, halves = frame.filter(new), halves.filter(new)
+        keyed = halves.filter(keys.filter(new).is_not_null()) if keys.null_count() else halves
+        fresh.seen.append(keyed)
+        fresh.keys += keyed.height
+        if frame.height == 0:
+            return 0
+        self._copy(
+            table,
+            frame.with_columns(
+                pl.lit(lineage.source_file, pl.String).alias("source_file"),
+                pl.lit(lineage.source_file_id, pl.String).alias("source_file_id"),
+                pl.lit(lineage.file_sha256, pl.String).alias("file_sha256"),
+                # ISO 8601 with its offset: PostgreSQL reads back the same instant.
+                pl.lit(lineage.load_timestamp.isoformat(), pl.String).alias("load_timestamp"),
+            ),
+        )
+        return frame.height
+
+    def _insert_through_stage(
         self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
     ) -> int:
         columns = frame.columns
@@ -70,10 +177,7 @@ class PostgresWarehouse(Warehouse):
         )
         stage = self.quote(_STAGE_TABLE)
         self.execute(f"CREATE TEMPORARY TABLE {stage} ({stage_columns}) ON COMMIT DROP")
-        copy_statement = f"COPY {stage} ({quoted}) FROM STDIN (FORMAT csv)".encode()
-        with self._conn.cursor() as cursor, cursor.copy(copy_statement) as copy:
-            for part in frame.iter_slices(_COPY_SLICE_ROWS):
-                copy.write(part.write_csv(include_header=False))
+        self._copy(_STAGE_TABLE, frame)
         lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
         inserted = self.execute(
             f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "

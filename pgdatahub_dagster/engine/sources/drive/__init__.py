@@ -1,0 +1,17 @@
+"""Google Drive as a source: the API client, the folder registry, the change scanner."""
+
+from pgdatahub_dagster.engine.sources.drive.client import DriveClient, DriveItem, InvalidPageToken
+from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry
+from pgdatahub_dagster.engine.sources.drive.scanner import DriveScanner, ScanResult, ScanState
+from pgdatahub_dagster.engine.sources.drive.source import DriveSource
+
+__all__ = [
+    "DriveClient",
+    "DriveItem",
+    "DriveScanner",
+    "DriveSource",
+    "FolderRegistry",
+    "InvalidPageToken",
+    "ScanResult",
+    "ScanState",
+]

@@ -1,0 +1,303 @@
+"""A small, retrying client over google-api-python-client's Drive v3.
+
+Every call passes ``num_retries``, so 429, 5xx and 403 rate-limit answers back off
+exponentially (the client's own retry loop). Only the ``drive.readonly`` scope is ever
+requested. Credentials never appear in messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import google.oauth2.credentials
+import google_auth_httplib2
+import httplib2
+from google.oauth2 import service_account
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import MediaIoBaseDownload
+
+from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
+
+DRIVE_SCOPES = ["https://www.googleapis.com/auth/drive.readonly"]
+FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
+SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
+SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
+XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+# Drive returns only the fields asked for; these are all the scanner and source read.
+ITEM_FIELDS = (
+    "id, name, mimeType, parents, md5Checksum, version, modifiedTime, size, trashed, shortcutDetails"
+)
+_LIST_FIELDS = f"nextPageToken, files({ITEM_FIELDS})"
+_CHANGES_FIELDS = f"nextPageToken, newStartPageToken, changes(fileId, removed, file({ITEM_FIELDS}))"
+_PAGE_SIZE = 1000
+_HTTP_TIMEOUT_SECONDS = 120
+# Statuses with which Drive rejects a changes page token that is invalid or too old.
+_REJECTED_TOKEN_STATUSES = (400, 404, 410)
+_EXPORT_TOO_LARGE = (
+    "this Google Sheet is over Drive's 10 MB export limit, so it cannot be exported as xlsx; "
+    "download it as .xlsx and upload that file instead, or split the sheet"
+)
+_DROPPED_CONNECTION = (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout)
+
+
+class DriveError(PgDataHubError):
+    """Drive refused a request after all retries."""
+
+
+class InvalidPageToken(DriveError):
+    """The stored changes page token was rejected; the tree must be walked again."""
+
+
+@dataclass(frozen=True)
+class DriveItem:
+    """A file or folder as Drive describes it."""
+
+    id: str
+    name: str
+    mime_type: str
+    parent_id: str | None
+    md5: str | None
+    version: str | None
+    modified_time: str | None
+    trashed: bool
+    shortcut_target_id: str | None = None
+    shortcut_target_mime_type: str | None = None
+
+    @classmethod
+    def from_api(cls, resource: dict[str, Any]) -> DriveItem:
+        parents = resource.get("parents") or []
+        shortcut = resource.get("shortcutDetails") or {}
+        return cls(
+            id=resource["id"],
+            name=resource.get("name", ""),
+            mime_type=resource.get("mimeType", ""),
+            parent_id=parents[0] if parents else None,
+            md5=resource.get("md5Checksum"),
+            version=resource.get("version"),
+            modified_time=resource.get("modifiedTime"),
+            trashed=bool(resource.get("trashed", False)),
+            shortcut_target_id=shortcut.get("targetId"),
+            shortcut_target_mime_type=shortcut.get("targetMimeType"),
+        )
+
+    @property
+    def is_folder(self) -> bool:
+        return self.mime_type == FOLDER_MIME_TYPE
+
+    @property
+    def is_native_sheet(self) -> bool:
+        return self.mime_type == SHEET_MIME_TYPE
+
+    @property
+    def is_shortcut(self) -> bool:
+        return self.mime_type == SHORTCUT_MIME_TYPE
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the content may have changed: the md5 where Drive has one (a
+        rename keeps it), else the version (native Google Sheets have no md5)."""
+        return self.md5 or f"v{self.version or self.modified_time or '0'}"
+
+
+@dataclass(frozen=True)
+class DriveChange:
+    file_id: str
+    removed: bool
+    item: DriveItem | None
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    changes: list[DriveChange]
+    next_page_token: str | None
+    new_start_page_token: str | None
+
+
+def load_credentials(path: Path) -> Any:
+    """A service-account key or an OAuth authorized-user token file, scoped read-only."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read Google credentials ({type(error).__name__})") from None
+    kind = info.get("type") if isinstance(info, dict) else None
+    try:
+        if kind == "service_account":
+            return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=DRIVE_SCOPES
+            )
+        if kind == "authorized_user" or (isinstance(info, dict) and "refresh_token" in info):
+            return google.oauth2.credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+                info, scopes=DRIVE_SCOPES
+            )
+    except (ValueError, KeyError) as error:
+        # The message of google-auth names missing fields, never their values.
+        raise ConfigError(f"{path}: invalid Google credentials: {error}") from None
+    raise ConfigError(f"{path}: not a service-account key or an OAuth authorized-user token file")
+
+
+def _reason(error: HttpError) -> str:
+    details = error.error_details if isinstance(error.error_details, list) else []
+    reasons = [d.get("reason", "") for d in details if isinstance(d, dict)]
+    return reasons[0] if reasons else ""
+
+
+class DriveClient:
+    def __init__(
+        self,
+        service: Any,
+        num_retries: int = 5,
+        chunk_bytes: int = 8 * 1024 * 1024,
+        page_size: int = _PAGE_SIZE,
+    ) -> None:
+        self._files = service.files()
+        self._changes = service.changes()
+        self.num_retries = num_retries
+        self.chunk_bytes = chunk_bytes
+        self.page_size = page_size
+
+    @classmethod
+    def connect(
+        cls,
+        credentials_file: Path,
+        api_endpoint: str | None = None,
+        num_retries: int = 5,
+        chunk_bytes: int = 8 * 1024 * 1024,
+        page_size: int = _PAGE_SIZE,
+    ) -> DriveClient:
+        credentials = load_credentials(credentials_file)
+        # A socket timeout, so a hung connection fails (and is retried) instead of
+        # blocking a sensor tick or a run forever.
+        http = google_auth_httplib2.AuthorizedHttp(
+            credentials, http=httplib2.Http(timeout=_HTTP_TIMEOUT_SECONDS)
+        )
+        service = build(
+            "drive",
+            "v3",
+            http=http,
+            static_discovery=True,
+            cache_discovery=False,
+            client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
+        )
+        return cls(service, num_retries=num_retries, chunk_bytes=chunk_bytes, page_size=page_size)
+
+    def _execute(self, request: Any) -> Any:
+        try:
+            return request.execute(num_retries=self.num_retries)
+        except HttpError as error:
+            raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
+
+    def get(self, file_id: str) -> DriveItem:
+        request = self._files.get(fileId=file_id, fields=ITEM_FIELDS, supportsAllDrives=True)
+        try:
+            return DriveItem.from_api(request.execute(num_retries=self.num_retries))
+        except HttpError as error:
+            if error.status_code == 404:
+                raise FileNotFoundError(f"{file_id}: no such file in Drive, or no access to it") from None
+            raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
+
+    def list_children(self, folder_ids: Sequence[str]) -> Iterator[DriveItem]:
+        """Everything not trashed directly inside any of ``folder_ids``, all pages."""
+        parents = " or ".join(f"'{folder_id}' in parents" for folder_id in folder_ids)
+        query = f"({parents}) and trashed = false"
+        page_token = None
+        while True:
+            page = self._execute(
+                self._files.list(
+                    q=query,
+                    fields=_LIST_FIELDS,
+                    pageSize=self.page_size,
+                    pageToken=page_token,
+                    supportsAllDrives=True,
+                    includeItemsFromAllDrives=True,
+                    corpora="allDrives",
+                )
+            )
+            for resource in page.get("files", []):
+                yield DriveItem.from_api(resource)
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                return
+
+    def start_page_token(self) -> str:
+        response = self._execute(self._changes.getStartPageToken(supportsAllDrives=True))
+        return str(response["startPageToken"])
+
+    def changes(self, page_token: str) -> ChangePage:
+        request = self._changes.list(
+            pageToken=page_token,
+            pageSize=self.page_size,
+            fields=_CHANGES_FIELDS,
+            includeRemoved=True,
+            supportsAllDrives=True,
+            includeItemsFromAllDrives=True,
+        )
+        try:
+            response = request.execute(num_retries=self.num_retries)
+        except HttpError as error:
+            if error.status_code in _REJECTED_TOKEN_STATUSES:
+                raise InvalidPageToken(f"Drive rejected the changes page token: {error.reason}") from None
+            raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
+        changes = [
+            DriveChange(
+                file_id=change["fileId"],
+                removed=bool(change.get("removed", False)),
+                item=DriveItem.from_api(change["file"]) if change.get("file") else None,
+            )
+            for change in response.get("changes", [])
+        ]
+        return ChangePage(changes, response.get("nextPageToken"), response.get("newStartPageToken"))
+
+    def download(self, item: DriveItem, target: BinaryIO, display_name: str) -> str:
+        """Stream the content (native Sheets exported as xlsx) into ``target`` in bounded
+        chunks; returns its sha256, computed on the way."""
+        if item.is_native_sheet:
+            request = self._files.export_media(fileId=item.id, mimeType=XLSX_MIME_TYPE)
+        else:
+            request = self._files.get_media(fileId=item.id, supportsAllDrives=True)
+        writer = _HashingWriter(target)
+        downloader = MediaIoBaseDownload(writer, request, chunksize=self.chunk_bytes)
+        dropped = 0
+        done = False
+        while not done:
+            try:
+                _, done = downloader.next_chunk(num_retries=self.num_retries)
+            except _DROPPED_CONNECTION:
+                # The client's retry loop does not cover a body cut off mid-way; the
+                # downloader only advances after a whole chunk, so asking again resumes.
+                dropped += 1
+                if dropped > self.num_retries:
+                    raise FileImportError(display_name, "the download from Drive kept breaking off") from None
+                time.sleep(min(2**dropped, 30) * 0.1)
+            except HttpError as error:
+                if _reason(error) == "exportSizeLimitExceeded":
+                    raise FileImportError(display_name, _EXPORT_TOO_LARGE) from None
+                raise FileImportError(
+                    display_name, f"Drive answered {error.status_code}: {error.reason}"
+                ) from None
+        return writer.hexdigest()
+
+
+class _HashingWriter:
+    """A file-like sink that hashes what passes through, so content is hashed while
+    it streams to disk instead of being read back."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._target.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()

@@ -1,0 +1,187 @@
+"""Google Drive end to end: the real client over HTTP to the Drive test server, the sensor,
+runs of the import job, and rows in the warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
+
+from pgdatahub_dagster.defs.partitions import drive_files
+from pgdatahub_dagster.engine.warehouse import connect
+from pgdatahub_dagster.testing.drive_server import DriveTestServer
+from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests
+from pgdatahub_dagster_tests.files import write_xlsx
+
+
+@pytest.fixture
+def drive_tree(
+    drive_server: DriveTestServer, drive_credentials: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    ids["root"] = drive_server.add_folder("Sales Inbox")
+    ids["leads"] = drive_server.add_folder("Leads", ids["root"])
+    ids["eu"] = drive_server.add_folder("EU", ids["leads"])
+    ids["elsewhere"] = drive_server.add_folder("Someone else's folder")
+    ids["a"] = drive_server.add_file("a.csv", ids["leads"], b"name,city\nAcme,Oslo\nBlue,Rome\n")
+    xlsx = write_xlsx(
+        tmp_path / "eu.xlsx", {"Sheet1": [["name", "city"], ["Café Zürich", "Zürich"]]}
+    ).read_bytes()
+    ids["eu_file"] = drive_server.add_file("eu.xlsx", ids["eu"], xlsx)
+    sheet = write_xlsx(
+        tmp_path / "sheet.xlsx", {"Sheet1": [["name", "city"], ["Delta", "Lyon"]]}
+    ).read_bytes()
+    ids["sheet"] = drive_server.add_google_sheet("Team sheet", ids["leads"], sheet)
+    ids["target"] = drive_server.add_file("shared.csv", ids["elsewhere"], b"name,city\nEcho,Bern\n")
+    ids["shortcut"] = drive_server.add_shortcut("shared.csv", ids["leads"], ids["target"])
+    monkeypatch.setenv("PGDATAHUB_DRIVE_FOLDER_ID", ids["root"])
+    monkeypatch.setenv("PGDATAHUB_DRIVE_CREDENTIALS", str(drive_credentials))
+    monkeypatch.setenv("PGDATAHUB_DRIVE_API_ENDPOINT", drive_server.api_endpoint)
+    return ids
+
+
+class Daemon:
+    """Stands in for the sensor daemon: evaluates ticks with the stored cursor, applies
+    partition requests, and launches each requested run once per run key."""
+
+    def __init__(self, defs: Definitions, instance: DagsterInstance) -> None:
+        self.defs, self.instance = defs, instance
+        self.cursor: str | None = None
+        self.launched: set[str] = set()
+
+    def tick(self) -> SensorResult:
+        sensor = self.defs.resolve_sensor_def("drive_sensor")
+        with build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=self.defs.resources
+        ) as context:
+            result = sensor(context)
+        assert isinstance(result, SensorResult)
+        apply_partition_requests(self.instance, result)
+        self.cursor = result.cursor
+        return result
+
+    def run(self, result: SensorResult) -> list[str]:
+        job = self.defs.resolve_job_def("import_drive_files")
+        ran = []
+        for request in result.run_requests or []:
+            if request.run_key in self.launched:
+                continue
+            self.launched.add(str(request.run_key))
+            job.execute_in_process(
+                instance=self.instance, partition_key=request.partition_key, raise_on_error=False
+            )
+            ran.append(str(request.partition_key))
+        return ran
+
+
+def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    with connect(url) as warehouse:
+        return warehouse.fetchall(sql)
+
+
+def test_initial_import_of_a_nested_tree(
+    test_defs: Definitions, instance: DagsterInstance, drive_tree: dict[str, str], warehouse_url: str
+) -> None:
+    daemon = Daemon(test_defs, instance)
+    result = daemon.tick()
+    ran = daemon.run(result)
+    assert sorted(ran) == sorted(
+        [drive_tree["a"], drive_tree["eu_file"], drive_tree["sheet"], drive_tree["shortcut"]]
+    )
+    assert set(instance.get_dynamic_partitions(drive_files.name)) == set(ran)
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads ORDER BY name") == [
+        ("Acme", "Leads/a.csv"),
+        ("Blue", "Leads/a.csv"),
+        ("Delta", "Leads/Team sheet"),
+        ("Echo", "Leads/shared.csv"),
+    ]
+    assert _rows(warehouse_url, "SELECT name, source_file_id FROM leads_eu") == [
+        ("Café Zürich", drive_tree["eu_file"])
+    ]
+    assert not daemon.tick().run_requests  # idle
+
+
+def test_add_rename_move_modify_and_trash(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    daemon = Daemon(test_defs, instance)
+    daemon.run(daemon.tick())
+    imported = _rows(warehouse_url, "SELECT count(*) FROM etl_imports WHERE status = 'success'")
+
+    drive_server.rename(drive_tree["a"], "a-renamed.csv")
+    drive_server.move(drive_tree["eu_file"], drive_tree["leads"])
+    assert daemon.run(daemon.tick()) == []  # same content: no new runs, nothing added
+    assert _rows(warehouse_url, "SELECT count(*) FROM etl_imports WHERE status = 'success'") == imported
+
+    drive_server.update_content(drive_tree["a"], b"name,city\nAcme,Oslo\nBlue,Rome\nCorner,Oslo\n")
+    new = drive_server.add_file("new.csv", drive_tree["eu"], b"name,city\nFoxtrot,Wien\n")
+    assert sorted(daemon.run(daemon.tick())) == sorted([drive_tree["a"], new])
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Corner'") == [(1,)]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Acme'") == [(1,)]
+    assert _rows(warehouse_url, "SELECT name FROM leads_eu ORDER BY name") == [("Café Zürich",), ("Foxtrot",)]
+
+    drive_server.trash(drive_tree["a"])
+    result = daemon.tick()
+    assert not result.run_requests
+    assert _rows(
+        warehouse_url, "SELECT count(*) FROM leads WHERE source_file_id = '" + drive_tree["a"] + "'"
+    ) == [(3,)]
+
+
+def test_a_restart_in_the_middle_of_the_walk_resumes_from_the_stored_cursor(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folders = [drive_server.add_folder(f"batch {i:02d}", drive_tree["root"]) for i in range(45)]
+    extra = {drive_server.add_file("x.csv", folder, f"n\n{i}\n".encode()) for i, folder in enumerate(folders)}
+    monkeypatch.setenv("PGDATAHUB_DRIVE_TICK_SECONDS", "0")
+    first = Daemon(test_defs, instance)
+    requested = {r.partition_key for r in first.tick().run_requests or []}
+    # The process restarts: a new daemon with only the cursor Dagster stored.
+    second = Daemon(test_defs, instance)
+    second.cursor = first.cursor
+    ticks = 1
+    while True:
+        result = second.tick()
+        ticks += 1
+        requested |= {r.partition_key for r in result.run_requests or []}
+        if '"walking":false' in (second.cursor or ""):
+            break
+        assert ticks < 10
+    assert ticks >= 3
+    assert extra | {drive_tree[k] for k in ("a", "eu_file", "sheet", "shortcut")} == requested
+
+
+def test_a_sheet_over_the_export_limit_fails_alone(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    drive_server.export_limit_bytes = 100
+    daemon = Daemon(test_defs, instance)
+    daemon.run(daemon.tick())
+    failed = _rows(warehouse_url, "SELECT source_file, error FROM etl_imports WHERE status = 'failed'")
+    assert failed == [
+        (
+            "Leads/Team sheet",
+            "Leads/Team sheet: this Google Sheet is over Drive's 10 MB export limit, so it cannot be "
+            "exported as xlsx; download it as .xlsx and upload that file instead, or split the sheet",
+        )
+    ]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads") == [(3,)]
+
+
+def test_an_unconfigured_drive_sensor_says_so(test_defs: Definitions, instance: DagsterInstance) -> None:
+    result = Daemon(test_defs, instance).tick()
+    assert not result.run_requests
+    assert "PGDATAHUB_DRIVE_FOLDER_ID" in str(result.skip_reason)

@@ -1,0 +1,49 @@
+"""Fixtures for everything that talks to Google Drive: the project's Drive test server on
+127.0.0.1 and the environment the real google-api-python-client needs to reach it."""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import googleapiclient.http
+import pytest
+
+from pgdatahub_dagster.testing.drive_server import DriveTestServer
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")
+
+
+@pytest.fixture
+def drive_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[DriveTestServer]:
+    # httplib2 honours proxy variables even for 127.0.0.1.
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    # The client sleeps rand() * 2**attempt seconds between retries. Shrinking rand keeps
+    # the real retry loop but not the wait; the patch is scoped to googleapiclient.http.
+    monkeypatch.setattr(googleapiclient.http, "random", types.SimpleNamespace(random=lambda: 0.001))
+    with DriveTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def drive_credentials(tmp_path: Path) -> Path:
+    """An OAuth authorized-user token file, loaded by the real google-auth code path. Its
+    access token expires far in the future, so it is never refreshed against Google."""
+    path = tmp_path / "drive-token.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "token": "test-access-token",
+                "expiry": "2099-01-01T00:00:00Z",
+                "refresh_token": "test-refresh-token",
+                "client_id": "test-client.apps.googleusercontent.com",
+                "client_secret": "test-client-secret",
+                "token_uri": "http://127.0.0.1:9/token",
+            }
+        )
+    )
+    return path

@@ -1,0 +1,201 @@
+"""The change scanner and folder registry: real client, real HTTP, real warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgdatahub_dagster.engine.sources.drive import DriveClient, DriveScanner, FolderRegistry, ScanState
+from pgdatahub_dagster.testing.drive_server import DriveTestServer
+
+
+def _tree(server: DriveTestServer) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    ids["root"] = server.add_folder("Inbox")
+    ids["leads"] = server.add_folder("Leads", ids["root"])
+    ids["2024"] = server.add_folder("2024", ids["leads"])
+    ids["other"] = server.add_folder("Elsewhere")  # not watched
+    ids["a"] = server.add_file("a.csv", ids["leads"], b"name\nAcme\n")
+    ids["b"] = server.add_file("b.xlsx", ids["2024"], b"not really xlsx, never opened here")
+    ids["top"] = server.add_file("top.csv", ids["root"], b"x\n1\n")
+    ids["notes"] = server.add_file("notes.pdf", ids["leads"], b"%PDF")
+    ids["outside"] = server.add_file("o.csv", ids["other"], b"x\n1\n")
+    return ids
+
+
+def _scanner(client: DriveClient, registry: FolderRegistry, root: str, budget: float = 30.0) -> DriveScanner:
+    return DriveScanner(client, registry, [root], budget_seconds=budget)
+
+
+def test_first_scan_takes_the_token_first_then_walks_the_tree(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    drive_server.reset_request_log()
+    result = _scanner(client, registry, ids["root"]).scan(ScanState())
+    paths = {file.path for file in result.found.values()}
+    assert paths == {"Leads/a.csv", "Leads/2024/b.xlsx", "top.csv"}
+    assert not result.state.walking and result.state.page_token is not None
+    first_request = drive_server.request_log[0][1]
+    assert first_request.endswith("changes/startPageToken")
+    assert registry.folder(ids["2024"]) == (ids["root"], "Leads/2024")
+    assert registry.folder(ids["other"]) is None
+
+
+def test_a_walk_too_long_for_one_tick_continues_after_a_restart(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry, warehouse_url: str
+) -> None:
+    from pgdatahub_dagster.engine.warehouse import connect
+
+    root = drive_server.add_folder("Inbox")
+    expected = set()
+    for folder_number in range(45):
+        folder = drive_server.add_folder(f"f{folder_number:02d}", root)
+        drive_server.add_file("data.csv", folder, f"n\n{folder_number}\n".encode())
+        expected.add(f"f{folder_number:02d}/data.csv")
+    state, found, ticks = ScanState(), set(), 0
+    while True:
+        ticks += 1
+        # A fresh connection, registry and scanner per tick: what a restarted process has.
+        with connect(warehouse_url) as warehouse:
+            result = _scanner(client, FolderRegistry(warehouse), root, budget=0.0).scan(state)
+        found |= {file.path for file in result.found.values()}
+        state = result.state
+        if not state.walking:
+            break
+        assert ticks < 20
+    assert ticks >= 3  # 46 folders, 20 per query, one query per tick
+    assert found == expected
+
+
+def test_changes_add_modify_rename_move_and_trash(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    scanner = _scanner(client, registry, ids["root"])
+    state = scanner.scan(ScanState()).state
+    before = {file_id: f.version for file_id, f in scanner.scan(state).found.items()}
+    assert before == {}  # nothing changed since the walk
+
+    new = drive_server.add_file("new.csv", ids["2024"], b"n\n1\n")
+    drive_server.update_content(ids["a"], b"name\nAcme\nBlue\n")
+    drive_server.rename(ids["top"], "renamed.csv")
+    drive_server.move(ids["b"], ids["leads"])
+    drive_server.trash(ids["notes"])
+    drive_server.add_file("o2.csv", ids["other"], b"x\n2\n")
+    result = scanner.scan(state)
+    assert {f.file_id: f.path for f in result.found.values()} == {
+        new: "Leads/2024/new.csv",
+        ids["a"]: "Leads/a.csv",
+        ids["top"]: "renamed.csv",
+        ids["b"]: "Leads/b.xlsx",
+    }
+    walked = scanner.scan(ScanState()).found  # a full walk sees the same versions
+    assert result.found[ids["top"]].version == walked[ids["top"]].version
+    outside = [file_id for file_id, name in result.removed if name == "o2.csv"]
+    assert outside and outside[0] not in result.found
+
+    drive_server.trash(ids["a"])
+    drive_server.delete(new)
+    drive_server.move(ids["b"], ids["other"])
+    gone = scanner.scan(result.state)
+    assert not gone.found
+    assert {file_id for file_id, _ in gone.removed} == {ids["a"], new, ids["b"]}
+
+
+def test_folders_renamed_moved_in_and_out(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    scanner = _scanner(client, registry, ids["root"])
+    state = scanner.scan(ScanState()).state
+
+    drive_server.rename(ids["leads"], "Prospects")
+    result = scanner.scan(state)
+    assert registry.folder(ids["2024"]) == (ids["root"], "Prospects/2024")
+    # Files that did not change are not re-imported; later files go to the new path.
+    assert not result.found
+    later = drive_server.add_file("later.csv", ids["2024"], b"n\n2\n")
+    result = scanner.scan(result.state)
+    assert [f.path for f in result.found.values()] == ["Prospects/2024/later.csv"]
+
+    archive = drive_server.add_folder("Archive", ids["other"])
+    drive_server.add_file("old.csv", archive, b"n\n3\n")
+    drive_server.move(archive, ids["root"])
+    drive_server.move(ids["2024"], ids["other"])
+    result = scanner.scan(result.state)
+    assert [f.path for f in result.found.values()] == ["Archive/old.csv"]
+    assert registry.folder(ids["2024"]) is None
+    assert later not in result.found
+
+
+def test_thousands_of_changes_over_many_pages(
+    drive_server: DriveTestServer, drive_credentials: Path, registry: FolderRegistry
+) -> None:
+    small_pages = DriveClient.connect(
+        drive_credentials, api_endpoint=drive_server.api_endpoint, page_size=100
+    )
+    root = drive_server.add_folder("Inbox")
+    scanner = _scanner(small_pages, registry, root)
+    state = scanner.scan(ScanState()).state
+    files = [drive_server.add_file(f"f{i}.csv", root, f"n\n{i}\n".encode()) for i in range(1000)]
+    for file_id in files:
+        drive_server.update_content(file_id, b"n\nchanged\n")
+    drive_server.reset_request_log()
+    result = scanner.scan(state)
+    assert len(result.found) == 1000 and result.changes_read == 2000
+    assert drive_server.request_count(path_contains="/changes") == 20
+    assert all(f.version == next(iter(result.found.values())).version for f in result.found.values())
+    assert scanner.scan(result.state).changes_read == 0
+
+
+def test_fault_storms_are_survived(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    for kind in ("429", "503", "403_rate", "slow", "503"):
+        drive_server.inject_fault(kind, count=1)
+    result = _scanner(client, registry, ids["root"]).scan(ScanState())
+    assert len(result.found) == 3
+    drive_server.add_file("c.csv", ids["leads"], b"n\n1\n")
+    drive_server.inject_fault("429", count=3, path_contains="/changes")
+    later = _scanner(client, registry, ids["root"]).scan(result.state)
+    assert [f.path for f in later.found.values()] == ["Leads/c.csv"]
+    assert sum(drive_server.faults_served.values()) == 8
+
+
+def test_a_rejected_token_falls_back_to_a_full_walk(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    scanner = _scanner(client, registry, ids["root"])
+    state = scanner.scan(ScanState()).state
+    drive_server.add_file("c.csv", ids["leads"], b"n\n1\n")
+    drive_server.expire_tokens_before(drive_server.current_page_token())
+    result = scanner.scan(state)
+    assert any("walking the whole tree again" in line for line in result.log)
+    assert {f.path for f in result.found.values()} == {
+        "Leads/a.csv",
+        "Leads/2024/b.xlsx",
+        "top.csv",
+        "Leads/c.csv",
+    }
+    assert not result.state.walking and result.state.page_token != state.page_token
+
+
+def test_tick_cost_grows_with_changes_not_with_the_tree(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    root = drive_server.add_folder("Inbox")
+    folders = [drive_server.add_folder(f"d{i:03d}", root) for i in range(500)]
+    files = [drive_server.add_file(f"f{i}.csv", folders[i % 500], b"n\n1\n") for i in range(10_000)]
+    scanner = _scanner(client, registry, root, budget=600.0)
+    state = scanner.scan(ScanState()).state
+    for file_id in files[:10]:
+        drive_server.update_content(file_id, b"n\n2\n")
+    drive_server.reset_request_log()
+    result = scanner.scan(state)
+    calls = len(drive_server.request_log)
+    pages = drive_server.request_count(path_contains="/changes")
+    assert len(result.found) == 10
+    assert calls <= 2 * 10 + pages
+    assert calls == 1
