@@ -1,7 +1,9 @@
-"""The ``pgdatahub`` command: what landed in the warehouse.
+"""The ``pgdatahub`` command: what landed in the warehouse, and undoing it.
 
 ``pgdatahub status`` prints one line per table and the latest failures;
-``pgdatahub ledger`` prints the newest rows of the import ledger.
+``pgdatahub ledger`` prints the newest rows of the import ledger;
+``pgdatahub revert (--file PATH | --file-id ID | --sha256 HASH | --run RUN_ID) [--dry-run] [--schema]``
+undoes imports.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.report import recent_imports, table_status
+from pgdatahub_dagster.engine.revert import SELECTORS, revert
 from pgdatahub_dagster.engine.settings import Settings
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 
@@ -39,7 +42,17 @@ def _status(warehouse: Warehouse, limit: int) -> None:
         print("Nothing imported yet.")
         return
     _print_table(
-        ["table", "rows", "imported", "skipped", "failed", "last import", "last error"],
+        [
+            "table",
+            "rows",
+            "imported",
+            "skipped",
+            "failed",
+            "reverted",
+            "deleted",
+            "last import",
+            "last error",
+        ],
         [
             (
                 s.table_name,
@@ -47,6 +60,8 @@ def _status(warehouse: Warehouse, limit: int) -> None:
                 s.imported,
                 s.skipped,
                 s.failed,
+                s.reverted,
+                s.deleted,
                 s.last_import and s.last_import.strftime("%Y-%m-%d %H:%M:%S"),
                 _shorten(s.last_error, 60),
             )
@@ -80,6 +95,28 @@ def _ledger(warehouse: Warehouse, limit: int) -> None:
     )
 
 
+def _revert(warehouse: Warehouse, args: argparse.Namespace) -> None:
+    selector = next(name for name in SELECTORS if getattr(args, name) is not None)
+    report = revert(
+        warehouse, selector=selector, value=getattr(args, selector), schema=args.schema, dry_run=args.dry_run
+    )
+    prefix = "Would revert" if report.dry_run else "Reverted"
+    if not report.imports:
+        print(f"Nothing to revert: no successful import has {selector} = {getattr(args, selector)!r}.")
+        return
+    print(f"{prefix} {len(report.imports)} imports, {report.rows_deleted} rows:")
+    _print_table(
+        ["import", "table", "file", "rows"],
+        [(i.import_id, i.table_name, i.source_file, i.rows_deleted) for i in report.imports],
+    )
+    if report.schema:
+        print("\nSchema changes:")
+        for undo in report.schema:
+            target = f"{undo.table_name}.{undo.column_name}" if undo.column_name else undo.table_name
+            outcome = "would be undone" if report.dry_run and undo.done else undo.reason
+            print(f"  {undo.change_type} {target}: {outcome}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgdatahub", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="defaults to PGDATAHUB_DATABASE_URL")
@@ -88,13 +125,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
     ledger = commands.add_parser("ledger", help="the newest rows of the import ledger")
     ledger.add_argument("--limit", type=int, default=20)
+    undo = commands.add_parser("revert", help="undo imports: delete their rows and mark them reverted")
+    which = undo.add_mutually_exclusive_group(required=True)
+    which.add_argument("--file", help="the file's path as shown in the ledger (source_file)")
+    which.add_argument("--file-id", dest="file_id", help="the file's id (source_file_id; a Drive file id)")
+    which.add_argument("--sha256", help="the content hash (file_sha256)")
+    which.add_argument("--run", help="a Dagster run id: everything that run imported")
+    undo.add_argument("--dry-run", action="store_true", help="report what would happen, change nothing")
+    undo.add_argument(
+        "--schema", action="store_true", help="also drop columns and tables those imports added, once unused"
+    )
     args = parser.parse_args(argv)
     try:
         with connect(Settings.from_env(database_url=args.database_url).database_url) as warehouse:
             if args.command == "status":
                 _status(warehouse, args.failures)
-            else:
+            elif args.command == "ledger":
                 _ledger(warehouse, args.limit)
+            else:
+                _revert(warehouse, args)
     except PgDataHubError as error:
         print(f"pgdatahub: {error}", file=sys.stderr)
         return 1

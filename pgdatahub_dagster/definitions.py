@@ -8,8 +8,10 @@ from typing import Any
 from dagster import Definitions
 
 from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_folder_sync, local_spreadsheets
+from pgdatahub_dagster.defs.checks import ledger_matches_tables, unique_keys_hold, warehouse_status
 from pgdatahub_dagster.defs.executor import executor_from_env
 from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
+from pgdatahub_dagster.defs.operations import handle_deleted_files, revert_imports
 from pgdatahub_dagster.defs.resources import (
     DriveResource,
     FolderMappingResource,
@@ -22,8 +24,9 @@ from pgdatahub_dagster.defs.sensors import drive_sensor, local_folder_sensor
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
     """The code location's definitions with the given resources (tests point them elsewhere)."""
     return Definitions(
-        assets=[local_spreadsheets, local_folder_sync, drive_spreadsheets],
-        jobs=[import_local_files, import_drive_files],
+        assets=[local_spreadsheets, local_folder_sync, drive_spreadsheets, warehouse_status],
+        asset_checks=[unique_keys_hold, ledger_matches_tables],
+        jobs=[import_local_files, import_drive_files, revert_imports, handle_deleted_files],
         sensors=[local_folder_sensor, drive_sensor],
         resources=dict(resources),
         executor=executor_from_env(),

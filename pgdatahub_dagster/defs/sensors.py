@@ -1,27 +1,46 @@
-"""The local-folder sensor: finds new and changed files and asks for one run per file.
+"""Sensors: find new, changed and deleted files, and ask for runs.
 
-Files are found by their change time (``st_ctime``), which every create, copy, rename,
-move or write advances, and which nobody can set back. The cursor is a small JSON
-document: the newest change time handled, plus the files already handled at exactly that
-time (several files can share a timestamp). A tick requests at most
-``PGDATAHUB_SENSOR_MAX_RUNS`` runs and picks up the rest on the next tick; a file written
-in the last ``SETTLE_SECONDS`` waits for the next tick so that no half-written file is
-imported.
+Local folders: files are found by their change time (``st_ctime``), which every create,
+copy, rename, move or write advances, and which nobody can set back. The cursor is a small
+JSON document: the newest change time handled, plus the files already handled at exactly
+that time (several files can share a timestamp). A tick requests at most
+``PGDATAHUB_SENSOR_MAX_RUNS`` runs (100) and picks up the rest on the next tick; a file
+written in the last ``PGDATAHUB_SENSOR_SETTLE_SECONDS`` (2) waits for a later tick so that
+no half-written file is imported.
+
+Google Drive: see ``engine/sources/drive/scanner.py``; the cursor is the Changes API page
+token.
+
+Both: a file that disappears (deleted, trashed, moved out) loses its partition, and one
+``handle_deleted_files`` run applies its folder's ``on_delete`` setting.
 """
 
+import hashlib
 import os
 import time
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    AddDynamicPartitionsRequest,
+    DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
+    DynamicPartitionsDefinition,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
 
 from pgdatahub_dagster.defs.cursors import LocalFolderCursor, drive_state_from_json, drive_state_to_json
 from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
-from pgdatahub_dagster.defs.partitions import drive_files, local_files, partition_key_for
+from pgdatahub_dagster.defs.operations import handle_deleted_files
+from pgdatahub_dagster.defs.partitions import drive_files, file_id_for, local_files, partition_key_for
 from pgdatahub_dagster.defs.resources import DriveResource, LocalFolderResource, WarehouseResource
 from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
-from pgdatahub_dagster.engine.sources.local import LocalFileState
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30"))
+# The Drive sensor reads and updates the folder registry in the warehouse. A DuckDB file
+# busy with an import is waited for this long; past it the tick fails and is retried.
+_WAREHOUSE_WAIT_SECONDS = 15.0
 
 
 def max_runs_per_tick() -> int:
@@ -32,42 +51,66 @@ def settle_seconds() -> float:
     return float(os.environ.get("PGDATAHUB_SENSOR_SETTLE_SECONDS", "2"))
 
 
-def run_key_for(state: LocalFileState) -> str:
-    """File id plus content fingerprint: a re-requested run for the same content is a no-op."""
-    return f"{state.file.file_id}:{state.file.version}"
+def _deletions(
+    source: str, partitions: DynamicPartitionsDefinition, gone: list[str]
+) -> tuple[list[RunRequest], list[DeleteDynamicPartitionsRequest]]:
+    """One run that applies on_delete to the files whose partitions are gone, and the
+    removal of those partitions (so each disappearance is handled once)."""
+    if not gone:
+        return [], []
+    digest = hashlib.sha256("\n".join(sorted(gone)).encode()).hexdigest()[:16]
+    request = RunRequest(
+        job_name=handle_deleted_files.name,
+        run_key=f"deleted:{digest}",
+        run_config={
+            "ops": {
+                "handle_deleted_files_op": {
+                    "config": {"source": source, "file_ids": [file_id_for(key) for key in sorted(gone)]}
+                }
+            }
+        },
+        tags={"pgdatahub/source": source},
+    )
+    return [request], [partitions.build_delete_request(sorted(gone))]
 
 
 @sensor(
-    job=import_local_files,
+    jobs=[import_local_files, handle_deleted_files],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
 )
 def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFolderResource) -> SensorResult:
     """Registers each new or changed spreadsheet of the local folder as a partition and
-    requests an import run for it."""
+    requests an import run for it; hands deleted files to ``handle_deleted_files``."""
+    source = local_folder.source()
+    if not source.root.is_dir():
+        # An unmounted share must not read as "every file was deleted".
+        return SensorResult(
+            skip_reason=f"the source folder {source.root} does not exist", cursor=context.cursor
+        )
     cursor = LocalFolderCursor.from_json(context.cursor)
     settled_before_ns = time.time_ns() - int(settle_seconds() * 1e9)
     max_runs = max_runs_per_tick()
+    states = list(source.scan())
+    known = set(context.instance.get_dynamic_partitions(local_files.name))
+    gone = sorted(known - {partition_key_for(state.file.file_id) for state in states})
+    for key in gone:
+        context.log.info(f"REMOVED {file_id_for(key)}: no longer in the folder")
+    runs, removals = _deletions("local", local_files, gone)
+
     pending = sorted(
-        (state for state in local_folder.source().scan() if cursor.is_unhandled(state)),
+        (state for state in states if cursor.is_unhandled(state)),
         key=lambda state: (state.changed_ns, state.file.file_id),
     )
-    if not pending:
-        context.log.info("idle: no new or changed files")
-        return SensorResult(skip_reason="idle: no new or changed files", cursor=cursor.to_json())
-
-    known = set(context.instance.get_dynamic_partitions(local_files.name))
     new_keys: list[str] = []
-    requests: list[RunRequest] = []
     for position, state in enumerate(pending):
         if max(state.changed_ns, state.modified_ns) > settled_before_ns:
             # Handling files in change-time order means everything after this one is
             # newer still: all of it waits for the next tick.
-            context.log.info(
-                f"SKIPPED {state.file.path} and {len(pending) - position - 1} newer: still being written"
-            )
+            waiting = len(pending) - position - 1
+            context.log.info(f"SKIPPED {state.file.path} and {waiting} newer: still being written")
             break
-        if len(requests) == max_runs:
+        if position == max_runs:  # every earlier position requested one run
             context.log.info(
                 f"SKIPPED {len(pending) - position} files: over {max_runs} runs this tick, next tick"
             )
@@ -78,26 +121,32 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
             context.log.info(f"NEW {state.file.path}")
         else:
             context.log.info(f"CHANGED {state.file.path}")
-        requests.append(
-            RunRequest(partition_key=key, run_key=run_key_for(state), tags={"pgdatahub/source": "local"})
+        runs.append(
+            RunRequest(
+                job_name=import_local_files.name,
+                partition_key=key,
+                run_key=f"{state.file.file_id}:{state.file.version}",
+                tags={"pgdatahub/source": "local"},
+            )
         )
         cursor.advance(state)
 
-    context.log.info(f"DONE: requested {len(requests)} runs, {len(new_keys)} for new files")
+    if not runs:
+        context.log.info("idle: no new, changed or deleted files")
+        return SensorResult(skip_reason="idle: no new, changed or deleted files", cursor=cursor.to_json())
+    context.log.info(
+        f"DONE: requested {len(runs)} runs, {len(new_keys)} for new files, {len(gone)} files gone"
+    )
+    partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
+    if new_keys:
+        partition_requests.append(local_files.build_add_request(new_keys))
     return SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[local_files.build_add_request(new_keys)] if new_keys else [],
-        cursor=cursor.to_json(),
+        run_requests=runs, dynamic_partitions_requests=partition_requests, cursor=cursor.to_json()
     )
 
 
-# The sensor reads and updates the folder registry in the warehouse. A DuckDB file busy
-# with an import is waited for this long; past it the tick is skipped and retried.
-_WAREHOUSE_WAIT_SECONDS = 15.0
-
-
 @sensor(
-    job=import_drive_files,
+    jobs=[import_drive_files, handle_deleted_files],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
 )
@@ -106,7 +155,7 @@ def drive_sensor(
 ) -> SensorResult:
     """Follows the Drive Changes API from its stored page token: registers each new or
     changed spreadsheet under the watched folders as a partition and requests a run for it
-    (run key: file id and content version)."""
+    (run key: file id and content version); hands removed files to ``handle_deleted_files``."""
     settings = drive.settings()
     if not settings.configured:
         return SensorResult(
@@ -122,23 +171,21 @@ def drive_sensor(
         result = scanner.scan(state)
     for line in result.log:
         context.log.info(line)
-    if result.ignored:
-        context.log.info(f"SKIPPED {result.ignored} changes outside the watched folders or not spreadsheets")
     known = set(context.instance.get_dynamic_partitions(drive_files.name))
-    for file_id, name in result.removed:
-        if partition_key_for(file_id) in known:
-            context.log.info(
-                f"REMOVED {name} ({file_id}): trashed, deleted or moved out of the watched folders"
-            )
-    if not result.found:
-        context.log.info("idle: no new or changed spreadsheets")
-        return SensorResult(
-            skip_reason="idle: no new or changed spreadsheets", cursor=drive_state_to_json(result.state)
+    gone = sorted({partition_key_for(file_id) for file_id, _ in result.removed} & known)
+    names = dict(result.removed)
+    for key in gone:
+        file_id = file_id_for(key)
+        context.log.info(
+            f"REMOVED {names[file_id]} ({file_id}): trashed, deleted or moved out of the watched folders"
         )
-
-    context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")
+    skipped = result.ignored + len(result.removed) - len(gone)
+    if skipped:
+        context.log.info(f"SKIPPED {skipped} changes outside the watched folders or not spreadsheets")
+    runs, removals = _deletions("drive", drive_files, gone)
+    if result.found:
+        context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")
     new_keys: list[str] = []
-    requests: list[RunRequest] = []
     for file in result.found.values():
         key = partition_key_for(file.file_id)
         if key not in known:
@@ -146,16 +193,22 @@ def drive_sensor(
             context.log.info(f"NEW {file.path} ({file.file_id})")
         else:
             context.log.info(f"CHANGED {file.path} ({file.file_id})")
-        requests.append(
+        runs.append(
             RunRequest(
+                job_name=import_drive_files.name,
                 partition_key=key,
                 run_key=f"{file.file_id}:{file.version}",
                 tags={"pgdatahub/source": "drive"},
             )
         )
-    context.log.info(f"DONE: requested {len(requests)} runs, {len(new_keys)} for new files")
-    return SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[drive_files.build_add_request(new_keys)] if new_keys else [],
-        cursor=drive_state_to_json(result.state),
+    cursor = drive_state_to_json(result.state)
+    if not runs:
+        context.log.info("idle: no new, changed or removed spreadsheets")
+        return SensorResult(skip_reason="idle: no new, changed or removed spreadsheets", cursor=cursor)
+    context.log.info(
+        f"DONE: requested {len(runs)} runs, {len(new_keys)} for new files, {len(gone)} files gone"
     )
+    partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
+    if new_keys:
+        partition_requests.append(drive_files.build_add_request(new_keys))
+    return SensorResult(run_requests=runs, dynamic_partitions_requests=partition_requests, cursor=cursor)

@@ -153,7 +153,8 @@ class Importer:
             )
         else:
             log.warning("FAILED %s", record.error)
-        record.rows_read = record.rows_inserted = record.rows_duplicate = 0
+        record.rows_read = record.rows_inserted = record.rows_duplicate = record.rows_deleted = 0
+        record.replaced_import_id = None
         record.sheet_name = counts.sheet
         record.finished_at = datetime.now(UTC)
         with self.warehouse.transaction():
@@ -167,6 +168,13 @@ class Importer:
         # A concurrent import of the same content may have committed while we waited.
         if warehouse.find_loaded(table, record.file_sha256) is not None:
             raise ContentAlreadyLoaded(file.path)
+        # A file whose content changed: its earlier version's rows give way to the new
+        # ones in this same transaction, so the table never shows both versions.
+        earlier_versions = warehouse.successful_imports(table, file.file_id)
+        if earlier_versions:
+            record.rows_deleted = warehouse.delete_file_rows(table, file.file_id)
+            record.replaced_import_id = earlier_versions[-1]
+            warehouse.retire_imports(earlier_versions, "replaced")
         lineage = Lineage(file.path, file.file_id, record.file_sha256, record.started_at)
         with open_table(
             path,

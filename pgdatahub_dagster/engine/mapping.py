@@ -27,7 +27,8 @@ import yaml
 from pgdatahub_dagster.engine.errors import ConfigError
 from pgdatahub_dagster.engine.normalise.columns import clean_identifier
 
-FOLDER_SETTINGS = ("table", "sheet", "unique_key", "header_row", "phone_region")
+FOLDER_SETTINGS = ("table", "sheet", "unique_key", "header_row", "phone_region", "on_delete")
+ON_DELETE_CHOICES = ("keep", "retract")
 TOP_LEVEL_SETTINGS = ("default_sheet",)
 DEFAULT_PHONE_REGION = "US"
 
@@ -48,6 +49,8 @@ class FolderSettings:
     unique_key: tuple[str, ...] | None = None
     header_row: int | None = None
     phone_region: str = DEFAULT_PHONE_REGION
+    #: What a deleted or trashed file does to its rows: ``keep`` them, or ``retract`` them.
+    on_delete: str = "keep"
 
 
 @dataclass
@@ -143,6 +146,13 @@ class FolderMapping:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise self._error(node, "header_row must be a row number, 1 for the first row")
             return value
+        if key == "on_delete":
+            choice = self._string(key, node).lower()
+            if choice not in ON_DELETE_CHOICES:
+                raise self._error(
+                    node, f"on_delete must be one of {', '.join(ON_DELETE_CHOICES)}, not {choice!r}"
+                )
+            return choice
         # phone_region
         region = self._string(key, node).upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:

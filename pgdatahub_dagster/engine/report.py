@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN as ROW_KEY
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, Warehouse
 
 
@@ -15,6 +16,8 @@ class TableStatus:
     imported: int
     skipped: int
     failed: int
+    reverted: int
+    deleted: int  # files gone from the source: rows kept (deleted) or removed (retracted)
     rows: int | None  # None: the table does not exist (every import failed)
     last_import: datetime | None
     last_error: str | None
@@ -27,11 +30,13 @@ def table_status(warehouse: Warehouse) -> list[TableStatus]:
                SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END),
                SUM(CASE WHEN status = 'skipped' THEN 1 ELSE 0 END),
                SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),
+               SUM(CASE WHEN status = 'reverted' THEN 1 ELSE 0 END),
+               SUM(CASE WHEN status IN ('deleted', 'retracted') THEN 1 ELSE 0 END),
                MAX(CASE WHEN status = 'success' THEN finished_at END)
         FROM {LEDGER_TABLE} GROUP BY table_name ORDER BY table_name"""
     )
     statuses = []
-    for table, imported, skipped, failed, last_import in rows:
+    for table, imported, skipped, failed, reverted, deleted, last_import in rows:
         last_error = warehouse.fetchall(
             f"SELECT error FROM {LEDGER_TABLE} WHERE table_name = {warehouse.placeholder} "
             "AND status = 'failed' ORDER BY id DESC LIMIT 1",
@@ -46,6 +51,8 @@ def table_status(warehouse: Warehouse) -> list[TableStatus]:
                 imported=int(imported),
                 skipped=int(skipped),
                 failed=int(failed),
+                reverted=int(reverted),
+                deleted=int(deleted),
                 rows=count,
                 last_import=last_import,
                 last_error=last_error[0][0] if last_error else None,
@@ -64,3 +71,37 @@ def recent_imports(warehouse: Warehouse, limit: int = 20, status: str | None = N
         (status,) if status else (),
     )
     return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def ledger_mismatches(warehouse: Warehouse) -> dict[str, tuple[int, int]]:
+    """Tables whose row count differs from the rows their live imports inserted:
+    ``{table: (rows in the table, rows the ledger accounts for)}``. Empty when all agree."""
+    accounted = warehouse.fetchall(
+        f"SELECT table_name, SUM(rows_inserted) FROM {LEDGER_TABLE} "
+        "WHERE status = 'success' GROUP BY table_name"
+    )
+    mismatches = {}
+    for table, inserted in accounted:
+        if warehouse.table_columns(table) is None:
+            mismatches[table] = (0, int(inserted))
+            continue
+        count = int(warehouse.fetchall(f"SELECT count(*) FROM {warehouse.quote(table)}")[0][0])
+        if count != int(inserted):
+            mismatches[table] = (count, int(inserted))
+    return mismatches
+
+
+def duplicate_keys(warehouse: Warehouse) -> dict[str, int]:
+    """Tables where some business key occurs more than once: ``{table: repeated keys}``."""
+    tables = warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE} WHERE status = 'success'")
+    found = {}
+    for (table,) in tables:
+        if warehouse.table_columns(table) is None:
+            continue
+        repeated = warehouse.fetchall(
+            f"SELECT count(*) FROM (SELECT {ROW_KEY} FROM {warehouse.quote(table)} "
+            f"WHERE {ROW_KEY} IS NOT NULL GROUP BY {ROW_KEY} HAVING count(*) > 1) AS repeated"
+        )[0][0]
+        if repeated:
+            found[table] = int(repeated)
+    return found

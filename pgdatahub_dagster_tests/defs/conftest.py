@@ -7,7 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import AddDynamicPartitionsRequest, DagsterInstance, Definitions, SensorResult, instance_for_test
+from dagster import (
+    AddDynamicPartitionsRequest,
+    DagsterInstance,
+    Definitions,
+    DeleteDynamicPartitionsRequest,
+    RunRequest,
+    SensorResult,
+    instance_for_test,
+)
 
 from pgdatahub_dagster.definitions import build_defs
 from pgdatahub_dagster.defs.resources import (
@@ -50,5 +58,21 @@ def test_defs(source_dir: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPa
 def apply_partition_requests(instance: DagsterInstance, result: SensorResult) -> None:
     """What the sensor daemon does with a tick's partition requests."""
     for request in result.dynamic_partitions_requests or []:
-        assert isinstance(request, AddDynamicPartitionsRequest)
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        if isinstance(request, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            assert isinstance(request, DeleteDynamicPartitionsRequest)
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> bool:
+    """What the daemon does with one run request: execute its job, partition and config."""
+    job = defs.resolve_job_def(str(request.job_name))
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+        raise_on_error=False,
+    )
+    return result.success

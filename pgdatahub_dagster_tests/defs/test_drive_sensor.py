@@ -11,7 +11,7 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 from pgdatahub_dagster.defs.partitions import drive_files
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
-from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests
+from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
 from pgdatahub_dagster_tests.files import write_xlsx
 
 
@@ -62,16 +62,15 @@ class Daemon:
         return result
 
     def run(self, result: SensorResult) -> list[str]:
-        job = self.defs.resolve_job_def("import_drive_files")
+        """Launch the requested runs; returns the partitions of the import runs."""
         ran = []
         for request in result.run_requests or []:
             if request.run_key in self.launched:
                 continue
             self.launched.add(str(request.run_key))
-            job.execute_in_process(
-                instance=self.instance, partition_key=request.partition_key, raise_on_error=False
-            )
-            ran.append(str(request.partition_key))
+            launch(self.defs, self.instance, request)
+            if request.partition_key:
+                ran.append(request.partition_key)
         return ran
 
 
@@ -127,10 +126,42 @@ def test_add_rename_move_modify_and_trash(
 
     drive_server.trash(drive_tree["a"])
     result = daemon.tick()
-    assert not result.run_requests
+    [deletion] = result.run_requests or []
+    assert deletion.job_name == "handle_deleted_files"
+    daemon.run(result)
+    # on_delete defaults to keep: the rows stay and the ledger notes the deletion.
+    assert _rows(warehouse_url, f"SELECT count(*) FROM leads WHERE source_file_id = '{drive_tree['a']}'") == [
+        (3,)
+    ]
     assert _rows(
-        warehouse_url, "SELECT count(*) FROM leads WHERE source_file_id = '" + drive_tree["a"] + "'"
-    ) == [(3,)]
+        warehouse_url,
+        f"SELECT status FROM etl_imports WHERE source_file_id = '{drive_tree['a']}' ORDER BY id",
+    )[-1] == ("deleted",)
+    assert drive_tree["a"] not in instance.get_dynamic_partitions(drive_files.name)
+    assert not daemon.tick().run_requests
+
+
+def test_on_delete_retract_removes_a_trashed_files_rows(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    source_dir: Path,
+    warehouse_url: str,
+) -> None:
+    (source_dir / "pgdatahub.yaml").write_text("Leads:\n  on_delete: retract\n")
+    daemon = Daemon(test_defs, instance)
+    daemon.run(daemon.tick())
+    drive_server.trash(drive_tree["a"])
+    drive_server.move(drive_tree["shortcut"], drive_tree["elsewhere"])  # moved out of the tree
+    daemon.run(daemon.tick())
+    assert _rows(warehouse_url, "SELECT name FROM leads ORDER BY name") == [("Delta",)]
+    statuses = _rows(
+        warehouse_url,
+        "SELECT status, rows_deleted FROM etl_imports "
+        f"WHERE source_file_id = '{drive_tree['a']}' ORDER BY id",
+    )
+    assert statuses == [("retracted", 0), ("retracted", 2)]
 
 
 def test_a_restart_in_the_middle_of_the_walk_resumes_from_the_stored_cursor(

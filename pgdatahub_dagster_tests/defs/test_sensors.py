@@ -12,7 +12,7 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 
 from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
 from pgdatahub_dagster.engine.warehouse import connect
-from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests
+from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
 from pgdatahub_dagster_tests.files import write_csv
 
 
@@ -31,10 +31,8 @@ def tick(defs: Definitions, instance: DagsterInstance, cursor: str | None) -> Se
 
 
 def run_requests(defs: Definitions, instance: DagsterInstance, result: SensorResult) -> None:
-    job = defs.resolve_job_def("import_local_files")
     for request in result.run_requests or []:
-        outcome = job.execute_in_process(instance=instance, partition_key=request.partition_key)
-        assert outcome.success
+        assert launch(defs, instance, request)
 
 
 def test_first_tick_requests_every_file_then_goes_idle(
@@ -76,8 +74,11 @@ def test_changed_added_and_renamed_files_are_found(
     shutil.move(source_dir / "leads" / "b.csv", source_dir / "leads" / "renamed.csv")
     write_csv(source_dir / "leads" / "c.csv", "name\nDelta\n")
     second = tick(test_defs, instance, first.cursor)
-    keys = sorted(r.partition_key for r in second.run_requests or [])
+    imports = [r for r in second.run_requests or [] if r.job_name == "import_local_files"]
+    keys = sorted(str(r.partition_key) for r in imports)
     assert keys == ["leads/a.csv", "leads/c.csv", "leads/renamed.csv"]
+    [gone] = [r for r in second.run_requests or [] if r.job_name == "handle_deleted_files"]
+    assert gone.run_config["ops"]["handle_deleted_files_op"]["config"]["file_ids"] == ["leads/b.csv"]
     assert "leads/a.csv:" in next(
         r.run_key for r in second.run_requests or [] if r.partition_key == "leads/a.csv"
     )
@@ -117,3 +118,44 @@ def test_files_still_being_written_wait(
     monkeypatch.setenv("PGDATAHUB_SENSOR_SETTLE_SECONDS", "0")
     later = tick(test_defs, instance, result.cursor)
     assert [r.partition_key for r in later.run_requests or []] == [partition_key_for("t/new.csv")]
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "retract"])
+def test_deleted_files_lose_their_partition_and_follow_on_delete(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str, on_delete: str
+) -> None:
+    (source_dir / "pgdatahub.yaml").write_text(f"leads:\n  on_delete: {on_delete}\n")
+    write_csv(source_dir / "leads" / "a.csv", "name\nAcme\nBlue\n")
+    write_csv(source_dir / "leads" / "b.csv", "name\nCorner\n")
+    first = tick(test_defs, instance, None)
+    run_requests(test_defs, instance, first)
+
+    (source_dir / "leads" / "a.csv").unlink()
+    second = tick(test_defs, instance, first.cursor)
+    [deletion] = second.run_requests or []
+    assert deletion.job_name == "handle_deleted_files"
+    assert instance.get_dynamic_partitions(local_files.name) == ["leads/b.csv"]
+    run_requests(test_defs, instance, second)
+    with connect(warehouse_url) as warehouse:
+        names = warehouse.fetchall("SELECT name FROM leads ORDER BY name")
+        ledger = warehouse.fetchall(
+            "SELECT status FROM etl_imports WHERE source_file = 'leads/a.csv' ORDER BY id"
+        )
+    if on_delete == "keep":
+        assert names == [("Acme",), ("Blue",), ("Corner",)]
+        assert ledger == [("success",), ("deleted",)]
+    else:
+        assert names == [("Corner",)]
+        assert ledger == [("retracted",), ("retracted",)]
+    assert not tick(test_defs, instance, second.cursor).run_requests
+
+
+def test_a_missing_source_folder_is_not_a_mass_deletion(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path
+) -> None:
+    write_csv(source_dir / "t" / "a.csv", "v\n1\n")
+    first = tick(test_defs, instance, None)
+    shutil.rmtree(source_dir)
+    second = tick(test_defs, instance, first.cursor)
+    assert not second.run_requests and "does not exist" in str(second.skip_reason)
+    assert instance.get_dynamic_partitions(local_files.name) == ["t/a.csv"]

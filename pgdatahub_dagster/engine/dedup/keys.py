@@ -19,6 +19,15 @@ ROW_KEY_COLUMN = "_row_key"
 
 _PHONE_WORDS = frozenset({"phone", "phones", "telephone", "tel", "mobile", "fax", "cell", "cellphone"})
 _NON_DIGIT = re.compile(r"\D")
+# North American numbers written in the everyday ways: (555) 123-4567, 555-123-4567,
+# 555.123.4567, 5551234567, 1-555-123-4567, +1 555 123 4567. For these phonenumbers'
+# answer is always "+1" and the ten digits (the area code starts with 2-9, so no national
+# prefix is stripped, and ten digits are a possible NANP number), so they skip the
+# parser; anything else, and bare numbers outside region US, still go through it.
+# Only ASCII digits: Rust's \d would also match other scripts' digits.
+_NANP_BODY = r"(?:\([2-9][0-9]{2}\)|[2-9][0-9]{2})[-. ]?[0-9]{3}[-. ]?[0-9]{4}$"
+_NANP_INTERNATIONAL = r"^\+1[-. ]?" + _NANP_BODY
+_NANP_IN_US = r"^(?:\+?1[-. ]?)?" + _NANP_BODY
 # Separates key parts; a control character that trimmed cell text never contains.
 _PART_SEPARATOR = "\x1f"
 _NULL_PART = "\x00"
@@ -40,10 +49,16 @@ def _e164(value: str, region: str) -> str:
 
 
 def _phone_part(column: pl.Series, region: str) -> pl.Series:
-    # Parse each distinct value once: phone columns repeat a lot and parsing is the slow part.
-    distinct = column.drop_nulls().unique()
-    mapping = {value: _e164(value, region) for value in distinct.to_list()}
-    return column.replace_strict(mapping, default=None, return_dtype=pl.String)
+    """Each value as E.164, byte for byte what ``_e164`` (phonenumbers) gives."""
+    fast = column.str.contains(_NANP_IN_US if region == "US" else _NANP_INTERNATIONAL).fill_null(False)
+    # Parse each other distinct value once: parsing is the slow part.
+    slow = column.filter(~fast).drop_nulls().unique()
+    mapping = {value: _e164(value, region) for value in slow.to_list()}
+    parsed = column.replace_strict(mapping, default=None, return_dtype=pl.String)
+    if not fast.any():
+        return parsed
+    nanp = "+1" + column.str.replace_all(r"[^0-9]", "").str.slice(-10)
+    return pl.select(pl.when(fast).then(nanp).otherwise(parsed)).to_series().alias(column.name)
 
 
 def _casefolded(column: pl.Series) -> pl.Series:
@@ -82,5 +97,7 @@ def row_keys(
     else:
         values = [pl.col(name).fill_null(_NULL_PART) for name in key_columns]
         joined = parts.select(pl.concat_str(values, separator=_PART_SEPARATOR))
-    digests = [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in joined.to_series()]
+    blake2b = hashlib.blake2b
+    # Hashing is one Python call per row; Binary hands over bytes without re-encoding.
+    digests = [blake2b(text, digest_size=16).hexdigest() for text in joined.to_series().cast(pl.Binary)]
     return pl.Series(ROW_KEY_COLUMN, digests, dtype=pl.String)

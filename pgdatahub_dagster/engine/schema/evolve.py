@@ -8,7 +8,8 @@ from typing import Literal
 
 from pgdatahub_dagster.engine.schema.types import SqlType, widen
 
-ChangeType = Literal["create_table", "add_column", "alter_type"]
+#: What imports do to a table; ``drop_column`` and ``drop_table`` come from reverts.
+ChangeType = Literal["create_table", "add_column", "alter_type", "drop_column", "drop_table"]
 
 
 @dataclass(frozen=True)

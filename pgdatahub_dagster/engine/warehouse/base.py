@@ -93,7 +93,17 @@ class ImportRecord:
     run_id: str | None
     started_at: datetime
     finished_at: datetime
+    #: Rows this event removed: an earlier version's rows (a changed file), or a deleted
+    #: file's rows (``on_delete: retract``).
+    rows_deleted: int = 0
+    #: The import whose rows a changed file's new version replaced.
+    replaced_import_id: int | None = None
 
+
+#: Ledger statuses. Only ``success`` rows hold rows in the tables: ``replaced``, ``reverted``
+#: and ``retracted`` imports had their rows removed later; ``deleted`` and ``retracted``
+#: rows record a file's disappearance.
+LEDGER_STATUSES = ("success", "skipped", "failed", "replaced", "reverted", "deleted", "retracted")
 
 _LEDGER_DDL = (
     f"CREATE SEQUENCE IF NOT EXISTS {LEDGER_TABLE}_id_seq",
@@ -112,7 +122,9 @@ _LEDGER_DDL = (
         sheet_name TEXT,
         run_id TEXT,
         started_at TIMESTAMP WITH TIME ZONE NOT NULL,
-        finished_at TIMESTAMP WITH TIME ZONE NOT NULL
+        finished_at TIMESTAMP WITH TIME ZONE NOT NULL,
+        rows_deleted BIGINT NOT NULL,
+        replaced_import_id BIGINT
     )""",
     # One row per (table, content) ever committed: the database, not Python, guarantees
     # that the same bytes never load twice into a table, even from concurrent runs.
@@ -203,14 +215,24 @@ class Warehouse(ABC):
     def next_import_id(self) -> int:
         return int(self.fetchall(f"SELECT nextval('{LEDGER_TABLE}_id_seq')")[0][0])
 
+    def _columns(self, table: str) -> list[tuple[str, str]]:
+        return [
+            (str(name), str(kind))
+            for name, kind in self.fetchall(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                f"WHERE table_schema = current_schema() AND table_name = {self.placeholder} "
+                "ORDER BY ordinal_position",
+                (table,),
+            )
+        ]
+
+    def column_names(self, table: str) -> list[str]:
+        """Every column of ``table``, lineage included, in order."""
+        return [name for name, _ in self._columns(table)]
+
     def table_columns(self, table: str) -> dict[str, SqlType] | None:
         """The user columns of ``table`` and their types; ``None`` when it does not exist."""
-        rows = self.fetchall(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            f"WHERE table_schema = current_schema() AND table_name = {self.placeholder} "
-            "ORDER BY ordinal_position",
-            (table,),
-        )
+        rows = self._columns(table)
         if not rows:
             return None
         return {name: sql_type_named(kind) for name, kind in rows if name not in SYSTEM_COLUMNS}
@@ -241,6 +263,9 @@ class Warehouse(ABC):
             f"ALTER TABLE {self.quote(table)} ALTER COLUMN {quoted} TYPE {new_type.value} "
             f"USING {self.cast_sql(quoted, old_type, new_type)}"
         )
+
+    def drop_column(self, table: str, column: str) -> None:
+        self.execute(f"ALTER TABLE {self.quote(table)} DROP COLUMN {self.quote(column)}")
 
     def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
         creating = [c for c in changes if c.change_type == "create_table"]
@@ -311,6 +336,33 @@ class Warehouse(ABC):
         names = [field.name for field in fields(ImportRecord)]
         values = ", ".join([self.placeholder] * len(names))
         self.execute(f"INSERT INTO {LEDGER_TABLE} ({', '.join(names)}) VALUES ({values})", astuple(record))
+
+    def successful_imports(self, table: str, source_file_id: str) -> list[int]:
+        """Ids of the imports whose rows of this file are in ``table`` now."""
+        p = self.placeholder
+        rows = self.fetchall(
+            f"SELECT id FROM {LEDGER_TABLE} WHERE table_name = {p} AND source_file_id = {p} "
+            "AND status = 'success' ORDER BY id",
+            (table, source_file_id),
+        )
+        return [int(row[0]) for row in rows]
+
+    def delete_file_rows(self, table: str, source_file_id: str, file_sha256: str | None = None) -> int:
+        """Delete a file's rows (of one version, given its sha256); returns how many."""
+        p = self.placeholder
+        where, params = f"source_file_id = {p}", [source_file_id]
+        if file_sha256 is not None:
+            where, params = where + f" AND file_sha256 = {p}", [source_file_id, file_sha256]
+        return max(self.execute(f"DELETE FROM {self.quote(table)} WHERE {where}", params), 0)
+
+    def retire_imports(self, import_ids: Sequence[int], status: str) -> None:
+        """Mark imports whose rows were removed, and release their content, so the same
+        bytes can be imported again later."""
+        assert status in LEDGER_STATUSES
+        p = self.placeholder
+        for import_id in import_ids:
+            self.execute(f"UPDATE {LEDGER_TABLE} SET status = {p} WHERE id = {p}", (status, import_id))
+            self.execute(f"DELETE FROM {LOADED_FILES_TABLE} WHERE import_id = {p}", (import_id,))
 
     def ledger(self) -> Iterator[dict[str, Any]]:
         """Every ledger row, oldest first."""

@@ -86,10 +86,21 @@ class DuckDBWarehouse(Warehouse):
         return super().cast_sql(column_sql, old_type, new_type)
 
     def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
-        # DuckDB refuses to alter a column of a table that has an index; drop and rebuild
-        # it inside the same transaction.
+        # DuckDB refuses to alter or drop a column of a table that has an index; drop and
+        # rebuild the index inside the same transaction.
         self.execute(f"DROP INDEX {self.quote(self.row_key_index_name(table))}")
         super().alter_column_type(table, column, old_type, new_type)
+        self.create_row_key_index(table)
+
+    def drop_column(self, table: str, column: str) -> None:
+        # Inside a transaction DuckDB refuses DROP COLUMN on an indexed table even after
+        # DROP INDEX, so the table is rebuilt without the column instead.
+        kept = [name for name in self.column_names(table) if name != column]
+        rebuilt = self.quote(f"{table}__rebuild")
+        selected = ", ".join(self.quote(name) for name in kept)
+        self.execute(f"CREATE TABLE {rebuilt} AS SELECT {selected} FROM {self.quote(table)}")
+        self.execute(f"DROP TABLE {self.quote(table)}")
+        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
         self.create_row_key_index(table)
 
     def insert_new_rows(

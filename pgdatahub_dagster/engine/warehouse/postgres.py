@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import polars as pl
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
@@ -41,6 +42,8 @@ class _FreshTable:
     #: The keys loaded so far, as two unsigned 64-bit halves per key.
     seen: list[pl.DataFrame] = field(default_factory=list)
     keys: int = 0
+    #: The lineage the columns' temporary defaults hold.
+    lineage: Lineage | None = None
 
 
 def _key_halves(keys: pl.Series) -> pl.DataFrame:
@@ -63,12 +66,20 @@ class PostgresWarehouse(Warehouse):
         psycopg.NotSupportedError,
     )
 
-    def __init__(self, conninfo: str, display_url: str) -> None:
+    def __init__(self, conninfo: str, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
         self._depth = 0
         self._fresh: dict[str, _FreshTable] = {}
+        # ``wait_seconds`` bounds the wait for the server to answer, unless the URL sets
+        # its own connect_timeout.
+        options: dict[str, Any] = {}
         try:
-            self._conn = psycopg.connect(conninfo, autocommit=True, application_name="pgdatahub")
+            if "connect_timeout" not in conninfo_to_dict(conninfo):
+                options["connect_timeout"] = max(1, round(wait_seconds))
+            self._conn = psycopg.connect(conninfo, autocommit=True, application_name="pgdatahub", **options)
+        except psycopg.ProgrammingError:
+            # The parser's message quotes the connection string, password and all.
+            raise WarehouseError(f"cannot connect to PostgreSQL at {display_url}: malformed URL") from None
         except psycopg.OperationalError as error:
             # The driver's message may quote the connection string; name the redacted URL.
             reason = str(error).splitlines()[-1] if str(error) else "connection refused"
@@ -114,8 +125,28 @@ class PostgresWarehouse(Warehouse):
         super().create_row_key_index(table)
 
     def _index_fresh_table(self, table: str) -> None:
-        del self._fresh[table]
+        fresh = self._fresh.pop(table)
+        if fresh.lineage is not None:
+            self._set_lineage_defaults(table, None)
         super().create_row_key_index(table)
+
+    def _set_lineage_defaults(self, table: str, lineage: Lineage | None) -> None:
+        """Let COPY leave out the four lineage columns, the same for every row of a file
+        (``None``: back to no defaults, as the table is declared)."""
+        if lineage is None:
+            actions = [f"ALTER COLUMN {self.quote(name)} DROP DEFAULT" for name in LINEAGE_COLUMNS]
+        else:
+            values = (
+                lineage.source_file,
+                lineage.source_file_id,
+                lineage.file_sha256,
+                lineage.load_timestamp,
+            )
+            actions = [
+                f"ALTER COLUMN {self.quote(name)} SET DEFAULT {sql.Literal(value).as_string(self._conn)}"
+                for name, value in zip(LINEAGE_COLUMNS, values, strict=True)
+            ]
+        self.execute(f"ALTER TABLE {self.quote(table)} {', '.join(actions)}")
 
     def insert_new_rows(
         self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
@@ -154,16 +185,10 @@ class PostgresWarehouse(Warehouse):
         fresh.keys += keyed.height
         if frame.height == 0:
             return 0
-        self._copy(
-            table,
-            frame.with_columns(
-                pl.lit(lineage.source_file, pl.String).alias("source_file"),
-                pl.lit(lineage.source_file_id, pl.String).alias("source_file_id"),
-                pl.lit(lineage.file_sha256, pl.String).alias("file_sha256"),
-                # ISO 8601 with its offset: PostgreSQL reads back the same instant.
-                pl.lit(lineage.load_timestamp.isoformat(), pl.String).alias("load_timestamp"),
-            ),
-        )
+        if fresh.lineage != lineage:
+            self._set_lineage_defaults(table, lineage)
+            fresh.lineage = lineage
+        self._copy(table, frame)
         return frame.height
 
     def _insert_through_stage(

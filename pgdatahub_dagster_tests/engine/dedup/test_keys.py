@@ -1,6 +1,8 @@
 import polars as pl
+import pytest
 
 from pgdatahub_dagster.engine.dedup import is_phone_column, row_keys
+from pgdatahub_dagster.engine.dedup.keys import _e164, _phone_part
 
 
 def test_phone_columns_are_recognised_by_name() -> None:
@@ -52,3 +54,84 @@ def test_all_column_keys_ignore_column_order_and_empty_columns() -> None:
 def test_keys_are_compact_hex() -> None:
     keys = row_keys(pl.DataFrame({"n": [1, 2]}), ["n"], "US").to_list()
     assert all(len(key) == 32 and int(key, 16) >= 0 for key in keys)
+
+
+# The fast path for North American numbers must give phonenumbers' answer byte for byte,
+# for the formats it takes and for everything near them that it must leave to the parser.
+_PHONE_FORMATS = [
+    "({a}) {e}-{s}",
+    "({a}){e}-{s}",
+    "({a}) {e} {s}",
+    "{a}-{e}-{s}",
+    "{a}.{e}.{s}",
+    "{a} {e} {s}",
+    "{a}{e}{s}",
+    "{a}-{e}{s}",
+    "{a}{e}-{s}",
+    "1{a}{e}{s}",
+    "1-{a}-{e}-{s}",
+    "1 ({a}) {e}-{s}",
+    "1.{a}.{e}.{s}",
+    "1({a}){e}-{s}",
+    "+1{a}{e}{s}",
+    "+1 {a} {e} {s}",
+    "+1-{a}-{e}-{s}",
+    "+1 ({a}) {e}-{s}",
+    "+1({a}){e}{s}",
+    "+1.{a}.{e}.{s}",
+    # Near misses: the parser decides these.
+    "({a} {e}-{s}",
+    "{a}) {e}-{s}",
+    "({a})-{e}-{s}",
+    "{a}--{e}--{s}",
+    "{a}/{e}-{s}",
+    "+ 1 {a} {e} {s}",
+    "+11{a}{e}{s}",
+    "11{a}{e}{s}",
+    "001 {a} {e} {s}",
+    "011 1 {a} {e} {s}",
+    "1{a}{e}{s}0",
+    "{a}{e}{s}0",
+    "{e}-{s}",
+    "{a}-{e}-{s} x12",
+    "{a}-{e}-{s} ext. 5",
+    "tel: {a}-{e}-{s}",
+    "+{a}{e}{s}",
+    "+44 {a} {e} {s}",
+    "{a}-{e}-{s}-",
+    "-{a}-{e}-{s}",
+    "１{a}{e}{s}",
+    "{a}\u00a0{e}\u00a0{s}",
+]
+
+
+def _phone_samples(count: int) -> list[str]:
+    import random
+
+    rng = random.Random(20261125)
+    values = []
+    for index in range(count):
+        # Area codes and exchanges over the whole range, 0xx and 1xx included.
+        area, exchange = f"{rng.randrange(1000):03d}", f"{rng.randrange(1000):03d}"
+        station = f"{rng.randrange(10_000):04d}"
+        pattern = _PHONE_FORMATS[index % len(_PHONE_FORMATS)]
+        values.append(pattern.format(a=area, e=exchange, s=station))
+    return values
+
+
+@pytest.mark.parametrize("region", ["US", "CA", "DE", "GB", "AG"])
+def test_phone_fast_path_matches_phonenumbers_exactly(region: str) -> None:
+    values = _phone_samples(6_000)
+    fast = _phone_part(pl.Series("phone", values), region).to_list()
+    assert fast == [_e164(value, region) for value in values]
+
+
+def test_phone_fast_path_keeps_nulls_and_takes_most_everyday_us_formats() -> None:
+    column = pl.Series("phone", ["(555) 123-4567", None, "+1 555 123 4567", "1-555-123-4567", "call us"])
+    assert _phone_part(column, "US").to_list() == [
+        "+15551234567",
+        None,
+        "+15551234567",
+        "+15551234567",
+        _e164("call us", "US"),
+    ]

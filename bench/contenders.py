@@ -1,0 +1,432 @@
+"""Every contender: one way of landing the same file(s) in a database.
+
+Each runs alone in a fresh interpreter (``python -m bench.worker``) so that its peak RSS
+is its own. ``setup`` does the imports and anything a user would have done beforehand
+(creating an indexed table); only ``run`` is timed. ``run`` returns the rows it read and
+the rows the table holds afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bench.data import COLUMNS, KEY_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = "listings"
+# The typed table a person would declare by hand for the listings.
+_SQL_TYPES = {
+    "rating": "DOUBLE PRECISION",
+    "review_count": "INTEGER",
+    "opened": "DATE",
+}
+TYPED_COLUMNS = ", ".join(f"{name} {_SQL_TYPES.get(name, 'TEXT')}" for name in COLUMNS)
+
+
+@dataclass
+class Outcome:
+    rows_in: int
+    rows_out: int
+    note: str = ""
+
+
+class Contender:
+    """One way to load; subclasses set ``description`` and implement ``run``."""
+
+    description = ""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def setup(self) -> None:
+        """Imports and preparation, not timed."""
+
+    def run(self) -> Outcome:
+        raise NotImplementedError
+
+
+CONTENDERS: dict[str, type[Contender]] = {}
+
+
+def contender(name: str) -> Callable[[type[Contender]], type[Contender]]:
+    def register(cls: type[Contender]) -> type[Contender]:
+        CONTENDERS[name] = cls
+        return cls
+
+    return register
+
+
+def _count(url: str, table: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _polars_batches(path: Path, rows: int | None = None) -> Iterator[Any]:
+    """The CSV as Polars frames of 100,000 rows, types inferred as a user's script would."""
+    import polars as pl
+
+    scan = pl.scan_csv(path, infer_schema_length=10_000, schema_overrides={"zip": pl.String})
+    if rows is not None:
+        scan = scan.head(rows)
+    yield from scan.collect_batches(chunk_size=100_000)
+
+
+# -- the project's engine ------------------------------------------------------------------
+
+
+@contender("engine")
+class Engine(Contender):
+    """pgdatahub's Importer over a folder: read, normalise, key, evolve, load, ledger."""
+
+    description = "pgdatahub engine (Importer.import_all)"
+
+    def setup(self) -> None:
+        from pgdatahub_dagster.engine.importer import Importer
+        from pgdatahub_dagster.engine.mapping import FolderMapping
+        from pgdatahub_dagster.engine.sources import LocalFolderSource
+        from pgdatahub_dagster.engine.warehouse import connect
+
+        self.connect, self.importer = connect, Importer
+        root = Path(self.params["source_dir"])
+        self.source = LocalFolderSource(root)
+        self.mapping = FolderMapping.load(root / "pgdatahub.yaml")
+
+    def run(self) -> Outcome:
+        rows_in = rows_out = 0
+        failed = []
+        with self.connect(self.params["url"]) as warehouse:
+            for result in self.importer(warehouse, self.source, self.mapping).import_all():
+                rows_in += result.record.rows_read
+                rows_out += result.record.rows_inserted
+                if result.status != "success":
+                    failed.append(f"{result.record.source_file}: {result.status} {result.record.error}")
+        if failed:
+            raise RuntimeError("; ".join(failed[:5]))
+        return Outcome(rows_in, rows_out)
+
+
+@contender("dagster_materialize")
+class DagsterMaterialize(Contender):
+    """The documented bulk command, as a user runs it."""
+
+    description = "dagster asset materialize --select local_folder_sync"
+
+    def setup(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+
+    def run(self) -> Outcome:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "PGDATAHUB_SOURCE_DIR": self.params["source_dir"],
+            "PGDATAHUB_DATABASE_URL": self.params["url"],
+        }
+        command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
+        command += ["-m", "pgdatahub_dagster.definitions", "--select", "local_folder_sync"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        shutil.rmtree(self.home, ignore_errors=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"dagster exited {done.returncode}: {done.stderr[-2000:]}")
+        import psycopg
+
+        with psycopg.connect(self.params["url"]) as conn:
+            row = conn.execute(
+                "SELECT sum(rows_read), sum(rows_inserted), count(*) FROM etl_imports WHERE status = 'success'"
+            ).fetchone()
+        assert row is not None
+        return Outcome(int(row[0] or 0), int(row[1] or 0), f"{row[2]} files imported")
+
+
+# -- plain PostgreSQL ----------------------------------------------------------------------
+
+
+def _copy_file(conn: Any, table: str, path: Path) -> None:
+    with conn.cursor() as cursor, cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                copy.write(chunk)
+
+
+@contender("copy_indexed")
+class CopyIndexed(Contender):
+    """The limit: the file's bytes straight to the server, which parses them, and a unique
+    index on the raw (name, address, phone). COPY aborts on a duplicate key, so the rows go
+    through a temporary table and one INSERT … ON CONFLICT DO NOTHING: the plainest SQL that
+    lands this file. Exact duplicates only; messy ones stay."""
+
+    description = "COPY → temp table → INSERT … ON CONFLICT into a table with UNIQUE (name, address, phone)"
+
+    def setup(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.params["url"], autocommit=True)
+        self.conn.execute(f"CREATE TABLE {TABLE} ({TYPED_COLUMNS})")
+        self.conn.execute(f"CREATE UNIQUE INDEX ON {TABLE} ({', '.join(KEY_COLUMNS)})")
+
+    def run(self) -> Outcome:
+        path = Path(self.params["csv"])
+        with self.conn.transaction():
+            self.conn.execute(f"CREATE TEMPORARY TABLE stage ({TYPED_COLUMNS}) ON COMMIT DROP")
+            _copy_file(self.conn, "stage", path)
+            rows_in = int(self.conn.execute("SELECT count(*) FROM stage").fetchone()[0])  # type: ignore[index]
+            self.conn.execute(f"INSERT INTO {TABLE} SELECT * FROM stage ON CONFLICT DO NOTHING")
+        return Outcome(rows_in, _count(self.params["url"], TABLE))
+
+
+@contender("copy_plain")
+class CopyPlain(Contender):
+    """The ceiling: COPY into a typed table with no index; keeps every duplicate."""
+
+    description = "COPY into a typed table, no index, no de-duplication"
+
+    def setup(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.params["url"], autocommit=True)
+        self.conn.execute(f"CREATE TABLE {TABLE} ({TYPED_COLUMNS})")
+
+    def run(self) -> Outcome:
+        with self.conn.transaction():
+            _copy_file(self.conn, TABLE, Path(self.params["csv"]))
+        rows = _count(self.params["url"], TABLE)
+        return Outcome(rows, rows)
+
+
+# -- dlt ------------------------------------------------------------------------------------
+
+
+def _dlt_setup() -> Any:
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
+    import dlt
+
+    return dlt
+
+
+def _dlt_postgres(dlt: Any, url: str) -> Any:
+    """dlt's destination for a URL; a socket directory travels as libpq's host parameter."""
+    from dlt.destinations.impl.postgres.configuration import PostgresCredentials
+
+    parts = urlsplit(url)
+    credentials = PostgresCredentials()
+    credentials.database = parts.path.lstrip("/")
+    credentials.username = parts.username or "postgres"
+    credentials.password = parts.password or ""
+    credentials.host = parts.hostname or "localhost"
+    credentials.port = parts.port or 5432
+    credentials.query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+    return dlt.destinations.postgres(credentials=credentials)
+
+
+def _keyed_arrow(frame: Any) -> Any:
+    import polars as pl
+
+    # dlt requires primary key columns to be non-null.
+    return frame.with_columns(pl.col(*KEY_COLUMNS).fill_null("")).to_arrow()
+
+
+class _Dlt(Contender):
+    destination_name = ""
+    loader_file_format = "parquet"
+
+    def setup(self) -> None:
+        self.dlt = _dlt_setup()
+        import polars  # noqa: F401  (imported here so that the timed part excludes it)
+
+        self.pipelines_dir = tempfile.mkdtemp(prefix="bench-dlt-")
+
+    def destination(self) -> Any:
+        raise NotImplementedError
+
+    def pipeline(self) -> Any:
+        return self.dlt.pipeline(
+            pipeline_name="bench",
+            destination=self.destination(),
+            dataset_name="bench",
+            pipelines_dir=self.pipelines_dir,
+        )
+
+    def resource(self, frames: Callable[[], Iterator[Any]]) -> Any:
+        @self.dlt.resource(name=TABLE, write_disposition="merge", primary_key=KEY_COLUMNS)
+        def listings() -> Iterator[Any]:
+            for frame in frames():
+                yield _keyed_arrow(frame)
+
+        return listings()
+
+    def rows_in_destination(self) -> int:
+        raise NotImplementedError
+
+    def run(self) -> Outcome:
+        path = Path(self.params["csv"])
+        rows_in = 0
+
+        def frames() -> Iterator[Any]:
+            nonlocal rows_in
+            for frame in _polars_batches(path):
+                rows_in += frame.height
+                yield frame
+
+        self.pipeline().run(self.resource(frames), loader_file_format=self.loader_file_format)
+        shutil.rmtree(self.pipelines_dir, ignore_errors=True)
+        return Outcome(rows_in, self.rows_in_destination())
+
+
+@contender("dlt_postgres")
+class DltPostgres(_Dlt):
+    """dlt 1.x merge on the same primary key, Arrow items, parquet loaded through ADBC."""
+
+    description = "dlt merge, primary key (name, address, phone), parquet via ADBC"
+
+    def destination(self) -> Any:
+        return _dlt_postgres(self.dlt, self.params["url"])
+
+    def rows_in_destination(self) -> int:
+        return _count(self.params["url"], f"bench.{TABLE}")
+
+
+@contender("dlt_duckdb")
+class DltDuckDB(_Dlt):
+    """dlt merge into a DuckDB file."""
+
+    description = "dlt merge into DuckDB, primary key (name, address, phone)"
+
+    def destination(self) -> Any:
+        return self.dlt.destinations.duckdb(credentials=self.params["duckdb_path"])
+
+    def rows_in_destination(self) -> int:
+        import duckdb
+
+        with duckdb.connect(self.params["duckdb_path"], read_only=True) as conn:
+            row = conn.execute(f"SELECT count(*) FROM bench.{TABLE}").fetchone()
+        return int(row[0]) if row else 0
+
+
+@contender("dlt_per_file")
+class DltPerFile(_Dlt):
+    """dlt the way a per-file trigger runs it: one pipeline run per file."""
+
+    description = "dlt merge, one pipeline.run per file"
+
+    def destination(self) -> Any:
+        return _dlt_postgres(self.dlt, self.params["url"])
+
+    def run(self) -> Outcome:
+        import polars as pl
+
+        files = sorted(Path(self.params["source_dir"]).glob("*.csv"))
+        pipeline = self.pipeline()
+        rows_in = 0
+        for path in files:
+            frame = pl.read_csv(path, infer_schema_length=10_000, schema_overrides={"zip": pl.String})
+            rows_in += frame.height
+            pipeline.run(self.resource(lambda frame=frame: iter([frame])), loader_file_format="parquet")
+        shutil.rmtree(self.pipelines_dir, ignore_errors=True)
+        return Outcome(rows_in, _count(self.params["url"], f"bench.{TABLE}"), f"{len(files)} runs")
+
+
+# -- DuckDB on its own -----------------------------------------------------------------------
+
+
+@contender("duckdb_read_csv")
+class DuckDBReadCsv(Contender):
+    """The limit in DuckDB: its own parallel CSV reader straight into a table; no
+    de-duplication."""
+
+    description = "DuckDB CREATE TABLE AS SELECT * FROM read_csv(...)"
+
+    def setup(self) -> None:
+        import duckdb
+
+        self.conn = duckdb.connect(self.params["duckdb_path"])
+
+    def run(self) -> Outcome:
+        path = str(self.params["csv"]).replace("'", "''")
+        self.conn.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM read_csv('{path}', types={{'zip': 'VARCHAR'}})")
+        row = self.conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+        self.conn.close()
+        rows = int(row[0]) if row else 0
+        return Outcome(rows, rows)
+
+
+# -- workbooks -------------------------------------------------------------------------------
+
+
+@contender("fastexcel_read")
+class FastexcelRead(Contender):
+    """The limit for workbooks: fastexcel reading the sheet into Polars, nothing else."""
+
+    description = "fastexcel read_excel → load_sheet(all rows typed) → Polars; no database"
+
+    def setup(self) -> None:
+        import fastexcel
+        import polars  # noqa: F401
+
+        self.fastexcel = fastexcel
+
+    def run(self) -> Outcome:
+        reader = self.fastexcel.read_excel(self.params["xlsx"])
+        frame = reader.load_sheet(0, schema_sample_rows=None).to_polars()
+        return Outcome(frame.height, 0, "read only")
+
+
+# -- pandas, as an old ETL script did it -----------------------------------------------------
+
+
+class _Pandas(Contender):
+    def setup(self) -> None:
+        import pandas
+        import psycopg
+        import sqlalchemy
+
+        self.pandas = pandas
+        with psycopg.connect(self.params["url"], autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {TABLE} ({TYPED_COLUMNS})")
+            conn.execute(f"CREATE UNIQUE INDEX ON {TABLE} ({', '.join(KEY_COLUMNS)})")
+        self.engine = sqlalchemy.create_engine(self.params["url"].replace("postgresql://", "postgresql+psycopg2://"))
+
+    def frame(self) -> Any:
+        raise NotImplementedError
+
+    def run(self) -> Outcome:
+        frame = self.frame()
+        rows_in = len(frame)
+        frame = frame.drop_duplicates(subset=list(KEY_COLUMNS))
+        frame.to_sql(TABLE, self.engine, if_exists="append", index=False, method="multi", chunksize=2000)
+        self.engine.dispose()
+        return Outcome(rows_in, _count(self.params["url"], TABLE))
+
+
+@contender("pandas_to_sql")
+class PandasToSql(_Pandas):
+    """pandas read_csv, drop_duplicates on the key, to_sql(method="multi", chunksize=2000)."""
+
+    description = 'pandas read_csv → drop_duplicates → to_sql(method="multi", chunksize=2000)'
+
+    def frame(self) -> Any:
+        return self.pandas.read_csv(self.params["csv"], nrows=self.params["rows"], dtype={"zip": str})
+
+
+@contender("pandas_openpyxl")
+class PandasOpenpyxl(_Pandas):
+    """pandas read_excel through openpyxl, then the same to_sql."""
+
+    description = 'pandas read_excel(openpyxl) → drop_duplicates → to_sql(method="multi")'
+
+    def frame(self) -> Any:
+        return self.pandas.read_excel(
+            self.params["xlsx"], engine="openpyxl", nrows=self.params["rows"], dtype={"zip": str}
+        )

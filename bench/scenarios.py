@@ -1,0 +1,272 @@
+"""The scenarios: what is loaded, by which contenders, and the targets their ratios must meet.
+
+A scenario lists its contender runs (each in a fresh process, on the same data, in the
+same benchmark run) and turns their measurements into ratios and pass/miss targets.
+Scenarios register themselves in ``SCENARIOS`` with ``@scenario``; the runner runs them in
+registration order.
+
+Adding a scenario (the hook for ``drive_tick``, which follows once the Google Drive
+source exists): write a subclass of ``Scenario`` with ``name``, ``title``, ``runs()`` and
+``targets()``, decorate it with ``@scenario``, and if it needs a new way of loading, add a
+``Contender`` to ``bench/contenders.py``. ``drive_tick`` would time one sensor tick plus
+the runs it requests against the Drive test server (pgdatahub_dagster.testing), e.g.
+``Run("drive_tick", "drive_tick", "engine", {...})`` beside an ``engine`` run on the same
+files read from local disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bench import data
+
+Role = Literal["engine", "limit", "peer", "legacy", "ceiling"]
+ROLE_MEANING = {
+    "engine": "the project",
+    "limit": "what the hardware allows for the same result",
+    "peer": "the tool a user would otherwise pick",
+    "legacy": "an old ETL's way",
+    "ceiling": "no de-duplication at all (for scale)",
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    csv_rows: int
+    pandas_rows: int
+    xlsx_rows: int
+    pandas_xlsx_rows: int
+    files: int
+    rows_per_file: int
+    memory_rows: tuple[int, int]
+
+
+SIZES: dict[str, Sizes] = {
+    # A few seconds per contender: for CI, proves every scenario runs end to end.
+    "smoke": Sizes(2_000, 1_000, 1_000, 500, 4, 500, (2_000, 10_000)),
+    "small": Sizes(100_000, 20_000, 20_000, 5_000, 40, 2_000, (100_000, 500_000)),
+    "full": Sizes(1_000_000, 100_000, 200_000, 20_000, 200, 2_000, (1_000_000, 5_000_000)),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One contender in one scenario."""
+
+    key: str
+    contender: str
+    role: Role
+    params: dict[str, Any] = field(default_factory=dict)
+    #: "postgres": a fresh database is made for it; "duckdb": a fresh file.
+    database: Literal["postgres", "duckdb"] | None = "postgres"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float | None
+    threshold: float
+    #: "min": value must be at least threshold; "max": at most.
+    kind: Literal["min", "max"]
+
+    @property
+    def passed(self) -> bool:
+        if self.value is None:
+            return False
+        return self.value >= self.threshold if self.kind == "min" else self.value <= self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "threshold": self.threshold,
+            "kind": self.kind,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    #: Scratch space for this benchmark run: source folders, DuckDB files.
+    workdir: Path
+
+    def source_folder(self, name: str, files: list[Path]) -> Path:
+        """A source root holding (links to) ``files`` and a mapping keyed like the table."""
+        root = self.workdir / "sources" / name / "listings"
+        root.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            link = root / path.name
+            if not link.exists():
+                link.symlink_to(path)
+        (root / "pgdatahub.yaml").write_text(
+            "table: listings\nunique_key: [" + ", ".join(data.KEY_COLUMNS) + "]\n"
+        )
+        return root
+
+
+def rate(result: dict[str, Any] | None) -> float | None:
+    if not result or "error" in result or not result.get("seconds"):
+        return None
+    return float(result["rows_in"]) / float(result["seconds"])
+
+
+def ratio(results: dict[str, dict[str, Any]], top: str, bottom: str) -> float | None:
+    a, b = rate(results.get(top)), rate(results.get(bottom))
+    return a / b if a is not None and b else None
+
+
+class Scenario:
+    name: str
+    #: Formatted with the size's fields (``Sizes``).
+    title: str
+
+    def heading(self, sizes: Sizes) -> str:
+        return self.title.format(**sizes.__dict__)
+
+    def runs(self, context: Context) -> list[Run]:
+        raise NotImplementedError
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return []
+
+    def extra(self, results: dict[str, dict[str, Any]], context: Context) -> dict[str, Any]:
+        """Further figures for the report."""
+        return {}
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(cls: type[Scenario]) -> type[Scenario]:
+    SCENARIOS[cls.name] = cls()
+    return cls
+
+
+def _label(rows: int) -> str:
+    return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else f"{rows // 1_000}k"
+
+
+@scenario
+class CsvPostgres(Scenario):
+    name = "csv_postgres"
+    title = "csv_1m: {csv_rows:,}-row CSV → PostgreSQL, unique key (name, address, phone)"
+
+    def runs(self, context: Context) -> list[Run]:
+        rows = context.sizes.csv_rows
+        csv = data.csv_file(rows)
+        source = context.source_folder(self.name, [csv])
+        return [
+            Run("engine", "engine", "engine", {"source_dir": str(source)}),
+            Run("copy_indexed", "copy_indexed", "limit", {"csv": str(csv)}),
+            Run("dlt_merge", "dlt_postgres", "peer", {"csv": str(csv)}),
+            Run("pandas_to_sql", "pandas_to_sql", "legacy", {"csv": str(csv), "rows": context.sizes.pandas_rows}),
+            Run("copy_no_index", "copy_plain", "ceiling", {"csv": str(csv)}),
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [
+            Target("engine ÷ dlt merge (rows/s)", ratio(results, "engine", "dlt_merge"), 1.5, "min"),
+            Target("engine ÷ raw COPY, indexed (rows/s)", ratio(results, "engine", "copy_indexed"), 0.9, "min"),
+        ]
+
+
+@scenario
+class CsvDuckDB(Scenario):
+    name = "csv_duckdb"
+    title = "csv_1m: {csv_rows:,}-row CSV → DuckDB, unique key (name, address, phone)"
+
+    def runs(self, context: Context) -> list[Run]:
+        csv = data.csv_file(context.sizes.csv_rows)
+        source = context.source_folder(self.name, [csv])
+        return [
+            Run("engine", "engine", "engine", {"source_dir": str(source)}, "duckdb"),
+            Run("duckdb_read_csv", "duckdb_read_csv", "ceiling", {"csv": str(csv)}, "duckdb"),
+            Run("dlt_duckdb", "dlt_duckdb", "peer", {"csv": str(csv)}, "duckdb"),
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [Target("engine ÷ dlt to DuckDB (rows/s)", ratio(results, "engine", "dlt_duckdb"), 1.5, "min")]
+
+
+@scenario
+class XlsxPostgres(Scenario):
+    name = "xlsx_postgres"
+    title = "xlsx_200k: {xlsx_rows:,}-row xlsx → PostgreSQL, same key"
+
+    def runs(self, context: Context) -> list[Run]:
+        xlsx = data.xlsx_file(context.sizes.xlsx_rows)
+        source = context.source_folder(self.name, [xlsx])
+        return [
+            Run("engine", "engine", "engine", {"source_dir": str(source)}),
+            Run("fastexcel_read", "fastexcel_read", "limit", {"xlsx": str(xlsx)}, None),
+            Run(
+                "pandas_openpyxl",
+                "pandas_openpyxl",
+                "legacy",
+                {"xlsx": str(xlsx), "rows": context.sizes.pandas_xlsx_rows},
+            ),
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [
+            Target("engine ÷ bare fastexcel read (rows/s)", ratio(results, "engine", "fastexcel_read"), 0.7, "min")
+        ]
+
+
+@scenario
+class ManyFiles(Scenario):
+    name = "many_files"
+    title = "many_files: {files} CSVs × {rows_per_file:,} rows → PostgreSQL through Dagster"
+
+    def runs(self, context: Context) -> list[Run]:
+        folder = data.many_files(context.sizes.files, context.sizes.rows_per_file)
+        source = context.source_folder(self.name, sorted(folder.glob("*.csv")))
+        return [
+            Run("dagster", "dagster_materialize", "engine", {"source_dir": str(source)}),
+            Run("engine_alone", "engine", "limit", {"source_dir": str(source)}),
+            Run("dlt_per_file", "dlt_per_file", "peer", {"source_dir": str(source)}),
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [
+            Target("Dagster ÷ engine alone (rows/s)", ratio(results, "dagster", "engine_alone"), 0.5, "min"),
+            Target("Dagster ÷ dlt, one run per file (rows/s)", ratio(results, "dagster", "dlt_per_file"), 5.0, "min"),
+        ]
+
+    def extra(self, results: dict[str, dict[str, Any]], context: Context) -> dict[str, Any]:
+        dagster, alone = results.get("dagster", {}), results.get("engine_alone", {})
+        if "seconds" not in dagster or "seconds" not in alone:
+            return {}
+        files = context.sizes.files
+        return {
+            "dagster_overhead_ms_per_file": round(1000 * (dagster["seconds"] - alone["seconds"]) / files, 1),
+            "engine_ms_per_file": round(1000 * alone["seconds"] / files, 1),
+        }
+
+
+@scenario
+class Memory(Scenario):
+    name = "memory"
+    title = "memory: peak RSS of the engine importing one CSV of {memory_rows[0]:,} and one of {memory_rows[1]:,} rows into PostgreSQL"
+
+    def runs(self, context: Context) -> list[Run]:
+        runs = []
+        for key, rows in zip(("engine_n", "engine_5n"), context.sizes.memory_rows, strict=True):
+            csv = data.csv_file(rows)
+            source = context.source_folder(f"{self.name}_{_label(rows)}", [csv])
+            runs.append(Run(key, "engine", "engine", {"source_dir": str(source)}))
+        return runs
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        small, large = results.get("engine_n", {}), results.get("engine_5n", {})
+        ratio_value = None
+        if small.get("peak_rss_mb") and large.get("peak_rss_mb"):
+            ratio_value = large["peak_rss_mb"] / small["peak_rss_mb"]
+        n, n5 = (_label(rows) for rows in context.sizes.memory_rows)
+        return [
+            Target(f"peak RSS {n5} ÷ peak RSS {n}", ratio_value, 1.25, "max"),
+            Target(f"peak RSS {n5} (MB)", large.get("peak_rss_mb"), 600.0, "max"),
+        ]

@@ -1,0 +1,69 @@
+"""The warehouse's state in the UI: per-table figures as metadata, and asset checks that
+the business keys hold and that the ledger accounts for every row."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_spreadsheets
+from pgdatahub_dagster.defs.resources import WarehouseResource
+from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, recent_imports, table_status
+
+
+@asset(deps=[local_spreadsheets, drive_spreadsheets], group_name="warehouse", kinds={"sql"})
+def warehouse_status(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    """Per table: files imported, skipped, failed, reverted and deleted, rows, the last
+    import and the last error; and the latest failures. The same figures as
+    ``pgdatahub status``."""
+    with warehouse.open() as opened:
+        statuses = table_status(opened)
+        failures = recent_imports(opened, 10, status="failed")
+    lines = ["| table | rows | imported | skipped | failed | reverted | deleted | last import | last error |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for s in statuses:
+        last = s.last_import.strftime("%Y-%m-%d %H:%M:%S") if s.last_import else ""
+        error = (s.last_error or "").replace("|", "\\|")[:120]
+        lines.append(
+            f"| {s.table_name} | {s.rows if s.rows is not None else ''} | {s.imported} | {s.skipped} "
+            f"| {s.failed} | {s.reverted} | {s.deleted} | {last} | {error} |"
+        )
+    return MaterializeResult(
+        metadata={
+            "tables": MetadataValue.md("\n".join(lines)),
+            "total_rows": sum(s.rows or 0 for s in statuses),
+            "files_imported": sum(s.imported for s in statuses),
+            "files_failed": sum(s.failed for s in statuses),
+            "recent_failures": MetadataValue.md("\n".join(f"- {f['error']}" for f in failures) or "none"),
+        }
+    )
+
+
+@asset_check(asset=warehouse_status, description="No business key occurs twice in any table.")
+def unique_keys_hold(warehouse: WarehouseResource) -> AssetCheckResult:
+    with warehouse.open() as opened:
+        repeated = duplicate_keys(opened)
+    return AssetCheckResult(
+        passed=not repeated, metadata={"tables_with_repeated_keys": MetadataValue.json(repeated)}
+    )
+
+
+@asset_check(
+    asset=warehouse_status,
+    description="Each table holds exactly the rows its successful imports inserted, per the ledger.",
+)
+def ledger_matches_tables(warehouse: WarehouseResource) -> AssetCheckResult:
+    with warehouse.open() as opened:
+        mismatches = ledger_mismatches(opened)
+    return AssetCheckResult(
+        passed=not mismatches,
+        metadata={
+            "mismatches": MetadataValue.json(
+                {table: {"rows": rows, "ledger": ledger} for table, (rows, ledger) in mismatches.items()}
+            )
+        },
+    )
