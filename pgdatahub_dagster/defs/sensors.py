@@ -35,6 +35,7 @@ from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
 from pgdatahub_dagster.defs.operations import handle_deleted_files
 from pgdatahub_dagster.defs.partitions import drive_files, file_id_for, local_files, partition_key_for
 from pgdatahub_dagster.defs.resources import DriveResource, LocalFolderResource, WarehouseResource
+from pgdatahub_dagster.engine.sources import SourceFile
 from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30"))
@@ -72,6 +73,51 @@ def _deletions(
         tags={"pgdatahub/source": source},
     )
     return [request], [partitions.build_delete_request(sorted(gone))]
+
+
+def _request_import(
+    context: SensorEvaluationContext,
+    job_name: str,
+    source: str,
+    file: SourceFile,
+    known: set[str],
+    new_keys: list[str],
+) -> RunRequest:
+    """One run for a new or changed file; its run key (file id and content version) makes a
+    repeated request for the same content a no-op."""
+    key = partition_key_for(file.file_id)
+    label = file.path if file.path == file.file_id else f"{file.path} ({file.file_id})"
+    if key in known:
+        context.log.info(f"CHANGED {label}")
+    else:
+        new_keys.append(key)
+        context.log.info(f"NEW {label}")
+    return RunRequest(
+        job_name=job_name,
+        partition_key=key,
+        run_key=f"{file.file_id}:{file.version}",
+        tags={"pgdatahub/source": source},
+    )
+
+
+def _result(
+    context: SensorEvaluationContext,
+    partitions: DynamicPartitionsDefinition,
+    runs: list[RunRequest],
+    removals: list[DeleteDynamicPartitionsRequest],
+    new_keys: list[str],
+    cursor: str,
+) -> SensorResult:
+    if not runs:
+        context.log.info("idle: no new, changed or deleted files")
+        return SensorResult(skip_reason="idle: no new, changed or deleted files", cursor=cursor)
+    context.log.info(
+        f"DONE: requested {len(runs)} runs, {len(new_keys)} for new files, {len(removals)} removals"
+    )
+    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
+    if new_keys:
+        requests.append(partitions.build_add_request(new_keys))
+    return SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor)
 
 
 @sensor(

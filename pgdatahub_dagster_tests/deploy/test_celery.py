@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry, RunsFilter
 
 from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
 from pgdatahub_dagster.engine.warehouse import connect
@@ -36,7 +37,15 @@ POOL_SLOTS = 2
 FILES = {"leads/a.csv": "name\nAcme\n", "leads/b.csv": "name\nBlue\nCorner\n", "leads/c.csv": "name\nDelta\n"}
 
 
-def _single(events: list[EventLogEntry], event_type: DagsterEventType) -> EventLogEntry:
+def _ready(worker_log: Path) -> bool:
+    return " ready." in worker_log.read_text()
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is not None
+
+
+def _single(events: Sequence[EventLogEntry], event_type: DagsterEventType) -> EventLogEntry:
     matching = [event for event in events if event.dagster_event and event.dagster_event_type == event_type]
     assert len(matching) == 1, [event.message for event in events]
     return matching[0]
@@ -71,6 +80,7 @@ def test_import_runs_execute_on_several_celery_workers(
 
     # What the sensor does before requesting runs: register one partition per file.
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
+    assert local_files.name is not None
     with DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(local_files.name, [partition_key_for(file_id) for file_id in FILES])
     # The deployment step of docs/deployment.md: the pool's limit set explicitly. Fewer slots
@@ -92,13 +102,7 @@ def test_import_runs_execute_on_several_celery_workers(
         worker += ["-y", str(DEPLOY / "celery" / "worker.yaml"), "-n", name]
         worker += ["--", "--concurrency", str(PROCESSES_PER_WORKER)]
         processes.start(name, worker, env, tmp_path)
-        log = tmp_path / f"{name}.log"
-        wait_for(
-            f"worker {name}",
-            lambda log=log: " ready." in log.read_text(),
-            90,
-            processes.logs,
-        )
+        wait_for(f"worker {name}", partial(_ready, tmp_path / f"{name}.log"), 90, processes.logs)
 
     # One run per file, all at once, as the sensor requests them.
     runs: dict[str, subprocess.Popen[bytes]] = {}
@@ -107,7 +111,7 @@ def test_import_runs_execute_on_several_celery_workers(
         command += ["-j", "import_local_files", "--tags", json.dumps({"dagster/partition": file_id})]
         runs[file_id] = processes.start(f"run_{file_id.replace('/', '_')}", command, env, tmp_path)
     for file_id, run in runs.items():
-        wait_for(f"the run of {file_id}", lambda run=run: run.poll() is not None, 120, processes.logs)
+        wait_for(f"the run of {file_id}", partial(_exited, run), 120, processes.logs)
         assert run.returncode == 0, processes.logs()
 
     with connect(warehouse_url) as warehouse:
@@ -123,12 +127,11 @@ def test_import_runs_execute_on_several_celery_workers(
         assert len([other for other in ledger if other[3] <= row[3] < other[4]]) <= POOL_SLOTS
 
     with DagsterInstance.from_config(str(home)) as instance:
-        records = instance.get_run_records()
+        records = instance.get_run_records(RunsFilter(job_name="import_local_files"))
         assert {record.dagster_run.run_id for record in records} == {row[2] for row in ledger}
         for record in records:
-            run = record.dagster_run
-            assert run.status == DagsterRunStatus.SUCCESS
-            events = instance.all_logs(run.run_id)
+            assert record.dagster_run.status == DagsterRunStatus.SUCCESS
+            events = instance.all_logs(record.dagster_run.run_id)
             messages = [event.message for event in events]
             # The run handed its step to Celery, one of the workers executed it, and it ran in
             # that worker's process, not in the run's.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.deploy.conftest import (
@@ -87,7 +87,7 @@ def test_daemon_on_the_postgres_instance_imports_what_the_sensor_finds(
     with DagsterInstance.from_config(str(home)) as instance:
 
         def finished_run() -> RunRecord | None:
-            records = instance.get_run_records()
+            records = instance.get_run_records(RunsFilter(job_name="import_local_files"))
             return records[0] if len(records) == 1 and records[0].dagster_run.status in FINISHED else None
 
         record = wait_for("the run to finish", finished_run, 60, processes.logs)

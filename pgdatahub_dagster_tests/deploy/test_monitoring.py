@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.deploy.conftest import (
@@ -87,7 +87,7 @@ def test_a_crashed_run_is_retried_and_its_pool_slot_freed(
                 120,
                 processes.logs,
             )
-            [record] = instance.get_run_records()
+            [record] = instance.get_run_records(RunsFilter(job_name="import_local_files"))
             crashed = record.dagster_run
             assert crashed.status == DagsterRunStatus.STARTED
             [slot] = instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots

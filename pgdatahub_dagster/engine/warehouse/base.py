@@ -76,7 +76,7 @@ class Lineage:
 
 @dataclass
 class ImportRecord:
-    """One row of the import ledger ``etl_imports``; field order is column order."""
+    """One row of the import ledger ``etl_imports``: an import attempt or a lifecycle event."""
 
     id: int
     table_name: str
@@ -84,20 +84,20 @@ class ImportRecord:
     source_file_id: str
     file_sha256: str
     status: str
-    rows_read: int
-    rows_inserted: int
-    rows_duplicate: int
-    error: str | None
-    duplicate_of: str | None
-    sheet_name: str | None
     run_id: str | None
     started_at: datetime
     finished_at: datetime
+    rows_read: int = 0
+    rows_inserted: int = 0
+    rows_duplicate: int = 0
     #: Rows this event removed: an earlier version's rows (a changed file), or a deleted
     #: file's rows (``on_delete: retract``).
     rows_deleted: int = 0
+    error: str | None = None
+    duplicate_of: str | None = None
     #: The import whose rows a changed file's new version replaced.
     replaced_import_id: int | None = None
+    sheet_name: str | None = None
 
 
 #: Ledger statuses. Only ``success`` rows hold rows in the tables: ``replaced``, ``reverted``

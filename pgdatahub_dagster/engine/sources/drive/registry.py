@@ -163,5 +163,9 @@ class FolderRegistry:
                     f"UPDATE {REGISTRY_TABLE} SET listed = TRUE WHERE folder_id = {self._p(1)}", (folder_id,)
                 )
 
+    def folder_ids(self) -> list[str]:
+        rows = self.warehouse.fetchall(f"SELECT folder_id FROM {REGISTRY_TABLE} ORDER BY path, folder_id")
+        return [str(row[0]) for row in rows]
+
     def count(self) -> int:
         return int(self.warehouse.fetchall(f"SELECT count(*) FROM {REGISTRY_TABLE}")[0][0])

@@ -41,7 +41,7 @@ class DriveSource(Source):
 
     def list_files(self) -> Iterator[SourceFile]:
         """Every spreadsheet of the registered tree, listed afresh."""
-        pending = self._registered_folders()
+        pending = self.registry.folder_ids()
         while pending:
             batch, pending = pending[:20], pending[20:]
             for item in self.client.list_children(batch):
@@ -49,10 +49,6 @@ class DriveSource(Source):
                     path = self.registry.file_path(item)
                     if path is not None:
                         yield SourceFile(item.id, path, item.fingerprint)
-
-    def _registered_folders(self) -> list[str]:
-        rows = self.registry.warehouse.fetchall("SELECT folder_id FROM drive_folder_registry ORDER BY path")
-        return [str(row[0]) for row in rows]
 
     @contextmanager
     def fetch(self, file: SourceFile) -> Iterator[LocalCopy]:
