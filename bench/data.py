@@ -305,7 +305,8 @@ def xlsx_file(rows: int) -> Path:
         frame = listings(rows, seed=7).with_columns(
             pl.col("rating").cast(pl.Float64), pl.col("review_count").cast(pl.Int64)
         )
-        workbook = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+        # Text stays text: no URL or number guessing by the writer.
+        workbook = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_urls": False})
         sheet = workbook.add_worksheet("Listings")
         sheet.write_row(0, 0, frame.columns)
         for index, row in enumerate(frame.iter_rows(), start=1):

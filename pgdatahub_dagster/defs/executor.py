@@ -48,7 +48,7 @@ def celery_executor_from_env() -> ExecutorDefinition:
         )
     # {"env": …} makes Dagster read the variables when a run starts, so neither URL is part
     # of the definitions the UI displays.
-    backend: object = (
+    backend: str | dict[str, str] = (
         {"env": CELERY_BACKEND_ENV} if os.environ.get(CELERY_BACKEND_ENV) else DEFAULT_CELERY_BACKEND
     )
     executor: ExecutorDefinition = celery_executor.configured(

@@ -161,34 +161,9 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
                 f"SKIPPED {len(pending) - position} files: over {max_runs} runs this tick, next tick"
             )
             break
-        key = partition_key_for(state.file.file_id)
-        if key not in known:
-            new_keys.append(key)
-            context.log.info(f"NEW {state.file.path}")
-        else:
-            context.log.info(f"CHANGED {state.file.path}")
-        runs.append(
-            RunRequest(
-                job_name=import_local_files.name,
-                partition_key=key,
-                run_key=f"{state.file.file_id}:{state.file.version}",
-                tags={"pgdatahub/source": "local"},
-            )
-        )
+        runs.append(_request_import(context, import_local_files.name, "local", state.file, known, new_keys))
         cursor.advance(state)
-
-    if not runs:
-        context.log.info("idle: no new, changed or deleted files")
-        return SensorResult(skip_reason="idle: no new, changed or deleted files", cursor=cursor.to_json())
-    context.log.info(
-        f"DONE: requested {len(runs)} runs, {len(new_keys)} for new files, {len(gone)} files gone"
-    )
-    partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
-    if new_keys:
-        partition_requests.append(local_files.build_add_request(new_keys))
-    return SensorResult(
-        run_requests=runs, dynamic_partitions_requests=partition_requests, cursor=cursor.to_json()
-    )
+    return _result(context, local_files, runs, removals, new_keys, cursor.to_json())
 
 
 @sensor(
@@ -233,28 +208,5 @@ def drive_sensor(
         context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")
     new_keys: list[str] = []
     for file in result.found.values():
-        key = partition_key_for(file.file_id)
-        if key not in known:
-            new_keys.append(key)
-            context.log.info(f"NEW {file.path} ({file.file_id})")
-        else:
-            context.log.info(f"CHANGED {file.path} ({file.file_id})")
-        runs.append(
-            RunRequest(
-                job_name=import_drive_files.name,
-                partition_key=key,
-                run_key=f"{file.file_id}:{file.version}",
-                tags={"pgdatahub/source": "drive"},
-            )
-        )
-    cursor = drive_state_to_json(result.state)
-    if not runs:
-        context.log.info("idle: no new, changed or removed spreadsheets")
-        return SensorResult(skip_reason="idle: no new, changed or removed spreadsheets", cursor=cursor)
-    context.log.info(
-        f"DONE: requested {len(runs)} runs, {len(new_keys)} for new files, {len(gone)} files gone"
-    )
-    partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
-    if new_keys:
-        partition_requests.append(drive_files.build_add_request(new_keys))
-    return SensorResult(run_requests=runs, dynamic_partitions_requests=partition_requests, cursor=cursor)
+        runs.append(_request_import(context, import_drive_files.name, "drive", file, known, new_keys))
+    return _result(context, drive_files, runs, removals, new_keys, drive_state_to_json(result.state))

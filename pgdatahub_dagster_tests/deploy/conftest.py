@@ -164,8 +164,11 @@ class Processes:
                 time.sleep(0.2)
         for started in self.started:
             _signal_group(started.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                started.process.wait(timeout=10)
+        # Killed members the leader did not reap are reparented to init, which reaps them soon.
+        deadline = time.monotonic() + 10
+        while any(_group_alive(started.process) for started in self.started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for started in self.started:
             started.log.close()
         stray = [started.name for started in self.started if _group_alive(started.process)]
         assert not stray, f"process groups still alive after SIGKILL: {stray}"

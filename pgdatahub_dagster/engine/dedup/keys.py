@@ -101,3 +101,55 @@ def row_keys(
     # Hashing is one Python call per row; Binary hands over bytes without re-encoding.
     digests = [blake2b(text, digest_size=16).hexdigest() for text in joined.to_series().cast(pl.Binary)]
     return pl.Series(ROW_KEY_COLUMN, digests, dtype=pl.String)
+
+
+_HI, _LO = "_key_hi", "_key_lo"
+
+
+def _key_halves(keys: pl.Series) -> pl.DataFrame:
+    """32-hex-digit keys (no nulls) as two UInt64 columns: the same equality in 16 bytes."""
+    return pl.DataFrame(
+        {
+            _HI: keys.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64),
+            _LO: keys.str.slice(16).str.to_integer(base=16, dtype=pl.UInt64),
+        }
+    )
+
+
+class SeenKeys:
+    """The row keys one import has loaded into a table that has no unique index yet.
+
+    It answers what ``INSERT … ON CONFLICT DO NOTHING`` against the index would: a row goes
+    in when its key is new, the first of rows sharing a key wins, and a row without a key
+    always goes in. Keys are kept as 16 bytes each, sorted, and looked up by binary search.
+    """
+
+    def __init__(self) -> None:
+        self._seen = pl.DataFrame(schema={_HI: pl.UInt64, _LO: pl.UInt64})
+
+    def __len__(self) -> int:
+        return self._seen.height
+
+    def admit(self, keys: pl.Series) -> pl.Series:
+        """Which rows go in (a Boolean per key); their keys count as seen from now on."""
+        keyed = keys.is_not_null()
+        halves = _key_halves(keys.filter(keyed))
+        new = halves.select(pl.struct(_HI, _LO).is_first_distinct()).to_series()
+        if self._seen.height:
+            new = new & ~self._contains(halves)
+        self._seen = self._seen.merge_sorted(halves.filter(new).sort(_HI), key=_HI)
+        return pl.repeat(True, keys.len(), eager=True).scatter(keyed.arg_true(), new)
+
+    def _contains(self, halves: pl.DataFrame) -> pl.Series:
+        seen_hi, seen_lo = self._seen[_HI], self._seen[_LO]
+        first = seen_hi.search_sorted(halves[_HI], side="left")
+        matches = seen_hi.search_sorted(halves[_HI], side="right") - first
+        # One key with that high half (all but always): compare the low halves.
+        single = matches == 1
+        at = first.zip_with(single, pl.zeros(len(first), first.dtype, eager=True))
+        found = single & (seen_lo.gather(at) == halves[_LO])
+        # Several (the high halves of different keys collided): compare with each.
+        for row in (matches > 1).arg_true().to_list():
+            lows = seen_lo.slice(first[row], matches[row])
+            found[row] = bool((lows == halves[_LO][row]).any())
+        return found

@@ -26,6 +26,9 @@ DELIMITED_EXTENSIONS = frozenset({".csv", ".tsv", ".txt"})
 DELIMITERS = (",", ";", "\t", "|")
 
 _CHUNK_BYTES = 1024 * 1024
+# Pieces parsed at once; memory holds about one piece's rows at a time.
+_PIECE_BYTES = 8 * 1024 * 1024
+_QUOTE = b'"'
 _SNIFF_BYTES = 256 * 1024
 _SNIFF_LINES = 50
 
@@ -111,21 +114,95 @@ def read_delimited(
         headers = rows[0] if rows else []
         width = max((len(row) for row in rows), default=0)
         headers = headers + [""] * (width - len(headers))
-        scan = pl.scan_csv(
-            utf8_path,
-            has_header=False,
-            separator=delimiter,
-            skip_rows=skip + 1,
-            schema={f"c{index}": pl.String for index in range(width)},
-            truncate_ragged_lines=False,
-            raise_if_empty=False,
-        )
-        yield RawTable(headers=headers, batches=_batches(scan, batch_rows, source_file))
+        schema = {f"c{index}": pl.String for index in range(width)}
+        batches = _batches(utf8_path, skip, delimiter, schema, batch_rows, source_file)
+        yield RawTable(headers=headers, batches=batches)
 
 
-def _batches(scan: pl.LazyFrame, batch_rows: int, source_file: str) -> Iterator[pl.DataFrame]:
+def _row_end(data: bytearray | bytes, end: int) -> int:
+    """The end (after its newline) of the last complete row in ``data[:end]``, 0 if none.
+
+    A newline ends a row when an even number of quote characters precede it: quoted fields
+    hold their own newlines, and doubled quotes inside them keep the count even. Polars'
+    own parser splits its work the same way, so a file it reads whole splits here alike.
+    """
+    quotes_after = 0
+    position = end
+    total = data.count(_QUOTE, 0, end)
+    while (newline := data.rfind(b"\n", 0, position)) >= 0:
+        quotes_after += data.count(_QUOTE, newline, position)
+        if (total - quotes_after) % 2 == 0:
+            return newline + 1
+        position = newline
+    return 0
+
+
+def _row_ends_at_least(data: bytearray | bytes, end: int, wanted: int) -> bool:
+    """Whether ``data[:end]`` holds at least ``wanted`` complete rows."""
+    found, quotes, position = 0, 0, 0
+    while found < wanted and (newline := data.find(b"\n", position, end)) >= 0:
+        quotes += data.count(_QUOTE, position, newline)
+        if quotes % 2 == 0:
+            found += 1
+        position = newline + 1
+    return found >= wanted
+
+
+def _pieces(path: Path, first_rows: int) -> Iterator[bytes]:
+    """The file in pieces of about ``_PIECE_BYTES`` that end where a row ends; the first
+    holds at least ``first_rows`` rows when the file has them."""
+    buffer = bytearray()
+    wanted = first_rows
+    with path.open("rb") as handle:
+        while block := handle.read(_PIECE_BYTES):
+            buffer += block
+            cut = _row_end(buffer, len(buffer))
+            if cut == 0 or (wanted and not _row_ends_at_least(buffer, cut, wanted)):
+                continue  # a row longer than a block, or the first rows not all there yet
+            wanted = 0
+            yield bytes(buffer[:cut])
+            del buffer[:cut]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _batches(
+    path: Path, skip: int, delimiter: str, schema: dict[str, pl.DataType], batch_rows: int, source_file: str
+) -> Iterator[pl.DataFrame]:
+    """Rows in batches of exactly ``batch_rows`` (the last one smaller).
+
+    Each piece of the file is parsed on its own, so memory holds one piece and one batch
+    however large the file (Polars' streaming scan reads hundreds of megabytes ahead). The
+    first piece is parsed exactly as a scan of the whole file would be (skipped rows, and
+    the check that the first data row is not short of columns); a later piece starts with
+    a made-up row of empty fields so that Polars' first-row check passes as it would in
+    the middle of the file, and that row is dropped.
+    """
+    options = {
+        "has_header": False,
+        "separator": delimiter,
+        "schema": schema,
+        "truncate_ragged_lines": False,
+        "raise_if_empty": False,
+    }
+    filler = (delimiter * (len(schema) - 1) + "\n").encode()
+    pending: list[pl.DataFrame] = []
+    pending_rows = 0
     try:
-        yield from scan.collect_batches(chunk_size=batch_rows)
+        for index, piece in enumerate(_pieces(path, skip + 2)):
+            if index == 0:
+                frame = pl.read_csv(piece, skip_rows=skip + 1, **options)  # type: ignore[arg-type]
+            else:
+                frame = pl.read_csv(filler + piece, **options).slice(1)  # type: ignore[arg-type]
+            pending.append(frame)
+            pending_rows += frame.height
+            while pending_rows >= batch_rows:
+                rows = pl.concat(pending, rechunk=False)
+                yield rows.head(batch_rows)
+                pending = [rows.slice(batch_rows)]
+                pending_rows -= batch_rows
     except pl.exceptions.PolarsError as error:
         reason = str(error).splitlines()[0]
         raise UnreadableFileError(source_file, f"cannot be parsed as delimited text: {reason}") from None
+    if pending_rows:
+        yield pl.concat(pending, rechunk=False)

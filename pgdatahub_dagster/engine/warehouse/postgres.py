@@ -21,39 +21,26 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Warehouse
 
 _STAGE_TABLE = "pgdatahub_stage"
 _COPY_SLICE_ROWS = 50_000
-# A new table takes the fast path for this many keyed rows (16 bytes of memory each);
-# past that its index is built and the rest goes through staging, so memory stays bounded
-# however large the file.
-FRESH_TABLE_MAX_KEYS = 2_000_000
-_KEY_HALVES = ("_key_hi", "_key_lo")
+# A new table takes the fast path for this many keyed rows: their keys take 16 bytes each
+# (16 MiB). Past that its index is built and the rest of the file goes through staging,
+# so memory stays flat however large the file.
+FRESH_TABLE_MAX_KEYS = 1_000_000
 
 
 @dataclass
 class _FreshTable:
     """A table created by the running transaction, still without its unique index."""
 
-    #: The keys loaded so far, as two unsigned 64-bit halves per key.
-    seen: list[pl.DataFrame] = field(default_factory=list)
-    keys: int = 0
+    keys: SeenKeys = field(default_factory=SeenKeys)
     #: The lineage the columns' temporary defaults hold.
     lineage: Lineage | None = None
-
-
-def _key_halves(keys: pl.Series) -> pl.DataFrame:
-    """The 32-hex-digit keys as two UInt64 columns: the same equality in 16 bytes."""
-    return pl.DataFrame(
-        {
-            _KEY_HALVES[0]: keys.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64),
-            _KEY_HALVES[1]: keys.str.slice(16).str.to_integer(base=16, dtype=pl.UInt64),
-        }
-    )
 
 
 class PostgresWarehouse(Warehouse):
@@ -69,6 +56,7 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, conninfo: str, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
         self._depth = 0
+        self._creating: str | None = None
         self._fresh: dict[str, _FreshTable] = {}
         # ``wait_seconds`` bounds the wait for the server to answer, unless the URL sets
         # its own connect_timeout.
@@ -107,7 +95,7 @@ class PostgresWarehouse(Warehouse):
                 if self._depth == 1:
                     # Before commit: the new tables get their unique index.
                     for table in list(self._fresh):
-                        self._index_fresh_table(table)
+                        self.create_row_key_index(table)
         finally:
             self._depth -= 1
             if self._depth == 0:
@@ -116,17 +104,21 @@ class PostgresWarehouse(Warehouse):
     def lock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
-    def create_row_key_index(self, table: str) -> None:
+    def _create_table(self, table: str, columns: Mapping[str, SqlType]) -> None:
         # A table created by the outermost transaction gets its index just before commit
         # (see ``transaction``); inside a savepoint, or outside any transaction, at once.
-        if self._depth == 1 and table not in self._fresh:
+        self._creating = table if self._depth == 1 else None
+        try:
+            super()._create_table(table, columns)
+        finally:
+            self._creating = None
+
+    def create_row_key_index(self, table: str) -> None:
+        if table == self._creating:
             self._fresh[table] = _FreshTable()
             return
-        super().create_row_key_index(table)
-
-    def _index_fresh_table(self, table: str) -> None:
-        fresh = self._fresh.pop(table)
-        if fresh.lineage is not None:
+        fresh = self._fresh.pop(table, None)
+        if fresh is not None and fresh.lineage is not None:
             self._set_lineage_defaults(table, None)
         super().create_row_key_index(table)
 
@@ -153,9 +145,9 @@ class PostgresWarehouse(Warehouse):
     ) -> int:
         fresh = self._fresh.get(table)
         if fresh is not None:
-            if fresh.keys + frame.height <= FRESH_TABLE_MAX_KEYS:
+            if len(fresh.keys) + frame.height <= FRESH_TABLE_MAX_KEYS:
                 return self._copy_into_fresh_table(table, fresh, frame, lineage)
-            self._index_fresh_table(table)
+            self.create_row_key_index(table)
         return self._insert_through_stage(table, frame, types, lineage)
 
     def _copy(self, table: str, frame: pl.DataFrame) -> None:
@@ -169,20 +161,9 @@ class PostgresWarehouse(Warehouse):
         self, table: str, fresh: _FreshTable, frame: pl.DataFrame, lineage: Lineage
     ) -> int:
         """COPY the rows whose key this transaction has not loaded yet straight into ``table``."""
-        keys = frame[ROW_KEY_COLUMN]
-        halves = _key_halves(keys)
-        # Rows without a key (unique_key: none) are always new, as the index lets them be;
-        # of rows sharing a key the first wins, as with INSERT … ON CONFLICT DO NOTHING.
-        new = keys.is_null() | halves.select(pl.struct(_KEY_HALVES).is_first_distinct()).to_series()
-        if fresh.seen:
-            seen = pl.concat(fresh.seen, rechunk=False).with_columns(pl.lit(True).alias("_seen"))
-            hits = halves.join(seen, on=list(_KEY_HALVES), how="left", maintain_order="left")["_seen"]
-            new = new & hits.is_null()
+        new = fresh.keys.admit(frame[ROW_KEY_COLUMN])
         if not bool(new.all()):
-            frame, halves = frame.filter(new), halves.filter(new)
-        keyed = halves.filter(keys.filter(new).is_not_null()) if keys.null_count() else halves
-        fresh.seen.append(keyed)
-        fresh.keys += keyed.height
+            frame = frame.filter(new)
         if frame.height == 0:
             return 0
         if fresh.lineage != lineage:

@@ -72,3 +72,63 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "notes.pdf", "x")
     with pytest.raises(UnreadableFileError, match=r"unsupported file type '\.pdf'"):
         _read(path)
+
+
+# The reader parses a file piece by piece to keep memory flat. Whatever the pieces, it
+# must give exactly what one Polars scan of the whole file gives, batch for batch.
+_TRICKY_FILES = {
+    "plain": "id,name\n" + "".join(f"{i},name {i}\n" for i in range(300)),
+    "quoted newlines": 'id,note\n1,"one\ntwo"\n2,"say ""hi""\nthere"\n3,plain\n' * 40,
+    "crlf": "a,b\r\n" + "1,2\r\n" * 200,
+    "no final newline": "a,b\n" + "1,2\n" * 100 + "3,4",
+    "short rows later": "a,b,c\n1,2,3\n" + "4,5\n" * 100 + "6,7,8\n",
+    "blank lines": "a,b\n1,2\n\n\n3,4\n" * 50,
+    "semicolons": "a;b\n" + '"x;y";2\n' * 150,
+    "one column": "a\n" + "x\n\ny\n" * 80,
+    "header only": "a,b,c\n",
+    "short first row": "a,b\n1,2\n3,4,5\n" * 30,
+    "ragged late": "a,b\n" + "1,2\n" * 150 + "5,6,7,8\n",
+    "utf-8 bom": "\ufeffa,b\n" + "é,ü\n" * 120,
+    "quoted header rows": 'title "x\ny"\n\nid,name\n' + "1,Acme\n" * 90,
+    "long rows": "a,b\n" + ("x" * 300 + ",y\n") * 40,
+}
+
+
+def _reference(path: Path, skip: int, batch_rows: int) -> list[list[tuple[object, ...]]] | str:
+    """What the reader gave when it was one Polars scan of the whole file."""
+    with open_table(path, path.name, header_row=skip + 1, batch_rows=batch_rows) as table:
+        width = len(table.headers)
+    delimiter = ";" if "semicolons" in path.name else ","
+    scan = pl.scan_csv(
+        path,
+        has_header=False,
+        separator=delimiter,
+        skip_rows=skip + 1,
+        schema={f"c{index}": pl.String for index in range(width)},
+        truncate_ragged_lines=False,
+        raise_if_empty=False,
+    )
+    try:
+        return [batch.rows() for batch in scan.collect_batches(chunk_size=batch_rows)]
+    except pl.exceptions.PolarsError:
+        return "error"
+
+
+@pytest.mark.parametrize("name", sorted(_TRICKY_FILES))
+@pytest.mark.parametrize("piece_bytes", [7, 64, 1 << 20])
+def test_pieces_read_like_one_scan_of_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, piece_bytes: int
+) -> None:
+    import pgdatahub_dagster.engine.read.delimited as delimited
+
+    monkeypatch.setattr(delimited, "_PIECE_BYTES", piece_bytes)
+    path = write_csv(tmp_path / f"{name.replace(' ', '_')}.csv", _TRICKY_FILES[name])
+    skip = 2 if name == "quoted header rows" else 0
+    for batch_rows in (1, 7, 100, 100_000):
+        expected = _reference(path, skip, batch_rows)
+        try:
+            with open_table(path, path.name, header_row=skip + 1, batch_rows=batch_rows) as table:
+                got: list[list[tuple[object, ...]]] | str = [batch.rows() for batch in table.batches]
+        except UnreadableFileError:
+            got = "error"
+        assert got == expected, (name, batch_rows)
