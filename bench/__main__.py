@@ -34,7 +34,17 @@ from bench import pg
 from bench.scenarios import ROLE_MEANING, SCENARIOS, SIZES, Context, Run, rate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-_PACKAGES = ("polars", "duckdb", "psycopg", "fastexcel", "pyarrow", "phonenumbers", "dagster", "dlt", "pandas")
+_PACKAGES = (
+    "polars",
+    "duckdb",
+    "psycopg",
+    "fastexcel",
+    "pyarrow",
+    "phonenumbers",
+    "dagster",
+    "dlt",
+    "pandas",
+)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -103,7 +113,9 @@ def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
     if result_file.exists():
         result.update(json.loads(result_file.read_text()))
     else:
-        result["error"] = f"exit code {process.returncode}: " + (scratch / f"{run.key}.log").read_text()[-3000:]
+        result["error"] = (
+            f"exit code {process.returncode}: " + (scratch / f"{run.key}.log").read_text()[-3000:]
+        )
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
     result["process_seconds"] = round(wall, 3)
     if "seconds" in result:
@@ -127,6 +139,7 @@ def _run_scenario(name: str, context: Context, admin_url: str, profile_dir: Path
         params = dict(run.params)
         if profile_dir is not None and run.contender == "engine":
             params["profile"] = str(profile_dir / f"profile_{name}_{run.key}.txt")
+        pg.settle(admin_url)
         with ExitStack() as stack:
             if run.database == "postgres":
                 params["url"] = stack.enter_context(pg.fresh_database(admin_url, run.key))
@@ -160,12 +173,24 @@ def _run_scenario(name: str, context: Context, admin_url: str, profile_dir: Path
 
 
 def _table(report: dict[str, Any]) -> str:
-    header = ["scenario", "contender", "role", "rows in", "rows stored", "seconds", "rows/s", "peak RSS MB", "engine ÷"]
+    header = [
+        "scenario",
+        "contender",
+        "role",
+        "rows in",
+        "rows stored",
+        "seconds",
+        "rows/s",
+        "peak RSS MB",
+        "engine ÷",
+    ]
     lines = [header]
     for name, scenario in report["scenarios"].items():
         for key, outcome in scenario["contenders"].items():
             if "error" in outcome:
-                lines.append([name, key, outcome["role"], "FAILED", "", "", "", str(outcome["peak_rss_mb"]), ""])
+                lines.append(
+                    [name, key, outcome["role"], "FAILED", "", "", "", str(outcome["peak_rss_mb"]), ""]
+                )
                 continue
             lines.append(
                 [
@@ -190,16 +215,18 @@ def _table(report: dict[str, Any]) -> str:
             sign = "≥" if target["kind"] == "min" else "≤"
             verdict = "PASS" if target["passed"] else "MISS"
             out.append(f"{verdict}  {name}: {target['name']} = {value} (target {sign} {target['threshold']})")
-        for key in ("dagster_overhead_ms_per_file", "engine_ms_per_file"):
-            if key in scenario:
-                out.append(f"      {name}: {key} = {scenario[key]}")
+        for key, value in scenario.items():
+            if key not in ("title", "engine", "contenders", "targets"):
+                out.append(f"      {name}: {key} = {value}")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     names = [name for name in SCENARIOS if not args.only or name in args.only]
-    command = "python -m bench " + " ".join(shlex.quote(arg) for arg in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m bench " + " ".join(
+        shlex.quote(arg) for arg in (argv if argv is not None else sys.argv[1:])
+    )
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "command": command.strip(),
@@ -211,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     workdir = Path(tempfile.mkdtemp(prefix="pgdatahub-bench-"))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     profile_dir = args.output.parent if args.profile else None
     try:
         with pg.postgres_server(args.database_url) as (admin_url, where):

@@ -8,6 +8,7 @@ the rows the table holds afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -136,6 +137,9 @@ class DagsterMaterialize(Contender):
         }
         command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
         command += ["-m", "pgdatahub_dagster.definitions", "--select", "local_folder_sync"]
+        if self.params.get("in_process"):
+            # The run's single step in the run's own process instead of a process of its own.
+            command += ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})]
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         shutil.rmtree(self.home, ignore_errors=True)
         if done.returncode != 0:
@@ -144,7 +148,8 @@ class DagsterMaterialize(Contender):
 
         with psycopg.connect(self.params["url"]) as conn:
             row = conn.execute(
-                "SELECT sum(rows_read), sum(rows_inserted), count(*) FROM etl_imports WHERE status = 'success'"
+                "SELECT sum(rows_read), sum(rows_inserted), count(*) FROM etl_imports "
+                "WHERE status = 'success'"
             ).fetchone()
         assert row is not None
         return Outcome(int(row[0] or 0), int(row[1] or 0), f"{row[2]} files imported")
@@ -154,10 +159,10 @@ class DagsterMaterialize(Contender):
 
 
 def _copy_file(conn: Any, table: str, path: Path) -> None:
-    with conn.cursor() as cursor, cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                copy.write(chunk)
+    statement = f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)"
+    with conn.cursor() as cursor, cursor.copy(statement) as copy, path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            copy.write(chunk)
 
 
 @contender("copy_indexed")
@@ -355,7 +360,9 @@ class DuckDBReadCsv(Contender):
 
     def run(self) -> Outcome:
         path = str(self.params["csv"]).replace("'", "''")
-        self.conn.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM read_csv('{path}', types={{'zip': 'VARCHAR'}})")
+        self.conn.execute(
+            f"CREATE TABLE {TABLE} AS SELECT * FROM read_csv('{path}', types={{'zip': 'VARCHAR'}})"
+        )
         row = self.conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
         self.conn.close()
         rows = int(row[0]) if row else 0
@@ -396,7 +403,9 @@ class _Pandas(Contender):
         with psycopg.connect(self.params["url"], autocommit=True) as conn:
             conn.execute(f"CREATE TABLE {TABLE} ({TYPED_COLUMNS})")
             conn.execute(f"CREATE UNIQUE INDEX ON {TABLE} ({', '.join(KEY_COLUMNS)})")
-        self.engine = sqlalchemy.create_engine(self.params["url"].replace("postgresql://", "postgresql+psycopg2://"))
+        self.engine = sqlalchemy.create_engine(
+            self.params["url"].replace("postgresql://", "postgresql+psycopg2://")
+        )
 
     def frame(self) -> Any:
         raise NotImplementedError

@@ -14,6 +14,7 @@ only a normalising key finds them; ~2% of phones are international or unparseabl
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,25 +38,30 @@ COLUMNS = (
 )
 KEY_COLUMNS = ("name", "address", "phone")
 
-_ADJECTIVES = (
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_ADJECTIVES = _words(
     "Golden Silver Blue Red Green Royal Happy Sunny Lucky Urban Rustic Modern Classic Grand Little Big "
     "Bright Quiet Swift Noble Crystal Emerald Maple Cedar Oak Pine River Harbor Summit Valley Prairie "
     "Coastal Northern Southern Eastern Western Central Hidden Secret Old New Fresh Wild Gentle Brave "
     "Clever Honest True Prime"
-).split()
-_NOUNS = (
+)
+_NOUNS = _words(
     "Oak Bean Leaf Stone Bridge Lantern Anchor Arrow Bell Crown Feather Garden Hearth Island Key Lotus "
     "Meadow Nest Orchard Pearl Quill Rose Sparrow Tower Umbrella Vine Willow Fox Bear Wolf Hawk Owl "
     "Tiger Lion Otter Rabbit Deer Falcon Heron Raven Robin Swan Dolphin Whale Pony Mill Forge Barn Dock "
     "Gate Hill Lake Field Brook Grove Ridge Creek"
-).split()
-_KINDS = (
+)
+_KINDS = _words(
     "Bakery Cafe Diner Grill Pizzeria Bistro Florist Pharmacy Hardware Books Boutique Salon Barbers "
     "Dental Clinic Garage Motors Plumbing Electric Roofing Cleaners Laundry Tailors Fitness Yoga "
     "Studio Gallery Market Grocery Deli Butchers Brewery Winery Tavern Hotel Inn Motel Travel Insurance "
     "Realty Law Accounting Consulting Printing Signs Movers Storage Pets Vet Toys Games Music Jewelers"
-).split()
-_SURNAMES = (
+)
+_SURNAMES = _words(
     "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
     "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
     "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
@@ -63,14 +69,14 @@ _SURNAMES = (
     "Cruz Edwards Collins Reyes Stewart Morris Morales Murphy Cook Rogers Gutierrez Ortiz Morgan Cooper "
     "Peterson Bailey Reed Kelly Howard Ramos Kim Cox Ward Richardson Watson Brooks Chavez Wood James "
     "Bennett Gray Mendoza Ruiz Hughes Price Alvarez Castillo Sanders Patel Myers Long Ross Foster"
-).split()
-_STREETS = (
+)
+_STREETS = _words(
     "Main Oak Pine Maple Cedar Elm Washington Lake Hill Park Walnut Spring North South Ridge Church "
     "Willow Mill Sunset Railroad Jackson Cherry Highland Madison Lincoln Franklin Jefferson Adams "
     "Meadow River Forest Center Union Water Chestnut Spruce Hickory Lakeview Dogwood Birch Valley "
     "Market Broad Front High Prospect Grove Locust Poplar Laurel Magnolia Sycamore Cypress Aspen "
     "Juniper Holly Ivy Rose Lily Daisy Orchid Jasmine Violet Tulip Clover Fern Moss Heather Sage"
-).split()
+)
 _STREET_TYPES = ("St", "Ave", "Rd", "Blvd", "Ln", "Dr", "Ct", "Way", "Pl", "Ter")
 _CITIES = (
     ("Springfield", "IL"),
@@ -281,7 +287,7 @@ def listings(rows: int, seed: int = 42) -> pl.DataFrame:
     return pl.concat([base, copies])[order.tolist()]
 
 
-def _cached(name: str, build: "callable[[Path], None]") -> Path:  # type: ignore[valid-type]
+def _cached(name: str, build: Callable[[Path], None]) -> Path:
     path = DATA_DIR / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

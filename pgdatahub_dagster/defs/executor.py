@@ -1,7 +1,9 @@
 """Where a run's steps execute, chosen by the environment.
 
-Unset, ``PGDATAHUB_EXECUTOR`` keeps Dagster's default executor: each step in a process of its
-own next to the run. ``PGDATAHUB_EXECUTOR=celery`` sends every step to Celery workers through
+Unset (or ``in_process``), ``PGDATAHUB_EXECUTOR`` runs each run's steps inside the run's own
+process: every job here is one import step, and a run is already a process of its own, so a
+second process per step would only add seconds of start-up to each run.
+``PGDATAHUB_EXECUTOR=multiprocess`` keeps Dagster's default (a process per step). ``PGDATAHUB_EXECUTOR=celery`` sends every step to Celery workers through
 ``PGDATAHUB_CELERY_BROKER``, with results coming back through ``PGDATAHUB_CELERY_BACKEND``;
 start the workers with ``deploy/celery/worker.yaml``, which reads the same two variables
 (docs/deployment.md). The URLs stay in the environment, resolved in the run's own process:
@@ -10,7 +12,7 @@ they may hold passwords, and executor config written here would be shown by the 
 
 import os
 
-from dagster import ExecutorDefinition
+from dagster import ExecutorDefinition, in_process_executor
 
 EXECUTOR_ENV = "PGDATAHUB_EXECUTOR"
 CELERY_BROKER_ENV = "PGDATAHUB_CELERY_BROKER"
@@ -19,19 +21,25 @@ CELERY_BACKEND_ENV = "PGDATAHUB_CELERY_BACKEND"
 #: dagster-celery's own default result backend, which works with an AMQP broker (RabbitMQ) only.
 DEFAULT_CELERY_BACKEND = "rpc://"
 
-_DEFAULT_NAMES = {"", "default", "multiprocess"}
+_IN_PROCESS_NAMES = {"", "in_process"}
+_DAGSTER_DEFAULT_NAMES = {"default", "multiprocess"}
 
 
 def executor_from_env() -> ExecutorDefinition | None:
-    """The Celery executor when ``PGDATAHUB_EXECUTOR=celery``, ``None`` (Dagster's default)
-    when it is unset or ``default``. Anything else stops the code location from loading,
-    rather than silently running every import somewhere unintended."""
+    """In-process when ``PGDATAHUB_EXECUTOR`` is unset, the Celery executor for ``celery``,
+    ``None`` (Dagster's multiprocess default) for ``multiprocess``. Anything else stops the
+    code location from loading, rather than silently running every import somewhere
+    unintended."""
     choice = os.environ.get(EXECUTOR_ENV, "").strip().lower()
-    if choice in _DEFAULT_NAMES:
+    if choice in _IN_PROCESS_NAMES:
+        return in_process_executor
+    if choice in _DAGSTER_DEFAULT_NAMES:
         return None
     if choice == "celery":
         return celery_executor_from_env()
-    raise ValueError(f"{EXECUTOR_ENV}={choice!r} is not an executor: use 'celery', or leave it unset")
+    raise ValueError(
+        f"{EXECUTOR_ENV}={choice!r} is not an executor: use 'celery' or 'multiprocess', or leave it unset"
+    )
 
 
 def celery_executor_from_env() -> ExecutorDefinition:

@@ -230,7 +230,11 @@ def _with_row_keys(
     if key_columns is None:
         keys = row_keys(frame, sorted(frame.columns), phone_region, label_columns=True)
     else:
-        present = [name for name in key_columns if name in frame.columns]
-        keys = row_keys(frame, present, phone_region)
+        # A key column left empty in this batch was dropped by normalising; it still takes
+        # part in the key (as empty), so the same row keys the same in every batch and file.
+        missing = [
+            pl.lit(None, dtype=pl.String).alias(name) for name in key_columns if name not in frame.columns
+        ]
+        keys = row_keys(frame.with_columns(missing), key_columns, phone_region)
     # Repeats inside the file count as duplicates too; the first occurrence wins.
     return frame.with_columns(keys).unique(subset=[ROW_KEY_COLUMN], keep="first", maintain_order=True)

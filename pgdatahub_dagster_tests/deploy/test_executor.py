@@ -36,10 +36,17 @@ def _defs() -> Definitions:
     )
 
 
-@pytest.mark.parametrize("value", [None, "", "default", "Multiprocess"])
-def test_unset_keeps_dagsters_default_executor(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+@pytest.mark.parametrize("value", [None, "", "in_process"])
+def test_unset_runs_steps_in_the_runs_own_process(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
     if value is not None:
         monkeypatch.setenv("PGDATAHUB_EXECUTOR", value)
+    job = _defs().resolve_job_def("import_local_files")
+    assert job.executor_def.name == "in_process"
+
+
+@pytest.mark.parametrize("value", ["default", "Multiprocess"])
+def test_multiprocess_keeps_dagsters_default_executor(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("PGDATAHUB_EXECUTOR", value)
     assert executor_from_env() is None
     job = _defs().resolve_job_def("import_local_files")
     assert job.executor_def.name == "multi_or_in_process_executor"

@@ -274,3 +274,13 @@ def _assert_ledger_matches_tables(warehouse: Warehouse) -> None:
     )
     for table, inserted in rows:
         assert warehouse.fetchall(f"SELECT count(*) FROM {warehouse.quote(table)}") == [(inserted,)]
+
+
+def test_an_empty_key_column_keys_rows_the_same_in_every_file(warehouse_url: str, tmp_path: Path) -> None:
+    mapping = "leads:\n  unique_key: [business_name, phone]\n"
+    write_csv(tmp_path / "leads" / "a.csv", "business_name,phone\nAcme,\nBlue,555 123 4567\n")
+    write_csv(tmp_path / "leads" / "b.csv", "business_name,phone,city\nAcme,,Oslo\n")  # phone all empty here
+    results = run_import(warehouse_url, tmp_path, mapping)
+    by_file = {r.record.source_file: r.record for r in results}
+    assert (by_file["leads/b.csv"].rows_read, by_file["leads/b.csv"].rows_inserted) == (1, 0)
+    assert query(warehouse_url, "SELECT count(*) FROM leads") == [(2,)]

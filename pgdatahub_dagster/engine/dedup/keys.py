@@ -57,12 +57,13 @@ def _phone_part(column: pl.Series, region: str) -> pl.Series:
     parsed = column.replace_strict(mapping, default=None, return_dtype=pl.String)
     if not fast.any():
         return parsed
-    nanp = "+1" + column.str.replace_all(r"[^0-9]", "").str.slice(-10)
+    # Besides digits, the fast formats hold only these characters.
+    digits = column.str.replace_many(["(", ")", "-", ".", " ", "+"], [""] * 6)
+    nanp = "+1" + digits.str.slice(-10)
     return pl.select(pl.when(fast).then(nanp).otherwise(parsed)).to_series().alias(column.name)
 
 
-def _casefolded(column: pl.Series) -> pl.Series:
-    lowered = column.str.to_lowercase()
+def _casefolded(lowered: pl.Series) -> pl.Series:
     # Polars lowercases; Python's casefold also folds ß → ss and the like. Only values
     # outside ASCII can differ, so only those go through Python.
     needs_fold = lowered.drop_nulls().filter(lowered.drop_nulls().str.contains(r"[^\x00-\x7f]"))
@@ -72,11 +73,24 @@ def _casefolded(column: pl.Series) -> pl.Series:
     return lowered.replace(mapping)
 
 
-def _key_part(column: pl.Series, region: str) -> pl.Series:
-    text = column.cast(pl.String).str.strip_chars().str.replace_all(r"\s+", " ")
-    if is_phone_column(column.name):
-        return _phone_part(text, region)
-    return _casefolded(text)
+def _normalised_text(name: str) -> pl.Expr:
+    """Trimmed, inner whitespace collapsed; lower-cased unless a phone column."""
+    # Every run of whitespace becomes one space. Rewriting only runs of two or more, and
+    # lone whitespace other than a space, gives the same text and leaves most values as
+    # they are, which Polars does without copying them.
+    text = pl.col(name).cast(pl.String).str.strip_chars().str.replace_all(r"\s{2,}|[^\S ]", " ")
+    return (text if is_phone_column(name) else text.str.to_lowercase()).alias(name)
+
+
+def _key_parts(frame: pl.DataFrame, key_columns: Sequence[str], region: str) -> pl.DataFrame:
+    # One select, so Polars works on the columns side by side; then what needs Python.
+    texts = frame.select(_normalised_text(name) for name in key_columns)
+    return pl.DataFrame(
+        [
+            _phone_part(texts[name], region) if is_phone_column(name) else _casefolded(texts[name])
+            for name in key_columns
+        ]
+    )
 
 
 def row_keys(
@@ -89,7 +103,7 @@ def row_keys(
     file with an extra empty column, or its columns in another order, keys the same rows
     the same way.
     """
-    parts = pl.DataFrame([_key_part(frame[name], phone_region).alias(name) for name in key_columns])
+    parts = _key_parts(frame, key_columns, phone_region)
     if label_columns:
         # concat_str is null when any input is null, so an empty cell drops its label too.
         labelled = [pl.concat_str(pl.lit(f"{name}="), pl.col(name)) for name in key_columns]
@@ -142,14 +156,17 @@ class SeenKeys:
 
     def _contains(self, halves: pl.DataFrame) -> pl.Series:
         seen_hi, seen_lo = self._seen[_HI], self._seen[_LO]
+        last = len(seen_hi) - 1
         first = seen_hi.search_sorted(halves[_HI], side="left")
-        matches = seen_hi.search_sorted(halves[_HI], side="right") - first
-        # One key with that high half (all but always): compare the low halves.
-        single = matches == 1
-        at = first.zip_with(single, pl.zeros(len(first), first.dtype, eager=True))
-        found = single & (seen_lo.gather(at) == halves[_LO])
-        # Several (the high halves of different keys collided): compare with each.
-        for row in (matches > 1).arg_true().to_list():
-            lows = seen_lo.slice(first[row], matches[row])
-            found[row] = bool((lows == halves[_LO][row]).any())
+        at = first.clip(upper_bound=last)
+        same_high = (first <= last) & (seen_hi.gather(at) == halves[_HI])
+        found = same_high & (seen_lo.gather(at) == halves[_LO])
+        # Several keys with that high half (different keys whose high halves collided):
+        # compare the low half with each of them.
+        after = (first + 1).clip(upper_bound=last)
+        several = same_high & (first + 1 <= last) & (seen_hi.gather(after) == halves[_HI])
+        for row in several.arg_true().to_list():
+            start = first[row]
+            end = seen_hi.search_sorted(halves[_HI][row], side="right")
+            found[row] = bool((seen_lo.slice(start, int(end) - start) == halves[_LO][row]).any())
         return found

@@ -8,6 +8,9 @@ an integer, and datetimes that are all at midnight become dates.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import polars as pl
 
 # Whole numbers without leading zeros; 18 digits always fit in a signed 64-bit integer,
@@ -30,7 +33,11 @@ def normalise_frame(frame: pl.DataFrame) -> pl.DataFrame:
     if frame.width == 0:
         return frame.clear()
     frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
-    return frame.with_columns(_honest(frame[name]) for name in frame.columns)
+    verdicts = _text_verdicts(frame)
+    return frame.with_columns(
+        _from_text(frame[name], verdicts[name]) if name in verdicts else _honest(frame[name])
+        for name in frame.columns
+    )
 
 
 def _trimmed(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -54,8 +61,6 @@ def _trimmed(name: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def _honest(column: pl.Series) -> pl.Series:
-    if column.dtype == pl.String:
-        return _from_text(column)
     if column.dtype.is_float():
         return _whole_floats_to_int(column)
     if isinstance(column.dtype, pl.Datetime):
@@ -65,44 +70,84 @@ def _honest(column: pl.Series) -> pl.Series:
     return column
 
 
-# Most text columns fail every test on their first values; looking at these first spares
-# a full pass over the column per test. The answer is the same: all() of a column is false
+# What a text column's non-null values must all satisfy to take a type.
+_ALL_TESTS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "boolean": lambda values: values.str.to_lowercase().is_in(_BOOLEAN_TEXT).all(),
+    "integer": lambda values: values.str.contains(_INTEGER).all(),
+    "decimal": lambda values: values.str.contains(_DECIMAL).all(),
+    "has_digit": lambda values: values.str.contains(_HAS_DIGIT).all(),
+    "iso_date": lambda values: values.str.contains(_ISO_DATE).all(),
+    "iso_timestamp": lambda values: values.str.contains(_ISO_TIMESTAMP).all(),
+}
+# Most text columns fail every test on their first values, so every test runs first on
+# these, and on a whole column only when its sample passed: all() of a column is false
 # whenever it is false for a part of it.
 _SAMPLE_ROWS = 1_000
 
 
-def _all_match(values: pl.Series, pattern: str) -> bool:
-    if values.len() > _SAMPLE_ROWS and not bool(values.head(_SAMPLE_ROWS).str.contains(pattern).all()):
-        return False
-    return bool(values.str.contains(pattern).all())
+@functools.lru_cache(maxsize=64)
+def _sample_tests(names: tuple[str, ...]) -> list[pl.Expr]:
+    """Every test on the first values of every column, and the columns' value counts;
+    results are labelled "<column position>:<test>". Kept: files of a folder share columns."""
+    sample = [
+        test(pl.col(name).drop_nulls().head(_SAMPLE_ROWS)).alias(f"{index}:{key}")
+        for index, name in enumerate(names)
+        for key, test in _ALL_TESTS.items()
+    ]
+    return sample + [
+        pl.col(name).drop_nulls().len().alias(f"{index}:count") for index, name in enumerate(names)
+    ]
 
 
-def _all_boolean(values: pl.Series) -> bool:
-    if values.len() > _SAMPLE_ROWS and not _all_boolean(values.head(_SAMPLE_ROWS)):
-        return False
-    return bool(values.str.to_lowercase().is_in(_BOOLEAN_TEXT).all())
+def _text_verdicts(frame: pl.DataFrame) -> dict[str, dict[str, bool]]:
+    """For every text column, which tests its non-null values pass.
+
+    All columns and tests are asked in one ``select`` (two with the sample), not one
+    call per column and test: with small files the calls, not the data, were the cost.
+    """
+    names = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    if not names:
+        return {}
+    first = frame.select(_sample_tests(tuple(names))).row(0, named=True)
+    verdicts = [{key: bool(first[f"{index}:{key}"]) for key in _ALL_TESTS} for index in range(len(names))]
+    whole = [
+        test(pl.col(name).drop_nulls()).alias(f"{index}:{key}")
+        for index, name in enumerate(names)
+        if first[f"{index}:count"] > _SAMPLE_ROWS
+        for key, test in _ALL_TESTS.items()
+        if verdicts[index][key]
+    ]
+    # Whole numbers of 19 digits and more stay text rather than turn into floats.
+    whole += [
+        pl.col(name).drop_nulls().str.contains(_LONG_DIGIT_RUN).any().alias(f"{index}:long_digits")
+        for index, name in enumerate(names)
+        if verdicts[index]["decimal"] and verdicts[index]["has_digit"]
+    ]
+    if whole:
+        for label, value in frame.select(whole).row(0, named=True).items():
+            position, key = label.split(":")
+            verdicts[int(position)][key] = bool(value)
+    for index, passes in enumerate(verdicts):
+        passes["empty"] = first[f"{index}:count"] == 0
+        passes.setdefault("long_digits", False)
+    return dict(zip(names, verdicts, strict=True))
 
 
-def _from_text(column: pl.Series) -> pl.Series:
-    values = column.drop_nulls()
-    if values.is_empty():
+def _from_text(column: pl.Series, passes: dict[str, bool]) -> pl.Series:
+    if passes["empty"]:
         return column
-    if _all_boolean(values):
+    if passes["boolean"]:
         return column.str.to_lowercase() == "true"
-    if _all_match(values, _INTEGER):
+    if passes["integer"]:
         return column.str.to_integer(strict=True)
-    if (
-        _all_match(values, _DECIMAL)
-        and _all_match(values, _HAS_DIGIT)
-        and not bool(values.str.contains(_LONG_DIGIT_RUN).any())
-    ):
+    if passes["decimal"] and passes["has_digit"] and not passes["long_digits"]:
         return column.cast(pl.Float64, strict=True)
-    if _all_match(values, _ISO_DATE):
+    if passes["iso_date"]:
         parsed = column.str.to_date("%Y-%m-%d", strict=False)
         if parsed.null_count() == column.null_count():
             return parsed
         return column
-    if _all_match(values, _ISO_TIMESTAMP):
+    if passes["iso_timestamp"]:
         parsed = column.str.replace("T", " ").str.to_datetime(time_unit="us", strict=False)
         if parsed.null_count() == column.null_count():
             return _midnights_to_date(parsed)

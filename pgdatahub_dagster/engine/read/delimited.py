@@ -114,7 +114,7 @@ def read_delimited(
         headers = rows[0] if rows else []
         width = max((len(row) for row in rows), default=0)
         headers = headers + [""] * (width - len(headers))
-        schema = {f"c{index}": pl.String for index in range(width)}
+        schema: dict[str, pl.DataType] = {f"c{index}": pl.String() for index in range(width)}
         batches = _batches(utf8_path, skip, delimiter, schema, batch_rows, source_file)
         yield RawTable(headers=headers, batches=batches)
 
@@ -148,21 +148,23 @@ def _row_ends_at_least(data: bytearray | bytes, end: int, wanted: int) -> bool:
     return found >= wanted
 
 
-def _pieces(path: Path, first_rows: int) -> Iterator[bytes]:
+def _pieces(path: Path, first_rows: int, lead: bytes) -> Iterator[bytes]:
     """The file in pieces of about ``_PIECE_BYTES`` that end where a row ends; the first
-    holds at least ``first_rows`` rows when the file has them."""
+    holds at least ``first_rows`` rows when the file has them, every later one starts with
+    the row ``lead``. Each piece is copied once."""
     buffer = bytearray()
-    wanted = first_rows
+    wanted, floor = first_rows, 0
     with path.open("rb") as handle:
         while block := handle.read(_PIECE_BYTES):
             buffer += block
             cut = _row_end(buffer, len(buffer))
-            if cut == 0 or (wanted and not _row_ends_at_least(buffer, cut, wanted)):
+            if cut <= floor or (wanted and not _row_ends_at_least(buffer, cut, wanted)):
                 continue  # a row longer than a block, or the first rows not all there yet
             wanted = 0
-            yield bytes(buffer[:cut])
-            del buffer[:cut]
-    if buffer:
+            yield bytes(memoryview(buffer)[:cut])
+            buffer[:cut] = lead
+            floor = len(lead)
+    if len(buffer) > floor:
         yield bytes(buffer)
 
 
@@ -189,11 +191,11 @@ def _batches(
     pending: list[pl.DataFrame] = []
     pending_rows = 0
     try:
-        for index, piece in enumerate(_pieces(path, skip + 2)):
+        for index, piece in enumerate(_pieces(path, skip + 2, filler)):
             if index == 0:
                 frame = pl.read_csv(piece, skip_rows=skip + 1, **options)  # type: ignore[arg-type]
             else:
-                frame = pl.read_csv(filler + piece, **options).slice(1)  # type: ignore[arg-type]
+                frame = pl.read_csv(piece, **options).slice(1)  # type: ignore[arg-type]
             pending.append(frame)
             pending_rows += frame.height
             while pending_rows >= batch_rows:

@@ -55,7 +55,9 @@ def choose_sheet(
 def _raw_headers(sheet: fastexcel.ExcelSheet) -> list[str]:
     """The header texts as typed, undoing fastexcel's own naming of blank and repeated headers."""
     headers: list[str] = []
-    for column in sheet.available_columns():
+    # Every column is selected (no use_columns), so these are all the sheet's columns;
+    # unlike available_columns(), reading them costs nothing.
+    for column in sheet.selected_columns:
         name = column.name
         if column.column_name_from == "generated":
             name = ""

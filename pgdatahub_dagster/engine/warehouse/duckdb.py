@@ -22,6 +22,7 @@ from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Warehouse
+from pgdatahub_dagster.engine.warehouse.postgres import _Background
 
 _STAGE_VIEW = "pgdatahub_stage"
 # A new table takes the fast path for this many keyed rows (16 bytes of memory each); past
@@ -59,12 +60,16 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, path: Path, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
         self._in_transaction = False
+        self._background = _Background()
         self._creating: str | None = None
         #: Tables created by the running transaction, still without their unique index.
         self._fresh: dict[str, SeenKeys] = {}
         self._conn = _connect(path, display_url, wait_seconds)
 
+    # Every use of the connection first waits for an insert still running in the background.
+
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        self._background.wait()
         result = self._conn.execute(query, list(params)).fetchall()
         # DuckDB answers DML with one row holding the affected count.
         if len(result) == 1 and len(result[0]) == 1 and isinstance(result[0][0], int):
@@ -72,6 +77,7 @@ class DuckDBWarehouse(Warehouse):
         return -1
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._background.wait()
         return self._conn.execute(query, list(params)).fetchall()
 
     def quote(self, identifier: str) -> str:
@@ -79,14 +85,17 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        self._background.wait()
         self._conn.begin()
         self._in_transaction = True
         try:
             yield
+            self._background.wait()
             # Before commit: the new tables get their unique index.
             for table in list(self._fresh):
                 self.create_row_key_index(table)
         except BaseException:
+            self._background.wait(raise_error=False)
             self._conn.rollback()
             raise
         finally:
@@ -163,15 +172,28 @@ class DuckDBWarehouse(Warehouse):
             if frame.height == 0:
                 return 0
             on_conflict = ""
+        statement = (
+            f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
+            f"SELECT {selected}, ?, ?, ?, ? FROM {self.quote(_STAGE_VIEW)}{on_conflict}"
+        )
+        params = [lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp]
+        if on_conflict:
+            self._background.wait()
+            return self._insert(statement, params, frame)
+        # New table: the count is known already, so the insert runs on while the next
+        # batch is prepared.
+        self._background.start(lambda: self._insert(statement, params, frame))
+        return frame.height
+
+    def _insert(self, statement: str, params: list[Any], frame: pl.DataFrame) -> int:
+        """Touches nothing but the connection, so it may run in the background."""
         self._conn.register(_STAGE_VIEW, frame.to_arrow())
         try:
-            return self.execute(
-                f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
-                f"SELECT {selected}, ?, ?, ?, ? FROM {self.quote(_STAGE_VIEW)}{on_conflict}",
-                (lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp),
-            )
+            row = self._conn.execute(statement, params).fetchone()
+            return int(row[0]) if row else 0
         finally:
             self._conn.unregister(_STAGE_VIEW)
 
     def close(self) -> None:
+        self._background.wait(raise_error=False)
         self._conn.close()

@@ -11,7 +11,8 @@ still enforces uniqueness, so a mistake here fails the file instead of storing d
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,6 +33,35 @@ _COPY_SLICE_ROWS = 50_000
 # (16 MiB). Past that its index is built and the rest of the file goes through staging,
 # so memory stays flat however large the file.
 FRESH_TABLE_MAX_KEYS = 1_000_000
+
+
+class _Background:
+    """At most one load running on a worker thread while the caller prepares the next
+    batch (the two cores work at once); its error, if any, surfaces at the next ``wait``."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, work: Callable[[], object]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # re-raised by wait() in the caller's thread
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="pgdatahub-load", daemon=True)
+        self._thread.start()
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
 
 @dataclass
@@ -56,6 +86,7 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, conninfo: str, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
         self._depth = 0
+        self._background = _Background()
         self._creating: str | None = None
         self._fresh: dict[str, _FreshTable] = {}
         # ``wait_seconds`` bounds the wait for the server to answer, unless the URL sets
@@ -73,29 +104,40 @@ class PostgresWarehouse(Warehouse):
             reason = str(error).splitlines()[-1] if str(error) else "connection refused"
             raise WarehouseError(f"cannot connect to PostgreSQL at {display_url}: {reason}") from None
 
+    # Every use of the connection first waits for a COPY still running in the background.
+
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        self._background.wait()
         with self._conn.cursor() as cursor:
             cursor.execute(query.encode(), params or None)  # bytes: a trusted, composed statement
             return cursor.rowcount
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._background.wait()
         with self._conn.cursor() as cursor:
             cursor.execute(query.encode(), params or None)
             return cursor.fetchall()
 
     def quote(self, identifier: str) -> str:
+        self._background.wait()
         return sql.Identifier(identifier).as_string(self._conn)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        self._background.wait()
         self._depth += 1
         try:
             with self._conn.transaction():
-                yield
-                if self._depth == 1:
-                    # Before commit: the new tables get their unique index.
-                    for table in list(self._fresh):
-                        self.create_row_key_index(table)
+                try:
+                    yield
+                    self._background.wait()
+                    if self._depth == 1:
+                        # Before commit: the new tables get their unique index.
+                        for table in list(self._fresh):
+                            self.create_row_key_index(table)
+                except BaseException:
+                    self._background.wait(raise_error=False)  # then roll back
+                    raise
         finally:
             self._depth -= 1
             if self._depth == 0:
@@ -150,9 +192,12 @@ class PostgresWarehouse(Warehouse):
             self.create_row_key_index(table)
         return self._insert_through_stage(table, frame, types, lineage)
 
-    def _copy(self, table: str, frame: pl.DataFrame) -> None:
+    def _copy_statement(self, table: str, frame: pl.DataFrame) -> bytes:
         columns = ", ".join(self.quote(name) for name in frame.columns)
-        statement = f"COPY {self.quote(table)} ({columns}) FROM STDIN (FORMAT csv)".encode()
+        return f"COPY {self.quote(table)} ({columns}) FROM STDIN (FORMAT csv)".encode()
+
+    def _write(self, statement: bytes, frame: pl.DataFrame) -> None:
+        """The COPY itself; touches nothing but the connection, so it may run in the background."""
         with self._conn.cursor() as cursor, cursor.copy(statement) as copy:
             for part in frame.iter_slices(_COPY_SLICE_ROWS):
                 copy.write(part.write_csv(include_header=False))
@@ -169,7 +214,9 @@ class PostgresWarehouse(Warehouse):
         if fresh.lineage != lineage:
             self._set_lineage_defaults(table, lineage)
             fresh.lineage = lineage
-        self._copy(table, frame)
+        # The count is known already: the COPY runs on while the next batch is prepared.
+        statement = self._copy_statement(table, frame)
+        self._background.start(lambda: self._write(statement, frame))
         return frame.height
 
     def _insert_through_stage(
@@ -183,7 +230,7 @@ class PostgresWarehouse(Warehouse):
         )
         stage = self.quote(_STAGE_TABLE)
         self.execute(f"CREATE TEMPORARY TABLE {stage} ({stage_columns}) ON COMMIT DROP")
-        self._copy(_STAGE_TABLE, frame)
+        self._write(self._copy_statement(_STAGE_TABLE, frame), frame)
         lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
         inserted = self.execute(
             f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
@@ -195,4 +242,5 @@ class PostgresWarehouse(Warehouse):
         return inserted
 
     def close(self) -> None:
+        self._background.wait(raise_error=False)
         self._conn.close()

@@ -135,3 +135,10 @@ def test_phone_fast_path_keeps_nulls_and_takes_most_everyday_us_formats() -> Non
         "+15551234567",
         _e164("call us", "US"),
     ]
+
+
+def test_every_kind_of_whitespace_run_is_one_space() -> None:
+    values = ["a b", "a  b", "a\tb", "a \t b", "a\u00a0b", "a\u2003\u2003b", " a\n\nb ", "a\r\nb"]
+    keys = row_keys(pl.DataFrame({"name": values}), ["name"], "US").to_list()
+    assert len(set(keys)) == 1
+    assert row_keys(pl.DataFrame({"name": ["ab"]}), ["name"], "US")[0] != keys[0]

@@ -76,3 +76,20 @@ def test_whole_floats_become_integers_and_midnights_become_dates() -> None:
 def test_booleans_stay_booleans() -> None:
     out = normalise_frame(pl.DataFrame({"b": [True, False, None]}))
     assert out["b"].dtype == pl.Boolean
+
+
+def test_a_late_value_decides_as_much_as_an_early_one() -> None:
+    # Columns are first tested on their first values; a type holds only if every value,
+    # however late, agrees.
+    many = 2_500
+    out = normalise_frame(
+        _frame(
+            n=[str(i) for i in range(many)] + ["n/a"],
+            flag=["true"] * many + ["maybe"],
+            when=["2024-01-02"] * many + ["soon"],
+            x=[f"{i}.5" for i in range(many)] + ["1" * 19],
+            ok=[str(i) for i in range(many)] + [None],
+        )
+    )
+    assert [out[name].dtype for name in ("n", "flag", "when", "x")] == [pl.String] * 4
+    assert out["ok"].dtype == pl.Int64 and out["ok"].to_list()[-2:] == [many - 1, None]

@@ -1,13 +1,17 @@
-"""PostgreSQL's two ways of loading a file must store exactly the same thing.
+"""Both ways of loading a file must store exactly the same thing.
 
-A table created by the import itself is loaded by COPY straight into it, its unique index
-built before commit; an existing table gets rows through staging and INSERT … ON
-CONFLICT. These tests load the same files both ways into real PostgreSQL databases.
+A table created by the import itself gets its rows without a unique index (PostgreSQL:
+COPY straight into it; DuckDB: a plain INSERT), filtered by the keys already loaded, and
+its index is built before commit; an existing table gets rows through INSERT … ON
+CONFLICT against its index. These tests load the same files both ways into real
+PostgreSQL databases and DuckDB files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from pgdatahub_dagster.engine.schema import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Lineage, connect
+from pgdatahub_dagster.engine.warehouse import duckdb as duckdb_module
 from pgdatahub_dagster.engine.warehouse import postgres as postgres_module
 from pgdatahub_dagster_tests.conftest import _with_database
 from pgdatahub_dagster_tests.files import write_csv
@@ -43,32 +48,48 @@ def _leads(rows: int) -> str:
 
 def _import(url: str, root: Path, batch_rows: int, mapping: str = MAPPING) -> list[ImportResult]:
     with connect(url) as warehouse:
-        importer = Importer(warehouse, LocalFolderSource(root), FolderMapping.parse(mapping), batch_rows=batch_rows)
+        importer = Importer(
+            warehouse, LocalFolderSource(root), FolderMapping.parse(mapping), batch_rows=batch_rows
+        )
         return list(importer.import_all())
 
 
 def _rows(url: str, source_file: str) -> list[tuple[Any, ...]]:
     with connect(url) as warehouse:
         return warehouse.fetchall(
-            "SELECT name, phone, city, score, _row_key::text FROM leads WHERE source_file = %s "
-            "ORDER BY _row_key, score",
+            "SELECT name, phone, city, score, CAST(_row_key AS TEXT) FROM leads "
+            f"WHERE source_file = {warehouse.placeholder} ORDER BY _row_key, score",
             (source_file,),
         )
 
 
 @pytest.fixture
-def second_database(postgres_url: str) -> str:
-    """Another empty database on the same server, dropped with the test's own."""
+def second_database(warehouse_url: str, postgres_admin_url: str, tmp_path: Path) -> Iterator[str]:
+    """Another empty warehouse of the same kind as ``warehouse_url``."""
+    if warehouse_url.startswith("duckdb"):
+        yield f"duckdb:///{tmp_path / 'second.duckdb'}"
+        return
     import psycopg
 
-    name = postgres_url.rsplit("/", 1)[1].split("?")[0] + "_b"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return _with_database(postgres_url, name)
+    name = f"pgdatahub_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(postgres_admin_url, name)
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _row_key_indexes(url: str, table: str) -> int:
+    with connect(url) as warehouse:
+        if url.startswith("duckdb"):
+            query = "SELECT count(*) FROM duckdb_indexes() WHERE table_name = ? AND is_unique"
+        else:
+            query = "SELECT count(*) FROM pg_indexes WHERE tablename = %s AND indexdef LIKE 'CREATE UNIQUE%%'"
+        return int(warehouse.fetchall(query, (table,))[0][0])
 
 
 def test_a_new_table_stores_what_an_existing_table_would(
-    postgres_url: str, second_database: str, tmp_path: Path
+    warehouse_url: str, second_database: str, tmp_path: Path
 ) -> None:
     new_root, old_root = tmp_path / "new", tmp_path / "old"
     write_csv(new_root / "leads" / "a.csv", _leads(400))
@@ -76,15 +97,18 @@ def test_a_new_table_stores_what_an_existing_table_would(
     write_csv(old_root / "leads" / "0-first.csv", "Name,Phone,City,Score\nSomeone Else,,Nowhere,1\n")
     write_csv(old_root / "leads" / "a.csv", _leads(400))
 
-    fresh = _import(postgres_url, new_root, batch_rows=37)
+    fresh = _import(warehouse_url, new_root, batch_rows=37)
     staged = _import(second_database, old_root, batch_rows=37)
 
     assert [r.status for r in fresh] == ["success"]
     assert [r.status for r in staged] == ["success", "success"]
-    counts = [(r.record.rows_read, r.record.rows_inserted, r.record.rows_duplicate) for r in (fresh[0], staged[1])]
+    counts = [
+        (r.record.rows_read, r.record.rows_inserted, r.record.rows_duplicate) for r in (fresh[0], staged[1])
+    ]
     assert counts[0] == counts[1]
     assert counts[0][1] < counts[0][0]  # the file does hold repeats
-    assert _rows(postgres_url, "leads/a.csv") == _rows(second_database, "leads/a.csv")
+    assert _rows(warehouse_url, "leads/a.csv") == _rows(second_database, "leads/a.csv")
+    assert _row_key_indexes(warehouse_url, "leads") == 1
 
 
 def test_a_new_table_ends_with_its_unique_index_and_plain_columns(postgres_url: str, tmp_path: Path) -> None:
@@ -104,80 +128,90 @@ def test_a_new_table_ends_with_its_unique_index_and_plain_columns(postgres_url: 
     assert lineage == [("leads/a.csv", "leads/a.csv", result.record.file_sha256, result.record.started_at)]
 
 
-def test_past_its_key_budget_a_new_table_goes_on_through_staging(
-    postgres_url: str, second_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_past_its_key_budget_a_new_table_goes_on_with_its_index(
+    warehouse_url: str, second_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_csv(tmp_path / "leads" / "a.csv", _leads(300))
     unlimited = _import(second_database, tmp_path, batch_rows=20)
     monkeypatch.setattr(postgres_module, "FRESH_TABLE_MAX_KEYS", 45)
-    limited = _import(postgres_url, tmp_path, batch_rows=20)
+    monkeypatch.setattr(duckdb_module, "FRESH_TABLE_MAX_KEYS", 45)
+    limited = _import(warehouse_url, tmp_path, batch_rows=20)
     assert [(r.status, r.record.rows_inserted) for r in limited] == [
         (r.status, r.record.rows_inserted) for r in unlimited
     ]
-    assert _rows(postgres_url, "leads/a.csv") == _rows(second_database, "leads/a.csv")
+    assert _rows(warehouse_url, "leads/a.csv") == _rows(second_database, "leads/a.csv")
+    assert _row_key_indexes(warehouse_url, "leads") == 1
 
 
-def test_without_a_key_a_new_table_keeps_every_row(postgres_url: str, tmp_path: Path) -> None:
-    write_csv(tmp_path / "leads" / "a.csv", "Name,City\nAcme,Oslo\nAcme,Oslo\nBlue,Rome\n" * 10)
+def test_without_a_key_a_new_table_keeps_every_row(warehouse_url: str, tmp_path: Path) -> None:
+    write_csv(tmp_path / "leads" / "a.csv", "Name,City\n" + "Acme,Oslo\nAcme,Oslo\nBlue,Rome\n" * 10)
     mapping = "leads:\n  table: leads\n  unique_key: none\n"
-    [result] = _import(postgres_url, tmp_path, batch_rows=7, mapping=mapping)
+    [result] = _import(warehouse_url, tmp_path, batch_rows=7, mapping=mapping)
     assert (result.status, result.record.rows_inserted, result.record.rows_duplicate) == ("success", 30, 0)
-    with connect(postgres_url) as warehouse:
+    with connect(warehouse_url) as warehouse:
         assert warehouse.fetchall("SELECT count(*), count(_row_key) FROM leads") == [(30, 0)]
 
 
 def test_a_failure_after_some_batches_leaves_nothing_and_the_next_import_starts_clean(
-    postgres_url: str, tmp_path: Path
+    warehouse_url: str, tmp_path: Path
 ) -> None:
     write_csv(tmp_path / "leads" / "a.csv", _leads(60).rstrip("\n") + "\nx,y,z,1,2,3\n")
-    [failed] = _import(postgres_url, tmp_path, batch_rows=10)
+    [failed] = _import(warehouse_url, tmp_path, batch_rows=10)
     assert failed.status == "failed" and "cannot be parsed" in (failed.record.error or "")
-    with connect(postgres_url) as warehouse:
+    with connect(warehouse_url) as warehouse:
         assert warehouse.table_columns("leads") is None
     (tmp_path / "leads" / "a.csv").unlink()
     write_csv(tmp_path / "leads" / "b.csv", _leads(60))
-    [done] = _import(postgres_url, tmp_path, batch_rows=10)
+    [done] = _import(warehouse_url, tmp_path, batch_rows=10)
     assert done.status == "success"
-    with connect(postgres_url) as warehouse:
-        assert warehouse.fetchall("SELECT count(*) FROM pg_indexes WHERE tablename = 'leads'") == [(1,)]
+    assert _row_key_indexes(warehouse_url, "leads") == 1
 
 
-def test_a_new_table_widens_between_batches(postgres_url: str, tmp_path: Path) -> None:
+def test_a_new_table_widens_between_batches(warehouse_url: str, tmp_path: Path) -> None:
     body = "".join(f"Business {i},555-100-{i:04d},City,{i}\n" for i in range(30))
     write_csv(tmp_path / "leads" / "a.csv", "Name,Phone,City,Score\n" + body + "Late,555-200-0000,City,n/a\n")
-    [result] = _import(postgres_url, tmp_path, batch_rows=10)
+    [result] = _import(warehouse_url, tmp_path, batch_rows=10)
     assert result.status == "success" and result.record.rows_inserted == 31
     assert [(c.change_type, c.column_name, c.new_type) for c in result.schema_changes][-1] == (
         "alter_type",
         "score",
         SqlType.TEXT,
     )
-    with connect(postgres_url) as warehouse:
+    with connect(warehouse_url) as warehouse:
         assert warehouse.table_columns("leads") == {
             "name": SqlType.TEXT,
             "phone": SqlType.TEXT,
             "city": SqlType.TEXT,
             "score": SqlType.TEXT,
         }
-        assert warehouse.fetchall("SELECT count(*) FROM pg_indexes WHERE tablename = 'leads'") == [(1,)]
+    assert _row_key_indexes(warehouse_url, "leads") == 1
 
 
 def _frame(keys: list[str | None], values: list[int]) -> pl.DataFrame:
-    return pl.DataFrame({"n": pl.Series(values, dtype=pl.Int32), "_row_key": pl.Series(keys, dtype=pl.String)})
+    return pl.DataFrame(
+        {"n": pl.Series(values, dtype=pl.Int32), "_row_key": pl.Series(keys, dtype=pl.String)}
+    )
 
 
-def test_insert_new_rows_into_a_new_table_skips_keys_it_already_holds(postgres_url: str) -> None:
+def test_insert_new_rows_into_a_new_table_skips_keys_it_already_holds(warehouse_url: str) -> None:
     lineage = Lineage("f.csv", "f.csv", "0" * 64, dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC))
-    a, b, c = ("%032x" % n for n in (1, 2, 3))
-    with connect(postgres_url) as warehouse, warehouse.transaction():
+    a, b, c = (f"{n:032x}" for n in (1, 2, 3))
+    with connect(warehouse_url) as warehouse, warehouse.transaction():
         warehouse.apply_schema_changes(
-            "t", [SchemaChange("create_table", None, None, None), SchemaChange("add_column", "n", None, SqlType.INTEGER)]
+            "t",
+            [
+                SchemaChange("create_table", None, None, None),
+                SchemaChange("add_column", "n", None, SqlType.INTEGER),
+            ],
         )
         types = {"n": SqlType.INTEGER}
         # Repeats inside one frame: the first wins; rows without a key always go in.
-        assert warehouse.insert_new_rows("t", _frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, lineage) == 4
+        assert (
+            warehouse.insert_new_rows("t", _frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, lineage)
+            == 4
+        )
         assert warehouse.insert_new_rows("t", _frame([b, c, None, c], [6, 7, 8, 9]), types, lineage) == 2
-        rows = warehouse.fetchall("SELECT n, _row_key::text, load_timestamp FROM t ORDER BY n")
+        rows = warehouse.fetchall("SELECT n, CAST(_row_key AS TEXT), load_timestamp FROM t ORDER BY n")
     assert [(n, key) for n, key, _ in rows] == [
         (1, "00000000-0000-0000-0000-000000000001"),
         (2, "00000000-0000-0000-0000-000000000002"),
@@ -189,20 +223,44 @@ def test_insert_new_rows_into_a_new_table_skips_keys_it_already_holds(postgres_u
     assert {stamp for _, _, stamp in rows} == {lineage.load_timestamp}
 
 
-def test_a_table_created_outside_a_transaction_is_indexed_at_once(postgres_url: str) -> None:
-    with connect(postgres_url) as warehouse:
+def test_a_table_created_outside_a_transaction_is_indexed_at_once(warehouse_url: str) -> None:
+    with connect(warehouse_url) as warehouse:
         warehouse.apply_schema_changes(
-            "t", [SchemaChange("create_table", None, None, None), SchemaChange("add_column", "n", None, SqlType.INTEGER)]
+            "t",
+            [
+                SchemaChange("create_table", None, None, None),
+                SchemaChange("add_column", "n", None, SqlType.INTEGER),
+            ],
         )
-        assert warehouse.fetchall("SELECT count(*) FROM pg_indexes WHERE tablename = 't'") == [(1,)]
+    assert _row_key_indexes(warehouse_url, "t") == 1
 
 
 def test_seen_keys_answer_as_a_unique_index_would() -> None:
     # Keys sharing their high 64 bits, as a collision of the high halves would.
-    same_high = ["00000000000000ff" + "%016x" % n for n in (1, 2, 3, 4)]
+    same_high = [f"00000000000000ff{n:016x}" for n in (1, 2, 3, 4)]
     seen = SeenKeys()
-    first = pl.Series([same_high[0], same_high[2], None, "%032x" % 7, same_high[0]], dtype=pl.String)
+    first = pl.Series([same_high[0], same_high[2], None, f"{7:032x}", same_high[0]], dtype=pl.String)
     assert seen.admit(first).to_list() == [True, True, True, True, False]
-    again = pl.Series([same_high[0], same_high[1], same_high[2], same_high[3], None, "%032x" % 8, same_high[1]])
+    again = pl.Series(
+        [same_high[0], same_high[1], same_high[2], same_high[3], None, f"{8:032x}", same_high[1]]
+    )
     assert seen.admit(again).to_list() == [False, True, False, True, True, True, False]
     assert len(seen) == 6
+
+
+def test_seen_keys_agree_with_a_set_over_many_batches() -> None:
+    import random
+
+    rng = random.Random(7)
+    # Few high halves, so that many keys collide on them.
+    pool = [f"{high:016x}{low:016x}" for high in (0, 5, 2**64 - 1) for low in range(60)]
+    seen, reference = SeenKeys(), set[str]()
+    for _ in range(25):
+        batch = [rng.choice(pool) if rng.random() > 0.1 else None for _ in range(rng.randrange(0, 40))]
+        expected = []
+        for key in batch:
+            expected.append(key is None or key not in reference)
+            if key is not None:
+                reference.add(key)
+        assert seen.admit(pl.Series(batch, dtype=pl.String)).to_list() == expected
+    assert len(seen) == len(reference)
