@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,6 +38,8 @@ class Outcome:
     rows_in: int
     rows_out: int
     note: str = ""
+    #: Figures a scenario needs besides rows and seconds (e.g. API calls).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Contender:
@@ -438,4 +440,94 @@ class PandasOpenpyxl(_Pandas):
     def frame(self) -> Any:
         return self.pandas.read_excel(
             self.params["xlsx"], engine="openpyxl", nrows=self.params["rows"], dtype={"zip": str}
+        )
+
+
+# -- Google Drive ----------------------------------------------------------------------------
+
+
+@contender("drive_tick")
+class DriveTick(Contender):
+    """One tick of the code location's drive_sensor, over a watched tree already walked, with a
+    few files changed: the real client over HTTP to the project's Drive test server."""
+
+    description = "drive_sensor: one tick after a few changes (Dagster sensor evaluation)"
+
+    def setup(self) -> None:
+        from dagster import DagsterInstance, build_sensor_context
+
+        from pgdatahub_dagster.definitions import build_defs
+        from pgdatahub_dagster.defs.resources import (
+            DriveResource,
+            FolderMappingResource,
+            LocalFolderResource,
+            WarehouseResource,
+        )
+        from pgdatahub_dagster.testing.drive_server import DriveTestServer
+
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            os.environ.pop(name, None)  # httplib2 would send loopback traffic to a proxy
+        self.server = DriveTestServer().start()
+        root = self.server.add_folder("Inbox")
+        folders = [self.server.add_folder(f"d{i:04d}", root) for i in range(self.params["folders"])]
+        files = [
+            self.server.add_file(f"f{i}.csv", folders[i % len(folders)], f"n\n{i}\n".encode())
+            for i in range(self.params["files"])
+        ]
+        scratch = Path(tempfile.mkdtemp(prefix="bench-drive-"))
+        token = scratch / "token.json"
+        token.write_text(
+            json.dumps(
+                {
+                    "type": "authorized_user",
+                    "token": "bench",
+                    "expiry": "2099-01-01T00:00:00Z",
+                    "refresh_token": "bench",
+                    "client_id": "bench",
+                    "client_secret": "bench",
+                }
+            )
+        )
+        os.environ.update(
+            PGDATAHUB_DRIVE_FOLDER_ID=root,
+            PGDATAHUB_DRIVE_CREDENTIALS=str(token),
+            PGDATAHUB_DRIVE_API_ENDPOINT=self.server.api_endpoint,
+            PGDATAHUB_DRIVE_TICK_SECONDS="600",
+        )
+        self.defs = build_defs(
+            {
+                "warehouse": WarehouseResource(database_url=self.params["url"]),
+                "folder_mapping": FolderMappingResource(),
+                "local_folder": LocalFolderResource(source_dir=str(scratch)),
+                "drive": DriveResource(),
+            }
+        )
+        self.instance = DagsterInstance.ephemeral()
+        self.build_context = build_sensor_context
+        walk = self._tick(None)  # the first tick walks the whole tree
+        for request in walk.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        self.cursor = walk.cursor
+        for file_id in files[: self.params["changes"]]:
+            self.server.update_content(file_id, b"n\nchanged\n")
+        self.server.reset_request_log()
+
+    def _tick(self, cursor: str | None) -> Any:
+        sensor = self.defs.resolve_sensor_def("drive_sensor")
+        with self.build_context(
+            instance=self.instance, cursor=cursor, resources=self.defs.resources
+        ) as context:
+            return sensor(context)
+
+    def run(self) -> Outcome:
+        result = self._tick(self.cursor)
+        calls = len(self.server.request_log)
+        pages = self.server.request_count(path_contains="/changes")
+        self.server.stop()
+        requested = len(result.run_requests or [])
+        return Outcome(
+            self.params["changes"],
+            requested,
+            f"{calls} API calls ({pages} changes pages) for a tree of {self.params['files']:,} files",
+            {"api_calls": calls, "changes_pages": pages, "runs_requested": requested},
         )

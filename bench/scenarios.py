@@ -5,13 +5,9 @@ same benchmark run) and turns their measurements into ratios and pass/miss targe
 Scenarios register themselves in ``SCENARIOS`` with ``@scenario``; the runner runs them in
 registration order.
 
-Adding a scenario (the hook for ``drive_tick``, which follows once the Google Drive
-source exists): write a subclass of ``Scenario`` with ``name``, ``title``, ``runs()`` and
+Adding a scenario: write a subclass of ``Scenario`` with ``name``, ``title``, ``runs()`` and
 ``targets()``, decorate it with ``@scenario``, and if it needs a new way of loading, add a
-``Contender`` to ``bench/contenders.py``. ``drive_tick`` would time one sensor tick plus
-the runs it requests against the Drive test server (pgdatahub_dagster.testing), e.g.
-``Run("drive_tick", "drive_tick", "engine", {...})`` beside an ``engine`` run on the same
-files read from local disk.
+``Contender`` to ``bench/contenders.py`` (``drive_tick`` is a short example).
 """
 
 from __future__ import annotations
@@ -43,13 +39,15 @@ class Sizes:
     files: int
     rows_per_file: int
     memory_rows: tuple[int, int]
+    #: drive_tick: (files, folders, changed files)
+    drive_tree: tuple[int, int, int]
 
 
 SIZES: dict[str, Sizes] = {
     # A few seconds per contender: for CI, proves every scenario runs end to end.
-    "smoke": Sizes(2_000, 1_000, 1_000, 500, 4, 500, (2_000, 10_000)),
-    "small": Sizes(100_000, 20_000, 20_000, 5_000, 40, 2_000, (100_000, 500_000)),
-    "full": Sizes(1_000_000, 100_000, 200_000, 20_000, 200, 2_000, (1_000_000, 5_000_000)),
+    "smoke": Sizes(2_000, 1_000, 1_000, 500, 4, 500, (2_000, 10_000), (200, 20, 3)),
+    "small": Sizes(100_000, 20_000, 20_000, 5_000, 40, 2_000, (100_000, 500_000), (2_000, 100, 10)),
+    "full": Sizes(1_000_000, 100_000, 200_000, 20_000, 200, 2_000, (1_000_000, 5_000_000), (10_000, 500, 10)),
 }
 
 
@@ -311,4 +309,37 @@ class Memory(Scenario):
         return [
             Target(f"peak RSS {n5} ÷ peak RSS {n}", ratio_value, 1.25, "max"),
             Target(f"peak RSS {n5} (MB)", large.get("peak_rss_mb"), 600.0, "max"),
+        ]
+
+
+@scenario
+class DriveTickScenario(Scenario):
+    name = "drive_tick"
+    title = (
+        "drive_tick: one Drive-sensor tick over {drive_tree[0]:,} files in {drive_tree[1]:,} folders, "
+        "{drive_tree[2]} changed"
+    )
+
+    def runs(self, context: Context) -> list[Run]:
+        files, folders, changes = context.sizes.drive_tree
+        return [
+            Run(
+                "drive_tick", "drive_tick", "engine", {"files": files, "folders": folders, "changes": changes}
+            )
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        outcome = results.get("drive_tick") or {}
+        figures = outcome.get("extra") or {}
+        changes = context.sizes.drive_tree[2]
+        calls, pages = figures.get("api_calls"), figures.get("changes_pages")
+        budget = 2 * changes + pages if pages is not None else None
+        return [
+            Target(
+                "API calls ÷ (2 × changes + pages)",
+                calls / budget if calls is not None and budget else None,
+                1.0,
+                "max",
+            ),
+            Target("seconds for the tick", outcome.get("seconds"), 2.0, "max"),
         ]
