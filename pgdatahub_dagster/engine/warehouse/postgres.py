@@ -137,6 +137,10 @@ class PostgresWarehouse(Warehouse):
                             self.create_row_key_index(table)
                 except BaseException:
                     self._background.wait(raise_error=False)  # then roll back
+                    # An interrupted run (a cancelled backfill) can leave a statement running
+                    # on the server; psycopg cancels it by itself only on KeyboardInterrupt.
+                    if self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
+                        self._conn.cancel_safe()
                     raise
         finally:
             self._depth -= 1
