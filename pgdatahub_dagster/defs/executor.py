@@ -3,7 +3,8 @@
 Unset (or ``in_process``), ``PGDATAHUB_EXECUTOR`` runs each run's steps inside the run's own
 process: every job here is one import step, and a run is already a process of its own, so a
 second process per step would only add seconds of start-up to each run.
-``PGDATAHUB_EXECUTOR=multiprocess`` keeps Dagster's default (a process per step). ``PGDATAHUB_EXECUTOR=celery`` sends every step to Celery workers through
+``PGDATAHUB_EXECUTOR=multiprocess`` keeps Dagster's default (a process per step).
+``PGDATAHUB_EXECUTOR=celery`` sends every step to Celery workers through
 ``PGDATAHUB_CELERY_BROKER``, with results coming back through ``PGDATAHUB_CELERY_BACKEND``;
 start the workers with ``deploy/celery/worker.yaml``, which reads the same two variables
 (docs/deployment.md). The URLs stay in the environment, resolved in the run's own process:
