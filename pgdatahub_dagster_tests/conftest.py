@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,14 +45,28 @@ def _with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+def make_database(postgres_admin_url: str) -> Iterator[Callable[[str], str]]:
+    """Creates fresh, empty PostgreSQL databases for one test (``make("warehouse")`` returns
+    its URL) and drops them afterwards."""
+    created: list[str] = []
+
+    def make(purpose: str) -> str:
+        name = f"pgdatahub_{purpose}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _with_database(postgres_admin_url, name)
+
+    yield make
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        for name in created:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(make_database: Callable[[str], str]) -> str:
     """A fresh, empty PostgreSQL database for one test."""
-    database = f"pgdatahub_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    yield _with_database(postgres_admin_url, database)
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return make_database("test")
 
 
 @pytest.fixture(params=["duckdb", "postgres"])

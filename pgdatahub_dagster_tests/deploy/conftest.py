@@ -14,12 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -39,25 +37,6 @@ def sqlalchemy_url(url: str) -> str:
     if scheme not in ("postgresql", "postgres"):
         raise ValueError(f"not a PostgreSQL URL: {scheme}://…")
     return f"postgresql+psycopg2://{rest}"
-
-
-@pytest.fixture
-def make_database(postgres_admin_url: str) -> Iterator[Callable[[str], str]]:
-    """Creates further fresh databases for one test (the warehouse, the Celery broker) next to
-    the one of ``postgres_url``, and drops them afterwards."""
-    created: list[str] = []
-
-    def make(purpose: str) -> str:
-        name = f"pgdatahub_{purpose}_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return urlunsplit(urlsplit(postgres_admin_url)._replace(path=f"/{name}"))
-
-    yield make
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-        for name in created:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def deploy_config() -> dict[str, Any]:

@@ -10,8 +10,6 @@ PostgreSQL databases and DuckDB files.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,6 @@ from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Lineage, connect
 from pgdatahub_dagster.engine.warehouse import duckdb as duckdb_module
 from pgdatahub_dagster.engine.warehouse import postgres as postgres_module
-from pgdatahub_dagster_tests.conftest import _with_database
 from pgdatahub_dagster_tests.files import write_csv
 
 MAPPING = "leads:\n  table: leads\n  unique_key: [name, phone]\n"
@@ -64,19 +61,11 @@ def _rows(url: str, source_file: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def second_database(warehouse_url: str, postgres_admin_url: str, tmp_path: Path) -> Iterator[str]:
+def second_database(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """Another empty warehouse of the same kind as ``warehouse_url``."""
     if warehouse_url.startswith("duckdb"):
-        yield f"duckdb:///{tmp_path / 'second.duckdb'}"
-        return
-    import psycopg
-
-    name = f"pgdatahub_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(postgres_admin_url, name)
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return f"duckdb:///{tmp_path / 'second.duckdb'}"
+    return str(request.getfixturevalue("make_database")("second"))
 
 
 def _row_key_indexes(url: str, table: str) -> int:
