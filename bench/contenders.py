@@ -136,12 +136,11 @@ class DagsterMaterialize(Contender):
             "DAGSTER_HOME": str(self.home),
             "PGDATAHUB_SOURCE_DIR": self.params["source_dir"],
             "PGDATAHUB_DATABASE_URL": self.params["url"],
+            # Unset: the code location's default, the run's single step in the run's own process.
+            "PGDATAHUB_EXECUTOR": self.params.get("executor", ""),
         }
         command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
         command += ["-m", "pgdatahub_dagster.definitions", "--select", "local_folder_sync"]
-        if self.params.get("in_process"):
-            # The run's single step in the run's own process instead of a process of its own.
-            command += ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})]
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         shutil.rmtree(self.home, ignore_errors=True)
         if done.returncode != 0:
