@@ -29,7 +29,7 @@ from pgdatahub_dagster.defs.resources import (
     LocalFolderResource,
     WarehouseResource,
 )
-from pgdatahub_dagster.engine.importer import Importer, ImportResult
+from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources import Source, SourceFile
 from pgdatahub_dagster.engine.sources.drive import DriveSource, FolderRegistry
@@ -108,7 +108,7 @@ def _import(
         if result.failed:
             context.log.error(f"FAILED {record.error}")
         elif record.status == "skipped":
-            context.log.info(f"SKIPPED {record.source_file}: same content as {record.duplicate_of}")
+            context.log.info(f"SKIPPED {record.source_file}: {skip_reason(record)}")
         else:
             context.log.info(
                 f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "

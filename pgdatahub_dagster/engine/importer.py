@@ -139,12 +139,7 @@ class Importer:
         if record.error is None:
             record.status = "skipped"
             record.duplicate_of = earlier
-            log.info(
-                "SKIPPED %s: same content as %s, already in %s",
-                record.source_file,
-                earlier,
-                record.table_name,
-            )
+            log.info("SKIPPED %s: %s", record.source_file, skip_reason(record))
         else:
             log.warning("FAILED %s", record.error)
         record.rows_read = record.rows_inserted = record.rows_duplicate = record.rows_deleted = 0
@@ -207,6 +202,13 @@ class Importer:
         record.status = "success"
         record.finished_at = datetime.now(UTC)
         warehouse.record_import(record)
+
+
+def skip_reason(record: ImportRecord) -> str:
+    """Why a file was skipped, in words: the same file again, or a copy of another."""
+    if record.duplicate_of == record.source_file:
+        return f"already imported into {record.table_name}, unchanged"
+    return f"same content as {record.duplicate_of}, already in {record.table_name}"
 
 
 def _key_columns(settings: FolderSettings, names: Sequence[str], source_file: str) -> tuple[str, ...] | None:
