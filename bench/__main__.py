@@ -172,6 +172,13 @@ def _run_scenario(name: str, context: Context, admin_url: str, profile_dir: Path
     }
 
 
+def target_cells(target: dict[str, Any]) -> tuple[str, str]:
+    """A target's measured value and what it needs, as shown in the text and Markdown tables."""
+    value = "n/a" if target["value"] is None else f"{target['value']:.2f}"
+    sign = "≥" if target["kind"] == "min" else "≤"
+    return value, f"{sign} {target['threshold']}"
+
+
 def _table(report: dict[str, Any]) -> str:
     header = [
         "scenario",
@@ -211,10 +218,9 @@ def _table(report: dict[str, Any]) -> str:
     out.append("")
     for name, scenario in report["scenarios"].items():
         for target in scenario["targets"]:
-            value = "n/a" if target["value"] is None else f"{target['value']:.2f}"
-            sign = "≥" if target["kind"] == "min" else "≤"
+            value, needed = target_cells(target)
             verdict = "PASS" if target["passed"] else "MISS"
-            out.append(f"{verdict}  {name}: {target['name']} = {value} (target {sign} {target['threshold']})")
+            out.append(f"{verdict}  {name}: {target['name']} = {value} (target {needed})")
         for key, value in scenario.items():
             if key not in ("title", "engine", "contenders", "targets"):
                 out.append(f"      {name}: {key} = {value}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import RESULTS
+from bench.__main__ import RESULTS, target_cells
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -30,10 +30,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| target | value | needed | verdict |", "|---|---:|---:|---|"]
     for name, scenario in report["scenarios"].items():
         for target in scenario["targets"]:
-            value = "n/a" if target["value"] is None else f"{target['value']:.2f}"
-            sign = "≥" if target["kind"] == "min" else "≤"
+            value, needed = target_cells(target)
             verdict = "**pass**" if target["passed"] else "**miss**"
-            lines.append(f"| {name}: {target['name']} | {value} | {sign} {target['threshold']} | {verdict} |")
+            lines.append(f"| {name}: {target['name']} | {value} | {needed} | {verdict} |")
     return "\n".join(lines)
 
 
