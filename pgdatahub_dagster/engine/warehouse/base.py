@@ -8,8 +8,9 @@ SQL both databases accept.
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Self
 
 import polars as pl
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
 from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
@@ -60,6 +61,42 @@ _SQL_TYPE_BY_NAME: dict[str, SqlType] = {
 def sql_type_named(name: str) -> SqlType:
     base = name.lower().split("(")[0].strip()
     return _SQL_TYPE_BY_NAME.get(base, SqlType.TEXT)
+
+
+# A table created by the running transaction takes the fast path (no index until commit,
+# keys remembered in memory) for this many keyed rows, 16 bytes each (16 MiB). Past that
+# its index is built and the rest of the file goes in with ON CONFLICT, so memory stays
+# flat however large the file.
+FRESH_TABLE_MAX_KEYS = 1_000_000
+
+
+class BackgroundLoad:
+    """At most one load running on a worker thread while the caller prepares the next
+    batch (the two cores work at once); its error, if any, surfaces at the next ``wait``."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, work: Callable[[], object]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # re-raised by wait() in the caller's thread
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="pgdatahub-load", daemon=True)
+        self._thread.start()
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
 
 class ContentAlreadyLoaded(PgDataHubError):
@@ -165,6 +202,12 @@ class Warehouse(ABC):
     def __init__(self, display_url: str) -> None:
         #: The URL without its password, for logs and metadata.
         self.display_url = display_url
+        self._creating: str | None = None
+        #: Tables created by the running transaction, still without their unique index,
+        #: with the keys loaded into them so far. Such a table held nothing before this
+        #: transaction, so filtering by these keys gives exactly the rows the index would
+        #: let in; the index built before commit still enforces uniqueness.
+        self._fresh: dict[str, SeenKeys] = {}
 
     # -- primitives every database implements -------------------------------------------
 
@@ -193,6 +236,11 @@ class Warehouse(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def _in_outer_transaction(self) -> bool:
+        """Whether the outermost transaction is open (not a savepoint, not autocommit):
+        only then may a new table's index wait until just before commit."""
 
     @abstractmethod
     def lock(self, name: str) -> None:
@@ -247,11 +295,44 @@ class Warehouse(ABC):
         definitions += [f"{self.quote(name)} {kind}" for name, kind in LINEAGE_COLUMNS.items()]
         definitions.append(f"{self.quote(ROW_KEY_COLUMN)} UUID")
         self.execute(f"CREATE TABLE {self.quote(table)} ({', '.join(definitions)})")
-        self.create_row_key_index(table)
+        self._creating = table if self._in_outer_transaction() else None
+        try:
+            self.create_row_key_index(table)
+        finally:
+            self._creating = None
 
     def create_row_key_index(self, table: str) -> None:
+        """Build the unique index now, or, for a table the running transaction is creating,
+        just before commit (``build_deferred_indexes``)."""
+        if table == self._creating:
+            self._fresh[table] = SeenKeys()
+            return
+        if self._fresh.pop(table, None) is not None:
+            self._before_deferred_index(table)
         index = self.quote(self.row_key_index_name(table))
         self.execute(f"CREATE UNIQUE INDEX {index} ON {self.quote(table)} ({self.quote(ROW_KEY_COLUMN)})")
+
+    @abstractmethod
+    def _before_deferred_index(self, table: str) -> None:
+        """Undo whatever the fast path set up on a new table, before its index is built."""
+
+    def build_deferred_indexes(self) -> None:
+        """Before commit: the tables this transaction created get their unique index."""
+        for table in list(self._fresh):
+            self.create_row_key_index(table)
+
+    def new_rows_for_fresh_table(self, table: str, frame: pl.DataFrame) -> pl.DataFrame | None:
+        """For a table this transaction created, the rows of ``frame`` whose key it does not
+        hold yet; ``None`` when rows must go in against the table's index instead (it has one,
+        or it gets one now because the keys to remember would pass the memory bound)."""
+        seen = self._fresh.get(table)
+        if seen is None:
+            return None
+        if len(seen) + frame.height > FRESH_TABLE_MAX_KEYS:
+            self.create_row_key_index(table)
+            return None
+        new = seen.admit(frame[ROW_KEY_COLUMN])
+        return frame if bool(new.all()) else frame.filter(new)
 
     def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
         """The SQL that converts a column's existing values when it widens."""

@@ -18,16 +18,12 @@ from typing import Any, ClassVar
 import duckdb
 import polars as pl
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
-from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Warehouse
-from pgdatahub_dagster.engine.warehouse.postgres import _Background
+from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, BackgroundLoad, Lineage, Warehouse
 
 _STAGE_VIEW = "pgdatahub_stage"
-# A new table takes the fast path for this many keyed rows (16 bytes of memory each); past
-# that its index is built and the rest of the file goes in with ON CONFLICT.
-FRESH_TABLE_MAX_KEYS = 1_000_000
 
 
 def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDBPyConnection:
@@ -60,10 +56,7 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, path: Path, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
         self._in_transaction = False
-        self._background = _Background()
-        self._creating: str | None = None
-        #: Tables created by the running transaction, still without their unique index.
-        self._fresh: dict[str, SeenKeys] = {}
+        self._background = BackgroundLoad()
         self._conn = _connect(path, display_url, wait_seconds)
 
     # Every use of the connection first waits for an insert still running in the background.
@@ -91,9 +84,7 @@ class DuckDBWarehouse(Warehouse):
         try:
             yield
             self._background.wait()
-            # Before commit: the new tables get their unique index.
-            for table in list(self._fresh):
-                self.create_row_key_index(table)
+            self.build_deferred_indexes()
         except BaseException:
             self._background.wait(raise_error=False)
             self._conn.rollback()
@@ -115,21 +106,11 @@ class DuckDBWarehouse(Warehouse):
             )
         return super().cast_sql(column_sql, old_type, new_type)
 
-    def _create_table(self, table: str, columns: Mapping[str, SqlType]) -> None:
-        self._creating = table if self._in_transaction else None
-        try:
-            super()._create_table(table, columns)
-        finally:
-            self._creating = None
+    def _in_outer_transaction(self) -> bool:
+        return self._in_transaction
 
-    def create_row_key_index(self, table: str) -> None:
-        # A table created inside a transaction gets its index just before commit (see
-        # ``transaction``); any other call builds it now.
-        if table == self._creating:
-            self._fresh[table] = SeenKeys()
-            return
-        self._fresh.pop(table, None)
-        super().create_row_key_index(table)
+    def _before_deferred_index(self, table: str) -> None:
+        """Nothing to undo: DuckDB's fast path is plain INSERTs into the new table."""
 
     def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
         if table in self._fresh:  # no index yet
@@ -162,16 +143,11 @@ class DuckDBWarehouse(Warehouse):
         )
         lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
         on_conflict = " ON CONFLICT DO NOTHING"
-        seen = self._fresh.get(table)
-        if seen is not None and len(seen) + frame.height > FRESH_TABLE_MAX_KEYS:
-            self.create_row_key_index(table)
-        elif seen is not None:
-            new = seen.admit(frame[ROW_KEY_COLUMN])
-            if not bool(new.all()):
-                frame = frame.filter(new)
-            if frame.height == 0:
+        new = self.new_rows_for_fresh_table(table, frame)
+        if new is not None:
+            if new.height == 0:
                 return 0
-            on_conflict = ""
+            frame, on_conflict = new, ""
         statement = (
             f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
             f"SELECT {selected}, ?, ?, ?, ? FROM {self.quote(_STAGE_VIEW)}{on_conflict}"

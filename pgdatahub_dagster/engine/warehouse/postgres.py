@@ -11,10 +11,8 @@ still enforces uniqueness, so a mistake here fails the file instead of storing d
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
@@ -22,55 +20,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
-from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, Lineage, Warehouse
+from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, BackgroundLoad, Lineage, Warehouse
 
 _STAGE_TABLE = "pgdatahub_stage"
 _COPY_SLICE_ROWS = 50_000
-# A new table takes the fast path for this many keyed rows: their keys take 16 bytes each
-# (16 MiB). Past that its index is built and the rest of the file goes through staging,
-# so memory stays flat however large the file.
-FRESH_TABLE_MAX_KEYS = 1_000_000
-
-
-class _Background:
-    """At most one load running on a worker thread while the caller prepares the next
-    batch (the two cores work at once); its error, if any, surfaces at the next ``wait``."""
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def start(self, work: Callable[[], object]) -> None:
-        self.wait()
-
-        def run() -> None:
-            try:
-                work()
-            except BaseException as error:  # re-raised by wait() in the caller's thread
-                self._error = error
-
-        self._thread = threading.Thread(target=run, name="pgdatahub-load", daemon=True)
-        self._thread.start()
-
-    def wait(self, *, raise_error: bool = True) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        error, self._error = self._error, None
-        if error is not None and raise_error:
-            raise error
-
-
-@dataclass
-class _FreshTable:
-    """A table created by the running transaction, still without its unique index."""
-
-    keys: SeenKeys = field(default_factory=SeenKeys)
-    #: The lineage the columns' temporary defaults hold.
-    lineage: Lineage | None = None
 
 
 class PostgresWarehouse(Warehouse):
@@ -86,9 +42,9 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, conninfo: str, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
         self._depth = 0
-        self._background = _Background()
-        self._creating: str | None = None
-        self._fresh: dict[str, _FreshTable] = {}
+        self._background = BackgroundLoad()
+        #: The lineage the temporary column defaults of a new table hold (see ``_copy_into_fresh_table``).
+        self._lineage_defaults: dict[str, Lineage] = {}
         # ``wait_seconds`` bounds the wait for the server to answer, unless the URL sets
         # its own connect_timeout.
         options: dict[str, Any] = {}
@@ -132,9 +88,7 @@ class PostgresWarehouse(Warehouse):
                     yield
                     self._background.wait()
                     if self._depth == 1:
-                        # Before commit: the new tables get their unique index.
-                        for table in list(self._fresh):
-                            self.create_row_key_index(table)
+                        self.build_deferred_indexes()
                 except BaseException:
                     self._background.wait(raise_error=False)  # then roll back
                     # An interrupted run (a cancelled backfill) can leave a statement running
@@ -146,27 +100,17 @@ class PostgresWarehouse(Warehouse):
             self._depth -= 1
             if self._depth == 0:
                 self._fresh.clear()
+                self._lineage_defaults.clear()
 
     def lock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
-    def _create_table(self, table: str, columns: Mapping[str, SqlType]) -> None:
-        # A table created by the outermost transaction gets its index just before commit
-        # (see ``transaction``); inside a savepoint, or outside any transaction, at once.
-        self._creating = table if self._depth == 1 else None
-        try:
-            super()._create_table(table, columns)
-        finally:
-            self._creating = None
+    def _in_outer_transaction(self) -> bool:
+        return self._depth == 1
 
-    def create_row_key_index(self, table: str) -> None:
-        if table == self._creating:
-            self._fresh[table] = _FreshTable()
-            return
-        fresh = self._fresh.pop(table, None)
-        if fresh is not None and fresh.lineage is not None:
+    def _before_deferred_index(self, table: str) -> None:
+        if self._lineage_defaults.pop(table, None) is not None:
             self._set_lineage_defaults(table, None)
-        super().create_row_key_index(table)
 
     def _set_lineage_defaults(self, table: str, lineage: Lineage | None) -> None:
         """Let COPY leave out the four lineage columns, the same for every row of a file
@@ -189,12 +133,10 @@ class PostgresWarehouse(Warehouse):
     def insert_new_rows(
         self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
     ) -> int:
-        fresh = self._fresh.get(table)
-        if fresh is not None:
-            if len(fresh.keys) + frame.height <= FRESH_TABLE_MAX_KEYS:
-                return self._copy_into_fresh_table(table, fresh, frame, lineage)
-            self.create_row_key_index(table)
-        return self._insert_through_stage(table, frame, types, lineage)
+        new = self.new_rows_for_fresh_table(table, frame)
+        if new is None:
+            return self._insert_through_stage(table, frame, types, lineage)
+        return self._copy_into_fresh_table(table, new, lineage)
 
     def _copy_statement(self, table: str, frame: pl.DataFrame) -> bytes:
         columns = ", ".join(self.quote(name) for name in frame.columns)
@@ -206,18 +148,13 @@ class PostgresWarehouse(Warehouse):
             for part in frame.iter_slices(_COPY_SLICE_ROWS):
                 copy.write(part.write_csv(include_header=False))
 
-    def _copy_into_fresh_table(
-        self, table: str, fresh: _FreshTable, frame: pl.DataFrame, lineage: Lineage
-    ) -> int:
-        """COPY the rows whose key this transaction has not loaded yet straight into ``table``."""
-        new = fresh.keys.admit(frame[ROW_KEY_COLUMN])
-        if not bool(new.all()):
-            frame = frame.filter(new)
+    def _copy_into_fresh_table(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
+        """COPY rows this transaction has not loaded yet straight into its new ``table``."""
         if frame.height == 0:
             return 0
-        if fresh.lineage != lineage:
+        if self._lineage_defaults.get(table) != lineage:
             self._set_lineage_defaults(table, lineage)
-            fresh.lineage = lineage
+            self._lineage_defaults[table] = lineage
         # The count is known already: the COPY runs on while the next batch is prepared.
         statement = self._copy_statement(table, frame)
         self._background.start(lambda: self._write(statement, frame))

@@ -23,8 +23,7 @@ from pgdatahub_dagster.engine.schema import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Lineage, connect
-from pgdatahub_dagster.engine.warehouse import duckdb as duckdb_module
-from pgdatahub_dagster.engine.warehouse import postgres as postgres_module
+from pgdatahub_dagster.engine.warehouse import base as base_module
 from pgdatahub_dagster_tests.files import write_csv
 
 MAPPING = "leads:\n  table: leads\n  unique_key: [name, phone]\n"
@@ -122,8 +121,7 @@ def test_past_its_key_budget_a_new_table_goes_on_with_its_index(
 ) -> None:
     write_csv(tmp_path / "leads" / "a.csv", _leads(300))
     unlimited = _import(second_database, tmp_path, batch_rows=20)
-    monkeypatch.setattr(postgres_module, "FRESH_TABLE_MAX_KEYS", 45)
-    monkeypatch.setattr(duckdb_module, "FRESH_TABLE_MAX_KEYS", 45)
+    monkeypatch.setattr(base_module, "FRESH_TABLE_MAX_KEYS", 45)
     limited = _import(warehouse_url, tmp_path, batch_rows=20)
     assert [(r.status, r.record.rows_inserted) for r in limited] == [
         (r.status, r.record.rows_inserted) for r in unlimited
