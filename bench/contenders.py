@@ -120,6 +120,122 @@ class Engine(Contender):
         return Outcome(rows_in, rows_out)
 
 
+# -- a changed file: the same file identity, new content -----------------------------------
+
+
+class _ChangedFile(Contender):
+    """Setup (not timed): the first version of a file imported by the engine into the fresh
+    database, then the file overwritten in place by its next version, so the source folder
+    holds the same relative path with new content. ``run`` lands the new version."""
+
+    #: The file's relative path in the source folder: the engine's identity of a local file.
+    file_id = "listings.csv"
+
+    def setup(self) -> None:
+        from pgdatahub_dagster.engine.importer import Importer
+        from pgdatahub_dagster.engine.mapping import FolderMapping
+        from pgdatahub_dagster.engine.sources import LocalFolderSource
+        from pgdatahub_dagster.engine.warehouse import connect
+
+        self.connect, self.importer = connect, Importer
+        root = Path(self.params["source_dir"])
+        self.source = LocalFolderSource(root)
+        self.mapping = FolderMapping.load(root / "pgdatahub.yaml")
+        target = root / self.file_id
+        target.unlink(missing_ok=True)  # a real file, not a link to the cached data
+        shutil.copyfile(self.params["csv_v1"], target)
+        with connect(self.params["url"]) as warehouse:
+            self.import_folder(warehouse)
+        self.settle()
+        shutil.copyfile(self.params["csv_v2"], target)
+
+    def settle(self) -> None:
+        """The table as it stands some time after the first import: vacuumed, analysed, its
+        pages flushed (PostgreSQL; skipped without the rights)."""
+        if not self.params["url"].startswith("postgresql"):
+            return
+        import psycopg
+
+        try:
+            with psycopg.connect(self.params["url"], autocommit=True) as conn:
+                conn.execute(f"VACUUM (ANALYZE) {TABLE}")
+                conn.execute("CHECKPOINT")
+        except psycopg.Error:
+            pass
+
+    def import_folder(self, warehouse: Any) -> Any:
+        """Import the folder's one file with the engine; its ledger record."""
+        results = list(self.importer(warehouse, self.source, self.mapping).import_all())
+        if len(results) != 1 or results[0].status != "success":
+            raise RuntimeError(
+                f"expected one successful import, got {[(r.status, r.record.error) for r in results]}"
+            )
+        record = results[0].record
+        if record.source_file_id != self.file_id:
+            raise RuntimeError(f"imported {record.source_file_id!r}, expected {self.file_id!r}")
+        return record
+
+    def table_after(self, warehouse: Any) -> tuple[int, int]:
+        """The table's rows, and the sum of its review counts: both contenders must agree."""
+        rows, reviews = warehouse.fetchall(
+            f"SELECT count(*), sum(review_count) FROM {warehouse.quote(TABLE)}"
+        )[0]
+        return int(rows), int(reviews or 0)
+
+
+@contender("engine_reimport")
+class EngineReimport(_ChangedFile):
+    """The engine's changed-file path: the new version imported over the old one, whose rows
+    it replaces in the same transaction."""
+
+    description = "pgdatahub engine: Importer.import_all over the changed file (replaces its rows)"
+
+    def run(self) -> Outcome:
+        with self.connect(self.params["url"]) as warehouse:
+            record = self.import_folder(warehouse)
+            rows_out, reviews = self.table_after(warehouse)
+        if not record.rows_deleted or record.replaced_import_id is None:
+            raise RuntimeError("the new version did not replace the old one's rows")
+        return Outcome(
+            record.rows_read,
+            rows_out,
+            f"{record.rows_deleted:,} old rows replaced by {record.rows_inserted:,}",
+            {
+                "rows_deleted": record.rows_deleted,
+                "rows_inserted": record.rows_inserted,
+                "review_count_sum": reviews,
+            },
+        )
+
+
+@contender("delete_reinsert")
+class DeleteReinsert(_ChangedFile):
+    """Delete the file's rows and import it again whole, through the engine's own code:
+    ``revert(selector="file_id")`` (one transaction), then an import of the new version."""
+
+    description = "engine revert(selector=file_id) of the old version, then Importer.import_all of the new"
+
+    def run(self) -> Outcome:
+        from pgdatahub_dagster.engine.revert import revert
+
+        with self.connect(self.params["url"]) as warehouse:
+            reverted = revert(warehouse, selector="file_id", value=self.file_id)
+            record = self.import_folder(warehouse)
+            rows_out, reviews = self.table_after(warehouse)
+        if not reverted.rows_deleted or record.rows_deleted:
+            raise RuntimeError("the revert did not remove the old version's rows")
+        return Outcome(
+            record.rows_read,
+            rows_out,
+            f"{reverted.rows_deleted:,} old rows reverted, {record.rows_inserted:,} inserted",
+            {
+                "rows_deleted": reverted.rows_deleted,
+                "rows_inserted": record.rows_inserted,
+                "review_count_sum": reviews,
+            },
+        )
+
+
 @contender("dagster_materialize")
 class DagsterMaterialize(Contender):
     """The documented bulk command, as a user runs it."""

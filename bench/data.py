@@ -9,6 +9,9 @@ review_count, opened. Of the rows, ~5% repeat an earlier row exactly and ~5% rep
 earlier business messily (other case, extra spaces, the phone written another way), so
 only a normalising key finds them; ~2% of phones are international or unparseable and
 ~1% are empty.
+
+``changed_csv_file`` is a second version of ``csv_file``: the same rows with ~1% edited in
+non-key columns, ~0.5% removed and ~0.5% new ones appended (the ``changed_file`` scenario).
 """
 
 from __future__ import annotations
@@ -300,6 +303,56 @@ def _cached(name: str, build: Callable[[Path], None]) -> Path:
 def csv_file(rows: int) -> Path:
     """The listings as one UTF-8 CSV with a header row."""
     return _cached(f"listings_v{VERSION}_{rows}.csv", lambda path: listings(rows).write_csv(path))
+
+
+def changed_listings(rows: int, seed: int = 42) -> pl.DataFrame:
+    """The second version of ``listings(rows, seed)``: the same file after a person edited it.
+
+    Of its rows, ``rows // 100`` get a new ``review_count`` (and half of them a new
+    ``rating``), keys untouched; ``rows // 200`` others are removed; ``rows // 200`` new
+    businesses are appended at the end. The row count stays ``rows``, and every value stays
+    text written as in the first version, so the column types do not change.
+    """
+    frame = listings(rows, seed).with_row_index("_row")
+    rng = np.random.default_rng(seed + 1_000_003)
+    edited_count, removed_count = rows // 100, rows // 200
+    picked = rng.choice(rows, edited_count + removed_count, replace=False)
+    edited, removed = picked[:edited_count], picked[edited_count:]
+    bump = rng.integers(1, 100, edited_count)
+    new_rating = np.round(rng.uniform(1.0, 5.0, edited_count), 1)
+    rate_too = rng.random(edited_count) < 0.5
+    edits = pl.DataFrame(
+        {
+            "_row": pl.Series(edited, dtype=pl.UInt32),
+            "_bump": bump,
+            "_rating": pl.Series(new_rating).cast(pl.String),
+            "_rate": rate_too,
+        }
+    )
+    changed = (
+        frame.join(edits, on="_row", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col("_bump").is_not_null())
+            .then((pl.col("review_count").cast(pl.Int64) + pl.col("_bump")).cast(pl.String))
+            .otherwise(pl.col("review_count"))
+            .alias("review_count"),
+            pl.when(pl.col("_rate").fill_null(False))
+            .then(pl.col("_rating"))
+            .otherwise(pl.col("rating"))
+            .alias("rating"),
+        )
+        .filter(~pl.col("_row").is_in(pl.Series(removed, dtype=pl.UInt32)))
+        .select(COLUMNS)
+    )
+    added = _base_rows(rng, removed_count).select(COLUMNS)
+    return pl.concat([changed, added])
+
+
+def changed_csv_file(rows: int) -> Path:
+    """``changed_listings(rows)`` as a CSV written like ``csv_file(rows)``: its next version."""
+    return _cached(
+        f"listings_v{VERSION}_{rows}_changed.csv", lambda path: changed_listings(rows).write_csv(path)
+    )
 
 
 def xlsx_file(rows: int) -> Path:

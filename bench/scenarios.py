@@ -199,6 +199,59 @@ class CsvDuckDB(Scenario):
 
 
 @scenario
+class ChangedFile(Scenario):
+    """The same file (same relative path) with new content: ~1% of its rows edited in
+    non-key columns, ~0.5% removed, ~0.5% added. Both contenders first import the old
+    version with the engine (not timed); then the engine imports the new one over it, against
+    deleting the file's rows (the engine's revert) and importing the new version whole."""
+
+    name = "changed_file"
+    title = (
+        "changed_file: a {csv_rows:,}-row CSV imported again after 1% of its rows were edited, "
+        "0.5% removed and 0.5% added → PostgreSQL"
+    )
+    database: Literal["postgres", "duckdb"] = "postgres"
+
+    def runs(self, context: Context) -> list[Run]:
+        rows = context.sizes.csv_rows
+        versions = {"csv_v1": str(data.csv_file(rows)), "csv_v2": str(data.changed_csv_file(rows))}
+        runs = []
+        roles: tuple[tuple[str, Role], ...] = (("engine_reimport", "engine"), ("delete_reinsert", "legacy"))
+        for key, role in roles:
+            # Each its own folder: its setup writes the file there, then overwrites it.
+            source = context.source_folder(f"{self.name}_{key}", [])
+            runs.append(Run(key, key, role, {"source_dir": str(source), **versions}, self.database))
+        return runs
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [
+            Target(
+                "engine re-import ÷ delete+reinsert (rows/s)",
+                ratio(results, "engine_reimport", "delete_reinsert"),
+                1.0,
+                "min",
+            )
+        ]
+
+    def extra(self, results: dict[str, dict[str, Any]], context: Context) -> dict[str, Any]:
+        """Whether both contenders left the same table (its rows, and its review counts' sum)."""
+        if len(results) != 2 or any("error" in outcome for outcome in results.values()):
+            return {}
+        stored = {
+            (outcome["rows_out"], (outcome.get("extra") or {}).get("review_count_sum"))
+            for outcome in results.values()
+        }
+        return {"same_table_after": len(stored) == 1}
+
+
+@scenario
+class ChangedFileDuckDB(ChangedFile):
+    name = "changed_file_duckdb"
+    title = ChangedFile.title.replace("changed_file:", "changed_file_duckdb:").replace("PostgreSQL", "DuckDB")
+    database = "duckdb"
+
+
+@scenario
 class XlsxPostgres(Scenario):
     name = "xlsx_postgres"
     title = "xlsx_200k: {xlsx_rows:,}-row xlsx → PostgreSQL, same key"

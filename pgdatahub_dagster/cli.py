@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pgdatahub_dagster.engine.errors import PgDataHubError
+from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import recent_imports, table_status
 from pgdatahub_dagster.engine.revert import SELECTORS, revert
 from pgdatahub_dagster.engine.settings import Settings
@@ -98,7 +99,12 @@ def _ledger(warehouse: Warehouse, limit: int) -> None:
 def _revert(warehouse: Warehouse, args: argparse.Namespace) -> None:
     selector = next(name for name in SELECTORS if getattr(args, name) is not None)
     report = revert(
-        warehouse, selector=selector, value=getattr(args, selector), schema=args.schema, dry_run=args.dry_run
+        warehouse,
+        mapping=FolderMapping.load(Settings.from_env().config_path),
+        selector=selector,
+        value=getattr(args, selector),
+        schema=args.schema,
+        dry_run=args.dry_run,
     )
     prefix = "Would revert" if report.dry_run else "Reverted"
     if not report.imports:

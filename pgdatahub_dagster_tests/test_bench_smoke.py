@@ -70,5 +70,11 @@ def test_every_scenario_runs_at_smoke_size(postgres_admin_url: str, tmp_path: Pa
     many = report["scenarios"]["many_files"]["contenders"]
     assert many["dagster"]["rows_out"] == many["engine_alone"]["rows_out"] > 0
     assert "dagster_overhead_ms_per_file" in report["scenarios"]["many_files"]
+    # A changed file: replaced in place, or deleted and imported whole, the table ends the same.
+    for name in ("changed_file", "changed_file_duckdb"):
+        changed = report["scenarios"][name]
+        assert changed["same_table_after"] is True, name
+        assert changed["contenders"]["engine_reimport"]["extra"]["rows_deleted"] > 0, name
+        assert changed["contenders"]["delete_reinsert"]["extra"]["rows_deleted"] > 0, name
     # The table a person reads is printed too.
     assert "engine ÷" in done.stdout

@@ -2,10 +2,10 @@
 
 ``local_spreadsheets`` and ``drive_spreadsheets`` have one partition per file: sensors
 request them per file and backfills import many files per run
-(``BackfillPolicy.multi_run``). ``local_folder_sync``
-imports everything currently in the folder in one run: the command for CI and the quick
-start. Both report each file's outcome as metadata and fail the run when any file failed,
-after every other file has been imported and committed.
+(``BackfillPolicy.multi_run``). ``local_folder_sync`` is a full sync of the folder in one
+run (imports, and ``on_delete`` for files gone): the command for CI and the quick start.
+Both report each file's outcome as metadata and fail the run when any file failed, after
+every other file has been imported and committed.
 """
 
 import os
@@ -19,6 +19,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    OpExecutionContext,
     asset,
 )
 
@@ -30,8 +31,9 @@ from pgdatahub_dagster.defs.resources import (
     WarehouseResource,
 )
 from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
+from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
-from pgdatahub_dagster.engine.sources import Source, SourceFile
+from pgdatahub_dagster.engine.sources import Source, SourceFile, SourceUnavailableError
 from pgdatahub_dagster.engine.sources.drive import DriveSource, FolderRegistry
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
@@ -118,6 +120,39 @@ def _import(
     return results
 
 
+def apply_deletions(
+    context: AssetExecutionContext | OpExecutionContext,
+    warehouse: Warehouse,
+    mapping: FolderMapping,
+    file_ids: Iterable[str],
+) -> list[DeletionOutcome]:
+    """Apply each gone file's ``on_delete``, logging what happened to its rows."""
+    outcomes: list[DeletionOutcome] = []
+    for file_id in file_ids:
+        done = record_deletion(warehouse, mapping, file_id, context.run.run_id)
+        if not done:
+            context.log.info(f"DELETED {file_id}: it held no rows")
+        for outcome in done:
+            if outcome.status == "retracted":
+                removed = f"{outcome.rows_deleted} rows left {outcome.table_name}"
+                context.log.info(f"RETRACTED {outcome.source_file}: {removed} (rows other files hold stay)")
+            else:
+                context.log.info(
+                    f"DELETED {outcome.source_file}: rows kept in {outcome.table_name} (on_delete: keep)"
+                )
+        outcomes += done
+    return outcomes
+
+
+def _listed(source: Source) -> list[SourceFile]:
+    """Every file of the source; a source that cannot be read fails the run, naming it,
+    and never counts as a source whose files were all deleted."""
+    try:
+        return list(source.list_files())
+    except SourceUnavailableError as error:
+        raise Failure(description=str(error)) from None
+
+
 def _result(results: list[ImportResult], metadata: dict[str, Any]) -> MaterializeResult:
     failed = [result.record for result in results if result.failed]
     if failed:
@@ -137,7 +172,10 @@ def _import_partitions(
         try:
             files.append(source.get_file(file_id_for(key)))
         except FileNotFoundError as error:
+            # Gone since the partition was registered: the deletion run handles it.
             context.log.warning(f"SKIPPED {error}")
+        except SourceUnavailableError as error:
+            raise Failure(description=str(error)) from None
     importer = Importer(warehouse, source, mapping, run_id=context.run.run_id)
     results = _import(context, importer, files)
     metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
@@ -170,21 +208,29 @@ def local_folder_sync(
     local_folder: LocalFolderResource,
     folder_mapping: FolderMappingResource,
 ) -> MaterializeResult:
-    """Everything currently in the local folder tree, imported in one run.
+    """A full sync of the local folder tree in one run: new and changed files are imported,
+    and files gone from the tree get their folder's ``on_delete``, so the warehouse ends
+    equal to the folder.
 
-    New files are registered as partitions of ``local_spreadsheets``, and each imported
-    file is recorded as a materialisation of its partition, so the UI shows the same state
-    whichever way a file was imported.
+    New files are registered as partitions of ``local_spreadsheets`` (gone ones removed),
+    and each imported file is recorded as a materialisation of its partition, so the UI
+    shows the same state whichever way a file was imported.
     """
     source = local_folder.source()
-    files = list(source.list_files())
+    files = _listed(source)
+    present = {partition_key_for(file.file_id) for file in files}
     known = set(context.instance.get_dynamic_partitions(local_files.name))
-    new_keys = [key for key in (partition_key_for(file.file_id) for file in files) if key not in known]
+    new_keys = sorted(present - known)
     if new_keys:
         context.instance.add_dynamic_partitions(local_files.name, new_keys)
+    mapping = folder_mapping.mapping()
     with warehouse.open() as opened:
-        importer = Importer(opened, source, folder_mapping.mapping(), run_id=context.run.run_id)
+        importer = Importer(opened, source, mapping, run_id=context.run.run_id)
         results = _import(context, importer, files)
+        gone = sorted(opened.live_file_ids(source.kind) - {file.file_id for file in files})
+        deletions = apply_deletions(context, opened, mapping, gone)
+    for key in sorted(known - present):
+        context.instance.delete_dynamic_partition(local_files.name, key)
     for file, result in zip(files, results, strict=True):
         if not result.failed:
             context.log_event(
@@ -194,7 +240,10 @@ def local_folder_sync(
                     metadata=file_metadata(result),
                 )
             )
-    return _result(results, _summary(results))
+    metadata = _summary(results)
+    metadata["files_gone"] = len(gone)
+    metadata["rows_retracted"] = sum(outcome.rows_deleted for outcome in deletions)
+    return _result(results, metadata)
 
 
 @asset(

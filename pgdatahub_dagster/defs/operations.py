@@ -2,9 +2,8 @@
 
 from dagster import Config, Failure, OpExecutionContext, job, op
 
-from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL
+from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL, apply_deletions
 from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
-from pgdatahub_dagster.engine.lifecycle import record_deletion
 from pgdatahub_dagster.engine.revert import SELECTORS, revert
 
 
@@ -21,7 +20,10 @@ class RevertConfig(Config):  # type: ignore[misc]
 
 @op(pool=WAREHOUSE_POOL)
 def revert_imports_op(
-    context: OpExecutionContext, config: RevertConfig, warehouse: WarehouseResource
+    context: OpExecutionContext,
+    config: RevertConfig,
+    warehouse: WarehouseResource,
+    folder_mapping: FolderMappingResource,
 ) -> None:
     chosen = {name: getattr(config, name) for name in SELECTORS if getattr(config, name)}
     if len(chosen) != 1:
@@ -32,6 +34,7 @@ def revert_imports_op(
     with warehouse.open() as opened:
         report = revert(
             opened,
+            mapping=folder_mapping.mapping(),
             selector=selector,
             value=value,
             schema=config.undo_schema_changes,
@@ -67,20 +70,8 @@ def handle_deleted_files_op(
     warehouse: WarehouseResource,
     folder_mapping: FolderMappingResource,
 ) -> None:
-    mapping = folder_mapping.mapping()
     with warehouse.open() as opened:
-        for file_id in config.file_ids:
-            outcomes = record_deletion(opened, mapping, file_id, context.run.run_id)
-            if not outcomes:
-                context.log.info(f"DELETED {file_id}: it had no rows loaded")
-            for outcome in outcomes:
-                if outcome.status == "retracted":
-                    removed = f"{outcome.rows_deleted} rows removed from {outcome.table_name}"
-                    context.log.info(f"RETRACTED {outcome.source_file}: {removed}")
-                else:
-                    context.log.info(
-                        f"DELETED {outcome.source_file}: rows kept in {outcome.table_name} (on_delete: keep)"
-                    )
+        apply_deletions(context, opened, folder_mapping.mapping(), config.file_ids)
 
 
 @job(description="Apply on_delete (keep or retract) to files deleted, trashed or moved out of a source.")

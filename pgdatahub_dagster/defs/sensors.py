@@ -53,13 +53,15 @@ def settle_seconds() -> float:
 
 
 def _deletions(
-    source: str, partitions: DynamicPartitionsDefinition, gone: list[str]
+    source: str, partitions: DynamicPartitionsDefinition, gone: list[str], cursor: str | None
 ) -> tuple[list[RunRequest], list[DeleteDynamicPartitionsRequest]]:
     """One run that applies on_delete to the files whose partitions are gone, and the
-    removal of those partitions (so each disappearance is handled once)."""
+    removal of those partitions (so each disappearance is handled once). The run key holds
+    the cursor the tick started from: a re-evaluated tick asks for the same run, while a
+    file deleted, restored and deleted again gets a new one."""
     if not gone:
         return [], []
-    digest = hashlib.sha256("\n".join(sorted(gone)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([cursor or "", *sorted(gone)]).encode()).hexdigest()[:16]
     request = RunRequest(
         job_name=handle_deleted_files.name,
         run_key=f"deleted:{digest}",
@@ -83,8 +85,9 @@ def _request_import(
     known: set[str],
     new_keys: list[str],
 ) -> RunRequest:
-    """One run for a new or changed file; its run key (file id and content version) makes a
-    repeated request for the same content a no-op."""
+    """One run for a new or changed file. Its run key (file id and version) is new at every
+    change of the file, restored content included, and the same when a tick is evaluated
+    again; a run that finds its work done records ``skipped``."""
     key = partition_key_for(file.file_id)
     label = file.path if file.path == file.file_id else f"{file.path} ({file.file_id})"
     if key in known:
@@ -142,7 +145,7 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
     gone = sorted(known - {partition_key_for(state.file.file_id) for state in states})
     for key in gone:
         context.log.info(f"REMOVED {file_id_for(key)}: no longer in the folder")
-    runs, removals = _deletions("local", local_files, gone)
+    runs, removals = _deletions("local", local_files, gone, context.cursor)
 
     pending = sorted(
         (state for state in states if cursor.is_unhandled(state)),
@@ -203,7 +206,7 @@ def drive_sensor(
     skipped = result.ignored + len(result.removed) - len(gone)
     if skipped:
         context.log.info(f"SKIPPED {skipped} changes outside the watched folders or not spreadsheets")
-    runs, removals = _deletions("drive", drive_files, gone)
+    runs, removals = _deletions("drive", drive_files, gone, context.cursor)
     if result.found:
         context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")
     new_keys: list[str] = []

@@ -1,8 +1,9 @@
 """One file through every stage: read → normalise → dedup → evolve the schema → load.
 
-Each file is one transaction: its rows, its schema changes and its ``success`` ledger row
-commit together. On any error all of it rolls back and a ``failed`` ledger row records
-the file and the reason; the caller goes on with the next file.
+Each file is one transaction: its rows, its ownership records, its schema changes and its
+``success`` ledger row commit together. On any error all of it rolls back and a ``failed``
+ledger row records the file and the reason; the caller goes on with the next file, and
+the file's earlier version, if any, keeps its rows.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 
@@ -34,11 +35,12 @@ from pgdatahub_dagster.engine.schema.types import cast_to
 from pgdatahub_dagster.engine.sources import Source, SourceFile
 from pgdatahub_dagster.engine.warehouse import (
     LINEAGE_COLUMNS,
-    ContentAlreadyLoaded,
+    HoldingImport,
     ImportRecord,
     Lineage,
     Warehouse,
 )
+from pgdatahub_dagster.engine.warehouse.ownership import Holder, RowOwnership
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,6 @@ class ImportResult:
 @dataclass
 class _Counts:
     rows_read: int = 0
-    rows_inserted: int = 0
     sheet: str | None = None
     changes: list[SchemaChange] = field(default_factory=list)
 
@@ -108,18 +109,15 @@ class Importer:
             run_id=self.run_id,
             started_at=started_at,
             finished_at=started_at,
+            source=self.source.kind,
+            modified_at=file.modified_at,
         )
         counts = _Counts()
-        earlier: str | None = None
         try:
             with self.source.fetch(file) as copy:
                 record.file_sha256 = copy.sha256
-                earlier = self.warehouse.find_loaded(settings.table, copy.sha256)
-                if earlier is None:
-                    with self.warehouse.transaction():
-                        self._load(copy.path, file, settings, record, counts)
-        except ContentAlreadyLoaded:
-            earlier = self.warehouse.find_loaded(settings.table, record.file_sha256)
+                with self.warehouse.transaction():
+                    self._import(copy.path, file, settings, record, counts)
         except FileImportError as error:
             record.error = str(error)
         except WarehouseError:
@@ -128,43 +126,99 @@ class Importer:
             record.error = f"{file.path}: the database refused the data: {str(error).splitlines()[0]}"
         except (OSError, PgDataHubError, pl.exceptions.PolarsError, ValueError) as error:
             record.error = f"{file.path}: {type(error).__name__}: {error}"
-        if record.status == "success":
-            log.info("DONE %s → %s: %d new rows", file.path, settings.table, record.rows_inserted)
+        if record.error is None:
+            if record.status == "skipped":
+                log.info("SKIPPED %s: %s", file.path, skip_reason(record))
+            else:
+                log.info("DONE %s → %s: %d new rows", file.path, settings.table, record.rows_inserted)
             return ImportResult(record, counts.changes)
-        self._record_outcome(record, earlier, counts)
+        self._record_failure(record, counts)
         return ImportResult(record)
 
-    def _record_outcome(self, record: ImportRecord, earlier: str | None, counts: _Counts) -> None:
-        """Write the ledger row of a skipped or failed import, in its own transaction."""
-        if record.error is None:
-            record.status = "skipped"
-            record.duplicate_of = earlier
-            log.info("SKIPPED %s: %s", record.source_file, skip_reason(record))
-        else:
-            log.warning("FAILED %s", record.error)
+    def _record_failure(self, record: ImportRecord, counts: _Counts) -> None:
+        """Write the ledger row of a failed import, in its own transaction: everything the
+        import did was rolled back, so the file's earlier version (if any) still holds."""
+        log.warning("FAILED %s", record.error)
+        record.status = "failed"
         record.rows_read = record.rows_inserted = record.rows_duplicate = record.rows_deleted = 0
-        record.replaced_import_id = None
+        record.rows_held = 0
+        record.replaced_import_id = record.duplicate_of = None
         record.sheet_name = counts.sheet
         record.finished_at = datetime.now(UTC)
         with self.warehouse.transaction():
             self.warehouse.record_import(record)
 
-    def _load(
+    def _import(
         self, path: Path, file: SourceFile, settings: FolderSettings, record: ImportRecord, counts: _Counts
     ) -> None:
+        """Everything one file does to the warehouse, inside its transaction."""
         warehouse, table = self.warehouse, settings.table
-        warehouse.lock(table)
-        # A concurrent import of the same content may have committed while we waited.
-        if warehouse.find_loaded(table, record.file_sha256) is not None:
-            raise ContentAlreadyLoaded(file.path)
-        # A file whose content changed: its earlier version's rows give way to the new
-        # ones in this same transaction, so the table never shows both versions.
-        earlier_versions = warehouse.successful_imports(table, file.file_id)
-        if earlier_versions:
-            record.rows_deleted = warehouse.delete_file_rows(table, file.file_id)
-            record.replaced_import_id = earlier_versions[-1]
-            warehouse.retire_imports(earlier_versions, "replaced")
+        # Lock every table the file touches, in one order, so concurrent imports never deadlock.
+        earlier = warehouse.holding_imports(file.file_id)
+        for name in sorted({table} | {h.table_name for h in earlier}):
+            warehouse.lock(name)
+        earlier = warehouse.holding_imports(file.file_id)  # as of now that we hold the locks
+        # The file now maps to another table (its folder moved or was mapped anew): its rows
+        # leave the tables it was in before, as a fresh import would not put them there.
+        for old in (h for h in earlier if h.table_name != table):
+            old_settings = self.mapping.settings_for(
+                PurePosixPath(old.source_file).parent.parts, self.source.root_name_for(file)
+            )
+            ownership = RowOwnership(warehouse, old.table_name, old_settings.prefer)
+            record.rows_deleted += ownership.release(
+                [(old.id, old.source_file_id, old.file_sha256)], "replaced"
+            )
+        here = [h for h in earlier if h.table_name == table]
+        ownership = RowOwnership(warehouse, table, settings.prefer)
+        unchanged = next((h for h in here if h.file_sha256 == record.file_sha256), None)
+        if unchanged is not None:
+            self._refresh(unchanged, file, ownership, record)
+            return
+        record.status = "success"
+        warehouse.record_import(record)
+        replaced_shas = [h.file_sha256 for h in here]
+        if here:
+            # The earlier version gives way: it stops holding rows, and the rows only it
+            # supplied wait to be taken over in place by this version (or removed at the end).
+            ownership.retire([h.id for h in here], "replaced")
+            record.replaced_import_id = here[-1].id
+        self._load(path, file, settings, record, counts, ownership, replaced_shas)
+        record.rows_deleted += ownership.remove_orphans(file.file_id, replaced_shas)
+        record.finished_at = datetime.now(UTC)
+        warehouse.update_import(record)
+
+    def _refresh(
+        self, unchanged: HoldingImport, file: SourceFile, ownership: RowOwnership, record: ImportRecord
+    ) -> None:
+        """The content is already loaded for this file: nothing is read. Its rank may have
+        changed (touched, renamed, restored after a deletion under ``keep``), and a fresh
+        import would rank it anew, so the keys it holds are decided again."""
+        warehouse = self.warehouse
+        record.status = "skipped"
+        record.duplicate_of = unchanged.source_file
+        now = ("success", file.path, file.modified_at)
+        if (unchanged.status, unchanged.source_file, unchanged.modified_at) != now:
+            warehouse.set_rank(unchanged.id, *now)
+            if unchanged.source_file != file.path:
+                ownership.rename(file.file_id, unchanged.file_sha256, file.path)
+            ownership.refresh(unchanged.id, file.file_id, unchanged.file_sha256)
+        record.finished_at = datetime.now(UTC)
+        warehouse.record_import(record)
+
+    def _load(
+        self,
+        path: Path,
+        file: SourceFile,
+        settings: FolderSettings,
+        record: ImportRecord,
+        counts: _Counts,
+        ownership: RowOwnership,
+        replaced_shas: list[str],
+    ) -> None:
+        warehouse, table = self.warehouse, settings.table
         lineage = Lineage(file.path, file.file_id, record.file_sha256, record.started_at)
+        holder = Holder(record.id, lineage)
+        first_batch = True
         with open_table(
             path,
             file.path,
@@ -193,22 +247,20 @@ class Importer:
                 frame = frame.with_columns(
                     cast_to(frame[name], kind) for name, kind in plan.load_types.items()
                 )
-                counts.rows_inserted += warehouse.insert_new_rows(table, frame, plan.load_types, lineage)
-        warehouse.claim_content(table, record.file_sha256, record.id, file.path)
+                merged = ownership.load_batch(frame, plan.load_types, holder, replaced_shas, first_batch)
+                first_batch = False
+                record.rows_inserted += merged.supplied
+                record.rows_held += merged.held
         record.sheet_name = counts.sheet
         record.rows_read = counts.rows_read
-        record.rows_inserted = counts.rows_inserted
-        record.rows_duplicate = counts.rows_read - counts.rows_inserted
-        record.status = "success"
-        record.finished_at = datetime.now(UTC)
-        warehouse.record_import(record)
+        record.rows_duplicate = counts.rows_read - record.rows_inserted
 
 
 def skip_reason(record: ImportRecord) -> str:
-    """Why a file was skipped, in words: the same file again, or a copy of another."""
-    if record.duplicate_of == record.source_file:
+    """Why a file was skipped, in words: its content is already loaded."""
+    if record.duplicate_of in (None, record.source_file):
         return f"already imported into {record.table_name}, unchanged"
-    return f"same content as {record.duplicate_of}, already in {record.table_name}"
+    return f"already imported into {record.table_name} as {record.duplicate_of}, unchanged"
 
 
 def _key_columns(settings: FolderSettings, names: Sequence[str], source_file: str) -> tuple[str, ...] | None:

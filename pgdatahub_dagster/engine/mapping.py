@@ -27,8 +27,10 @@ import yaml
 from pgdatahub_dagster.engine.errors import ConfigError
 from pgdatahub_dagster.engine.normalise.columns import clean_identifier
 
-FOLDER_SETTINGS = ("table", "sheet", "unique_key", "header_row", "phone_region", "on_delete")
+FOLDER_SETTINGS = ("table", "sheet", "unique_key", "header_row", "phone_region", "on_delete", "prefer")
 ON_DELETE_CHOICES = ("keep", "retract")
+#: Whose values a row shows when files holding its key disagree (``ownership.py``).
+PREFER_CHOICES = ("newest", "oldest")
 TOP_LEVEL_SETTINGS = ("default_sheet",)
 DEFAULT_PHONE_REGION = "US"
 
@@ -51,6 +53,9 @@ class FolderSettings:
     phone_region: str = DEFAULT_PHONE_REGION
     #: What a deleted or trashed file does to its rows: ``keep`` them, or ``retract`` them.
     on_delete: str = "keep"
+    #: Where files sharing a row key disagree on its other columns, the row shows the values
+    #: of the ``newest`` file (latest modification time) or the ``oldest``; then the smaller path.
+    prefer: str = "newest"
 
 
 @dataclass
@@ -146,12 +151,11 @@ class FolderMapping:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise self._error(node, "header_row must be a row number, 1 for the first row")
             return value
-        if key == "on_delete":
+        if key in ("on_delete", "prefer"):
+            choices = ON_DELETE_CHOICES if key == "on_delete" else PREFER_CHOICES
             choice = self._string(key, node).lower()
-            if choice not in ON_DELETE_CHOICES:
-                raise self._error(
-                    node, f"on_delete must be one of {', '.join(ON_DELETE_CHOICES)}, not {choice!r}"
-                )
+            if choice not in choices:
+                raise self._error(node, f"{key} must be one of {', '.join(choices)}, not {choice!r}")
             return choice
         # phone_region
         region = self._string(key, node).upper()

@@ -8,6 +8,7 @@ from typing import Any
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN as ROW_KEY
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, Warehouse
+from pgdatahub_dagster.engine.warehouse.base import HOLDING_STATUSES
 
 
 @dataclass(frozen=True)
@@ -74,20 +75,30 @@ def recent_imports(warehouse: Warehouse, limit: int = 20, status: str | None = N
 
 
 def ledger_mismatches(warehouse: Warehouse) -> dict[str, tuple[int, int]]:
-    """Tables whose row count differs from the rows their live imports inserted:
-    ``{table: (rows in the table, rows the ledger accounts for)}``. Empty when all agree."""
+    """Tables whose ownership records disagree with the ledger: ``{table: (holdings found,
+    holdings the ledger accounts for)}``. Empty when all agree.
+
+    Every live (or kept) import holds ``rows_held`` keys; each is either a data row it
+    supplies or a row of the table's holders table. A data row whose supplier no longer
+    holds rows, or a holders row of such an import, counts as found but unaccounted for.
+    """
+    statuses = ", ".join(f"'{status}'" for status in HOLDING_STATUSES)
     accounted = warehouse.fetchall(
-        f"SELECT table_name, SUM(rows_inserted) FROM {LEDGER_TABLE} "
-        "WHERE status = 'success' GROUP BY table_name"
+        f"SELECT table_name, SUM(rows_held) FROM {LEDGER_TABLE} "
+        f"WHERE status IN ({statuses}) GROUP BY table_name"
     )
+    expected = {str(table): int(held) for table, held in accounted}
+    tables = {str(row[0]) for row in warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE}")}
     mismatches = {}
-    for table, inserted in accounted:
-        if warehouse.table_columns(table) is None:
-            mismatches[table] = (0, int(inserted))
-            continue
-        count = int(warehouse.fetchall(f"SELECT count(*) FROM {warehouse.quote(table)}")[0][0])
-        if count != int(inserted):
-            mismatches[table] = (count, int(inserted))
+    for table in sorted(tables):
+        found = 0
+        if warehouse.table_exists(table):
+            found = warehouse.count(table)
+            holders = warehouse.holders_table(table)
+            if holders is not None:
+                found += int(warehouse.fetchall(f"SELECT count(*) FROM {holders}")[0][0])
+        if found != expected.get(table, 0):
+            mismatches[table] = (found, expected.get(table, 0))
     return mismatches
 
 

@@ -1,7 +1,9 @@
 """Undo imports: by file path, file id, content hash or run.
 
-The rows of each selected import are deleted and its ledger row becomes ``reverted``, all
-in one transaction; the content is released, so the same file can be imported again.
+Each selected import gives its rows up and its ledger row becomes ``reverted``, all in one
+transaction, under the same ownership rule as a deleted file: a row another file still
+holds stays, showing that file's values. Importing the same file again (the next full
+sync does, as the file is still there) brings its rows back.
 With ``schema``, the schema changes those imports made are undone where that is safe: a
 column they added is dropped once no row uses it, a table they created once it is empty.
 Type widening is never undone: narrowing could not hold the values written since.
@@ -11,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 
 from pgdatahub_dagster.engine.errors import PgDataHubError
+from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.schema import SchemaChange
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, SCHEMA_CHANGES_TABLE, Warehouse
+from pgdatahub_dagster.engine.warehouse.ownership import RowOwnership
 
 SELECTORS = {"file": "source_file", "file_id": "source_file_id", "sha256": "file_sha256", "run": "run_id"}
 
@@ -59,6 +64,7 @@ class _DryRun(Exception):
 def revert(
     warehouse: Warehouse,
     *,
+    mapping: FolderMapping | None = None,
     selector: str,
     value: str,
     schema: bool = False,
@@ -67,21 +73,24 @@ def revert(
 ) -> RevertReport:
     """Revert the successful imports whose ``selector`` (file, file_id, sha256 or run)
     equals ``value``. A dry run does everything, reports it, and rolls it back."""
+    mapping = mapping or FolderMapping()
     if selector not in SELECTORS:
         raise RevertError(f"revert by one of {', '.join(SELECTORS)}, not {selector!r}")
     p = warehouse.placeholder
-    targets = warehouse.fetchall(
-        f"SELECT id, table_name, source_file, source_file_id, file_sha256 FROM {LEDGER_TABLE} "
-        f"WHERE status = 'success' AND {SELECTORS[selector]} = {p} ORDER BY id",
-        (value,),
-    )
     report = RevertReport(dry_run=dry_run)
     try:
         with warehouse.transaction():
-            for import_id, table, source_file, source_file_id, file_sha256 in targets:
+            targets = warehouse.fetchall(
+                f"SELECT id, table_name, source_file, source_file_id, file_sha256 FROM {LEDGER_TABLE} "
+                f"WHERE status IN ('success', 'kept') AND {SELECTORS[selector]} = {p} ORDER BY id",
+                (value,),
+            )
+            for table in sorted({row[1] for row in targets}):
                 warehouse.lock(table)
-                removed = warehouse.delete_file_rows(table, source_file_id, file_sha256)
-                warehouse.retire_imports([import_id], "reverted")
+            for import_id, table, source_file, source_file_id, file_sha256 in targets:
+                settings = mapping.settings_for(PurePosixPath(source_file).parent.parts, root_name="")
+                ownership = RowOwnership(warehouse, table, settings.prefer)
+                removed = ownership.release([(import_id, source_file_id, file_sha256)], "reverted")
                 report.imports.append(RevertedImport(import_id, table, source_file, file_sha256, removed))
             if schema and targets:
                 report.schema = _undo_schema_changes(warehouse, [int(row[0]) for row in targets], run_id)
@@ -111,6 +120,7 @@ def _undo_schema_changes(warehouse: Warehouse, import_ids: list[int], run_id: st
             undone.append(SchemaUndo(table, "create_table", None, False, f"kept: {remaining} rows remain"))
             continue
         warehouse.execute(f"DROP TABLE {warehouse.quote(table)}")
+        RowOwnership(warehouse, table).drop_holders()
         _audit(warehouse, import_id, table, SchemaChange("drop_table", None, None, None), source_file, run_id)
         undone.append(SchemaUndo(table, "create_table", None, True, "undone"))
         dropped_tables.add(table)

@@ -114,15 +114,24 @@ def test_add_rename_move_modify_and_trash(
 
     drive_server.rename(drive_tree["a"], "a-renamed.csv")
     drive_server.move(drive_tree["eu_file"], drive_tree["leads"])
-    assert daemon.run(daemon.tick()) == []  # same content: no new runs, nothing added
+    # Each is a new revision: a fresh import would name the new path, and put eu.xlsx,
+    # now in Leads, into leads. The renamed file is not read again (same content).
+    assert sorted(daemon.run(daemon.tick())) == sorted([drive_tree["a"], drive_tree["eu_file"]])
     assert _rows(warehouse_url, "SELECT count(*) FROM etl_imports WHERE status = 'success'") == imported
+    assert _rows(warehouse_url, "SELECT DISTINCT source_file FROM leads WHERE name IN ('Acme', 'Blue')") == [
+        ("Leads/a-renamed.csv",)
+    ]
+    assert _rows(warehouse_url, "SELECT source_file FROM leads WHERE name = 'Café Zürich'") == [
+        ("Leads/eu.xlsx",)
+    ]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads_eu") == [(0,)]
 
     drive_server.update_content(drive_tree["a"], b"name,city\nAcme,Oslo\nBlue,Rome\nCorner,Oslo\n")
     new = drive_server.add_file("new.csv", drive_tree["eu"], b"name,city\nFoxtrot,Wien\n")
     assert sorted(daemon.run(daemon.tick())) == sorted([drive_tree["a"], new])
     assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Corner'") == [(1,)]
     assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Acme'") == [(1,)]
-    assert _rows(warehouse_url, "SELECT name FROM leads_eu ORDER BY name") == [("Café Zürich",), ("Foxtrot",)]
+    assert _rows(warehouse_url, "SELECT name FROM leads_eu ORDER BY name") == [("Foxtrot",)]
 
     drive_server.trash(drive_tree["a"])
     result = daemon.tick()

@@ -47,7 +47,7 @@ def test_first_tick_requests_every_file_then_goes_idle(
     assert [r.partition_key for r in requests] == ["leads/a.csv", "leads/b.csv"]
     for request in requests:
         stat = (source_dir / request.partition_key).stat()
-        assert request.run_key == f"{request.partition_key}:{stat.st_size}-{stat.st_mtime_ns}"
+        assert request.run_key == f"{request.partition_key}:{stat.st_ctime_ns}"
     assert set(instance.get_dynamic_partitions(local_files.name)) == {"leads/a.csv", "leads/b.csv"}
     assert first.cursor is not None and len(first.cursor) < 200
     assert json.loads(first.cursor)["handled_at_changed_ns"]
@@ -87,10 +87,18 @@ def test_changed_added_and_renamed_files_are_found(
     with connect(warehouse_url) as warehouse:
         names = warehouse.fetchall("SELECT name FROM leads ORDER BY name")
         assert names == [("Acme",), ("Blue",), ("Corner",), ("Delta",)]
+        # A renamed file is a new file holding the same rows: they now show its name, as a
+        # fresh import would, and b.csv (deleted under on_delete: keep) is ranked below it.
         renamed = warehouse.fetchall(
-            "SELECT status, duplicate_of FROM etl_imports WHERE source_file = 'leads/renamed.csv'"
+            "SELECT status, rows_inserted FROM etl_imports WHERE source_file = 'leads/renamed.csv'"
         )
-        assert renamed == [("skipped", "leads/b.csv")]
+        assert renamed == [("success", 1)]
+        assert warehouse.fetchall("SELECT source_file FROM leads WHERE name = 'Blue'") == [
+            ("leads/renamed.csv",)
+        ]
+        assert warehouse.fetchall(
+            "SELECT status FROM etl_imports WHERE source_file = 'leads/b.csv' ORDER BY id"
+        ) == [("kept",), ("deleted",)]
 
 
 def test_long_listings_are_spread_over_ticks(
@@ -142,8 +150,9 @@ def test_deleted_files_lose_their_partition_and_follow_on_delete(
             "SELECT status FROM etl_imports WHERE source_file = 'leads/a.csv' ORDER BY id"
         )
     if on_delete == "keep":
+        # The import is kept (it still holds its rows, ranked below live files).
         assert names == [("Acme",), ("Blue",), ("Corner",)]
-        assert ledger == [("success",), ("deleted",)]
+        assert ledger == [("kept",), ("deleted",)]
     else:
         assert names == [("Corner",)]
         assert ledger == [("retracted",), ("retracted",)]

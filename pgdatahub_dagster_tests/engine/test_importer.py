@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
 from pgdatahub_dagster.engine.mapping import FolderMapping
+from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
@@ -62,24 +62,66 @@ def messy_leads(root: Path) -> None:
             ]
         },
     )
+    # January's export is older than February's.
+    os.utime(root / "leads" / "1-jan.csv", (1_700_000_000, 1_700_000_000))
+    os.utime(root / "leads" / "2-feb.xlsx", (1_702_000_000, 1_702_000_000))
 
 
 def test_messy_folder_gives_one_row_per_business(warehouse_url: str, tmp_path: Path) -> None:
     messy_leads(tmp_path)
     results = run_import(warehouse_url, tmp_path, LEADS_MAPPING)
     assert statuses(results) == {"leads/2-feb.xlsx": "success", "leads/1-jan.csv": "success"}
-    rows = query(warehouse_url, "SELECT business_name, address, phone, zip FROM leads ORDER BY business_name")
-    # Stored values are the first occurrence, trimmed; never the lower-cased key.
+    rows = query(
+        warehouse_url,
+        "SELECT business_name, address, phone, zip, source_file FROM leads ORDER BY lower(business_name)",
+    )
+    # Where both files hold a business, the newer file's values show (prefer: newest), as
+    # stored in it, never the lower-cased key; inside one file the first occurrence counts.
     assert rows == [
-        ("Acme Plumbing", "12 Main St", "(555) 123-4567", "01234"),
-        ("Blue Bakery", "3 Elm Rd", "555.987.6543", "02115"),
-        ("Corner Café", "7 Oak Ave", "555 222 3333", "10001"),
+        ("acme plumbing", "12 Main St", "555-123-4567", "01234", "leads/2-feb.xlsx"),
+        ("Blue Bakery", "3 Elm Rd", "(555) 987-6543", "02115", "leads/2-feb.xlsx"),
+        ("Corner Café", "7 Oak Ave", "555 222 3333", "10001", "leads/2-feb.xlsx"),
     ]
     ledger = {
         r.record.source_file: (r.record.rows_read, r.record.rows_inserted, r.record.rows_duplicate)
         for r in results
     }
-    assert ledger == {"leads/1-jan.csv": (3, 2, 1), "leads/2-feb.xlsx": (3, 1, 2)}
+    # January supplied two rows when it was imported; February took them over and added one.
+    assert ledger == {"leads/1-jan.csv": (3, 2, 1), "leads/2-feb.xlsx": (3, 3, 0)}
+    assert {r.record.source_file: r.record.rows_held for r in results} == {
+        "leads/1-jan.csv": 2,
+        "leads/2-feb.xlsx": 3,
+    }
+
+
+def test_prefer_oldest_shows_the_older_files_values(warehouse_url: str, tmp_path: Path) -> None:
+    messy_leads(tmp_path)
+    run_import(warehouse_url, tmp_path, LEADS_MAPPING + "  prefer: oldest\n")
+    rows = query(
+        warehouse_url, "SELECT business_name, phone, source_file FROM leads ORDER BY lower(business_name)"
+    )
+    assert rows == [
+        ("Acme Plumbing", "(555) 123-4567", "leads/1-jan.csv"),
+        ("Blue Bakery", "555.987.6543", "leads/1-jan.csv"),
+        ("Corner Café", "555 222 3333", "leads/2-feb.xlsx"),
+    ]
+
+
+def test_the_rule_does_not_depend_on_the_order_of_imports(warehouse_url: str, tmp_path: Path) -> None:
+    """February imported first, January later: the same table as in path order."""
+    messy_leads(tmp_path)
+    with connect(warehouse_url) as warehouse:
+        importer = Importer(warehouse, LocalFolderSource(tmp_path), FolderMapping.parse(LEADS_MAPPING))
+        files = sorted(importer.source.list_files(), key=lambda f: f.path, reverse=True)
+        assert [importer.import_file(f).status for f in files] == ["success", "success"]
+    rows = query(
+        warehouse_url, "SELECT business_name, phone, source_file FROM leads ORDER BY lower(business_name)"
+    )
+    assert rows == [
+        ("acme plumbing", "555-123-4567", "leads/2-feb.xlsx"),
+        ("Blue Bakery", "(555) 987-6543", "leads/2-feb.xlsx"),
+        ("Corner Café", "555 222 3333", "leads/2-feb.xlsx"),
+    ]
 
 
 def test_second_run_adds_nothing(warehouse_url: str, tmp_path: Path) -> None:
@@ -96,7 +138,7 @@ def test_second_run_adds_nothing(warehouse_url: str, tmp_path: Path) -> None:
     ]
 
 
-def test_copy_rename_or_move_adds_nothing(warehouse_url: str, tmp_path: Path) -> None:
+def test_copy_rename_or_move_adds_no_rows_and_holds_them_too(warehouse_url: str, tmp_path: Path) -> None:
     messy_leads(tmp_path)
     run_import(warehouse_url, tmp_path, LEADS_MAPPING)
     shutil.copy(tmp_path / "leads" / "1-jan.csv", tmp_path / "leads" / "copy of 1-jan.csv")
@@ -104,11 +146,16 @@ def test_copy_rename_or_move_adds_nothing(warehouse_url: str, tmp_path: Path) ->
     (tmp_path / "leads" / "2-feb.xlsx").rename(tmp_path / "leads" / "2024" / "february.xlsx")
     results = run_import(warehouse_url, tmp_path, LEADS_MAPPING)
     by_file = {r.record.source_file: r.record for r in results}
-    assert by_file["leads/copy of 1-jan.csv"].status == "skipped"
-    assert by_file["leads/copy of 1-jan.csv"].duplicate_of == "leads/1-jan.csv"
-    assert by_file["leads/2024/february.xlsx"].status == "skipped"
-    assert by_file["leads/2024/february.xlsx"].duplicate_of == "leads/2-feb.xlsx"
+    assert by_file["leads/1-jan.csv"].status == "skipped"
+    # The copy and the moved file are files of their own: they hold the rows they contain
+    # (so deleting the original leaves them), but add none.
+    assert by_file["leads/copy of 1-jan.csv"].status == "success"
+    assert by_file["leads/copy of 1-jan.csv"].rows_held == 2
+    assert by_file["leads/2024/february.xlsx"].status == "success"
+    assert by_file["leads/2024/february.xlsx"].rows_held == 3
     assert query(warehouse_url, "SELECT count(*) FROM leads") == [(3,)]
+    with connect(warehouse_url) as warehouse:
+        assert ledger_mismatches(warehouse) == {}
 
 
 def test_same_content_in_another_table_is_imported(warehouse_url: str, tmp_path: Path) -> None:
@@ -235,17 +282,6 @@ def test_hostile_names_are_cleaned_and_quoted(warehouse_url: str, tmp_path: Path
     assert query(warehouse_url, "SELECT count(*) FROM etl_imports") == [(1,)]
 
 
-def test_content_is_claimed_once_per_table_in_the_database(warehouse_url: str) -> None:
-    from pgdatahub_dagster.engine.warehouse import ContentAlreadyLoaded
-
-    with connect(warehouse_url) as warehouse:
-        with warehouse.transaction():
-            warehouse.claim_content("t", "abc", 1, "first.csv")
-        with pytest.raises(ContentAlreadyLoaded), warehouse.transaction():
-            warehouse.claim_content("t", "abc", 2, "second.csv")
-        assert warehouse.find_loaded("t", "abc") == "first.csv"
-
-
 def test_calamine_corpus_imports_or_fails_cleanly_per_file(
     warehouse_url: str, calamine_fixtures: Path
 ) -> None:
@@ -269,18 +305,21 @@ def test_calamine_corpus_imports_or_fails_cleanly_per_file(
 
 
 def _assert_ledger_matches_tables(warehouse: Warehouse) -> None:
-    rows = warehouse.fetchall(
-        "SELECT table_name, SUM(rows_inserted) FROM etl_imports WHERE status = 'success' GROUP BY table_name"
-    )
-    for table, inserted in rows:
-        assert warehouse.fetchall(f"SELECT count(*) FROM {warehouse.quote(table)}") == [(inserted,)]
+    assert ledger_mismatches(warehouse) == {}
+    assert duplicate_keys(warehouse) == {}
 
 
 def test_an_empty_key_column_keys_rows_the_same_in_every_file(warehouse_url: str, tmp_path: Path) -> None:
     mapping = "leads:\n  unique_key: [business_name, phone]\n"
     write_csv(tmp_path / "leads" / "a.csv", "business_name,phone\nAcme,\nBlue,555 123 4567\n")
     write_csv(tmp_path / "leads" / "b.csv", "business_name,phone,city\nAcme,,Oslo\n")  # phone all empty here
+    os.utime(tmp_path / "leads" / "a.csv", (1_700_000_000, 1_700_000_000))
+    os.utime(tmp_path / "leads" / "b.csv", (1_702_000_000, 1_702_000_000))
     results = run_import(warehouse_url, tmp_path, mapping)
     by_file = {r.record.source_file: r.record for r in results}
-    assert (by_file["leads/b.csv"].rows_read, by_file["leads/b.csv"].rows_inserted) == (1, 0)
-    assert query(warehouse_url, "SELECT count(*) FROM leads") == [(2,)]
+    # b's Acme is a's Acme: one row, showing the newer file's values.
+    assert (by_file["leads/b.csv"].rows_read, by_file["leads/b.csv"].rows_held) == (1, 1)
+    assert query(warehouse_url, "SELECT business_name, city FROM leads ORDER BY business_name") == [
+        ("Acme", "Oslo"),
+        ("Blue", None),
+    ]

@@ -6,22 +6,28 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
+
+from pgdatahub_dagster.engine.errors import PgDataHubError
 
 
 @dataclass(frozen=True)
 class SourceFile:
     """One spreadsheet in a source.
 
-    ``file_id`` is the stable identity (a Drive file id; locally the relative path), and
-    ``version`` changes whenever the content may have changed (Drive's md5 or version,
-    locally size and modification time); together they make a run key. ``path`` is
-    relative to the root folder the file lives under.
+    ``file_id`` is the stable identity (a Drive file id; locally the relative path).
+    ``version`` changes at every change of the file and never returns to an earlier value,
+    even when the content does (Drive's version number, locally the change time), so
+    together they make a run key that is never used twice for work that is needed.
+    ``path`` is relative to the root folder the file lives under. ``modified_at`` ranks the
+    files that hold the same row key (``prefer``).
     """
 
     file_id: str
     path: str
     version: str
+    modified_at: datetime | None = None
 
     @property
     def folder(self) -> tuple[str, ...]:
@@ -39,6 +45,11 @@ class LocalCopy:
 
     path: Path
     sha256: str
+
+
+class SourceUnavailableError(PgDataHubError):
+    """The source itself cannot be read (a missing or unmounted folder): a system fault,
+    never a reason to take its files for deleted."""
 
 
 class Source(ABC):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgdatahub_dagster.engine.dedup.fingerprint import sha256_of_file
+from pgdatahub_dagster.engine.errors import FileImportError
 from pgdatahub_dagster.engine.read import is_supported
-from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile
+from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile, SourceUnavailableError
+
+_CHUNK_BYTES = 1024 * 1024
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class FileChangedWhileReading(FileImportError):
+    """The file was being written while it was copied; its next change brings it back."""
 
 
 @dataclass(frozen=True)
@@ -32,11 +42,22 @@ class LocalFolderSource(Source):
     def _state(self, path: Path) -> LocalFileState:
         stat = path.stat()
         relative = path.relative_to(self.root).as_posix()
-        version = f"{stat.st_size}-{stat.st_mtime_ns}"
-        return LocalFileState(SourceFile(relative, relative, version), stat.st_ctime_ns, stat.st_mtime_ns)
+        modified_at = _EPOCH + timedelta(microseconds=stat.st_mtime_ns // 1000)
+        # The change time: every write, copy, rename and move advances it, and nobody can set
+        # it back, so a file restored to earlier content still gets a new version.
+        file = SourceFile(relative, relative, str(stat.st_ctime_ns), modified_at)
+        return LocalFileState(file, stat.st_ctime_ns, stat.st_mtime_ns)
+
+    def check_available(self) -> None:
+        if not self.root.is_dir():
+            raise SourceUnavailableError(
+                f"the source folder {self.root} does not exist or is not a folder "
+                "(a typo in PGDATAHUB_SOURCE_DIR, or an unmounted share); nothing was imported or deleted"
+            )
 
     def scan(self) -> Iterator[LocalFileState]:
         """Every supported file with its change times, hidden folders skipped."""
+        self.check_available()
         for directory, folders, files in os.walk(self.root):
             folders[:] = sorted(name for name in folders if not name.startswith("."))
             for name in sorted(files):
@@ -51,6 +72,7 @@ class LocalFolderSource(Source):
         return (state.file for state in self.scan())
 
     def get_file(self, file_id: str) -> SourceFile:
+        self.check_available()
         path = self.root / file_id
         if not path.resolve().is_relative_to(self.root.resolve()):
             raise FileNotFoundError(f"{file_id}: not a path inside the source folder {self.root}")
@@ -58,9 +80,32 @@ class LocalFolderSource(Source):
             raise FileNotFoundError(f"{file_id}: the file no longer exists under {self.root}")
         return self._state(path).file
 
-    def fetch(self, file: SourceFile) -> AbstractContextManager[LocalCopy]:
+    @contextmanager
+    def fetch(self, file: SourceFile) -> Iterator[LocalCopy]:
+        """A private snapshot of the file, hashed while it is copied, so that the bytes
+        hashed are the bytes loaded. A file written to meanwhile fails this time; the write
+        changes it again, so it is imported at its next change, never torn."""
         path = self.root / file.file_id
-        return nullcontext(LocalCopy(path, sha256_of_file(path)))
+        before = path.stat()
+        digest = hashlib.sha256()
+        handle, name = tempfile.mkstemp(prefix="pgdatahub-local-", suffix=path.suffix.lower())
+        try:
+            with path.open("rb") as source, os.fdopen(handle, "wb") as target:
+                while chunk := source.read(_CHUNK_BYTES):
+                    digest.update(chunk)
+                    target.write(chunk)
+            after = path.stat()
+            if (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
+                after.st_size,
+                after.st_mtime_ns,
+                after.st_ctime_ns,
+            ) or after.st_size != os.stat(name).st_size:
+                raise FileChangedWhileReading(
+                    file.path, "the file changed while it was being read; it is imported at its next change"
+                )
+            yield LocalCopy(Path(name), digest.hexdigest())
+        finally:
+            os.unlink(name)
 
     def root_name_for(self, file: SourceFile) -> str:
         return self.root_name

@@ -10,9 +10,8 @@ from pgdatahub_dagster.engine.settings import redact_url
 from pgdatahub_dagster.engine.warehouse.base import (
     LEDGER_TABLE,
     LINEAGE_COLUMNS,
-    LOADED_FILES_TABLE,
     SCHEMA_CHANGES_TABLE,
-    ContentAlreadyLoaded,
+    HoldingImport,
     ImportRecord,
     Lineage,
     Warehouse,
@@ -21,9 +20,8 @@ from pgdatahub_dagster.engine.warehouse.base import (
 __all__ = [
     "LEDGER_TABLE",
     "LINEAGE_COLUMNS",
-    "LOADED_FILES_TABLE",
     "SCHEMA_CHANGES_TABLE",
-    "ContentAlreadyLoaded",
+    "HoldingImport",
     "ImportRecord",
     "Lineage",
     "Warehouse",

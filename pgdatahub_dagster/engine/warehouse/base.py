@@ -19,13 +19,15 @@ from typing import Any, ClassVar, Self
 import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
-from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 
 LEDGER_TABLE = "etl_imports"
 SCHEMA_CHANGES_TABLE = "etl_schema_changes"
-LOADED_FILES_TABLE = "etl_loaded_files"
+#: Where each data table's holders table lives (see ``ownership.py``), under the table's name.
+HOLDERS_SCHEMA = "pgdatahub_holders"
+#: The temporary table one batch of rows is staged in before it is merged.
+STAGE_TABLE = "pgdatahub_stage"
 
 # Every data table carries these, after the user's columns.
 LINEAGE_COLUMNS: dict[str, str] = {
@@ -99,16 +101,25 @@ class BackgroundLoad:
             raise error
 
 
-class ContentAlreadyLoaded(PgDataHubError):
-    """Another import committed the same content into the same table first."""
-
-
 @dataclass(frozen=True)
 class Lineage:
     source_file: str
     source_file_id: str
     file_sha256: str
     load_timestamp: datetime
+
+
+@dataclass(frozen=True)
+class HoldingImport:
+    """An import that holds rows now (``success`` or ``kept``)."""
+
+    id: int
+    table_name: str
+    source_file: str
+    source_file_id: str
+    file_sha256: str
+    status: str
+    modified_at: datetime | None
 
 
 @dataclass
@@ -135,12 +146,20 @@ class ImportRecord:
     #: The import whose rows a changed file's new version replaced.
     replaced_import_id: int | None = None
     sheet_name: str | None = None
+    #: The kind of source the file came from (``local``, ``drive``).
+    source: str | None = None
+    #: The file's modification time: it ranks files that hold the same row key.
+    modified_at: datetime | None = None
+    #: Distinct row keys (and key-less rows) this import holds, whoever supplies them.
+    rows_held: int = 0
 
 
-#: Ledger statuses. Only ``success`` rows hold rows in the tables: ``replaced``, ``reverted``
-#: and ``retracted`` imports had their rows removed later; ``deleted`` and ``retracted``
-#: rows record a file's disappearance.
-LEDGER_STATUSES = ("success", "skipped", "failed", "replaced", "reverted", "deleted", "retracted")
+#: Ledger statuses. ``success`` imports hold rows in the tables, and so do ``kept`` ones (their
+#: file was deleted under ``on_delete: keep``), ranked below every live file; ``replaced``,
+#: ``reverted`` and ``retracted`` imports gave their rows up later; ``deleted`` and
+#: ``retracted`` rows record a file's disappearance.
+LEDGER_STATUSES = ("success", "skipped", "failed", "replaced", "reverted", "deleted", "retracted", "kept")
+HOLDING_STATUSES = ("success", "kept")
 
 _LEDGER_DDL = (
     f"CREATE SEQUENCE IF NOT EXISTS {LEDGER_TABLE}_id_seq",
@@ -161,17 +180,19 @@ _LEDGER_DDL = (
         started_at TIMESTAMP WITH TIME ZONE NOT NULL,
         finished_at TIMESTAMP WITH TIME ZONE NOT NULL,
         rows_deleted BIGINT NOT NULL,
-        replaced_import_id BIGINT
+        replaced_import_id BIGINT,
+        source TEXT,
+        modified_at TIMESTAMP WITH TIME ZONE,
+        rows_held BIGINT NOT NULL DEFAULT 0
     )""",
-    # One row per (table, content) ever committed: the database, not Python, guarantees
-    # that the same bytes never load twice into a table, even from concurrent runs.
-    f"""CREATE TABLE IF NOT EXISTS {LOADED_FILES_TABLE} (
-        table_name TEXT NOT NULL,
-        file_sha256 TEXT NOT NULL,
-        import_id BIGINT NOT NULL,
-        source_file TEXT NOT NULL,
-        PRIMARY KEY (table_name, file_sha256)
-    )""",
+    # Ledgers written before these columns existed get them.
+    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS source TEXT",
+    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS modified_at TIMESTAMP WITH TIME ZONE",
+    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
+    # Every import looks up the file's earlier imports, and every ownership decision the
+    # import that supplies a row.
+    f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file ON {LEDGER_TABLE} (table_name, source_file_id)",
+    f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file_id ON {LEDGER_TABLE} (source_file_id)",
     f"CREATE SEQUENCE IF NOT EXISTS {SCHEMA_CHANGES_TABLE}_id_seq",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES_TABLE} (
         id BIGINT PRIMARY KEY DEFAULT nextval('{SCHEMA_CHANGES_TABLE}_id_seq'),
@@ -228,11 +249,19 @@ class Warehouse(ABC):
         """Everything inside commits together or not at all."""
 
     @abstractmethod
-    def insert_new_rows(
-        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
-    ) -> int:
-        """Bulk-insert ``frame`` (user columns and ``_row_key``) into ``table``, skipping
-        rows whose key the table already holds; returns the number inserted."""
+    def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
+        """Bulk-insert rows with keys new to ``table``, a table this transaction created and
+        has not indexed yet (``new_rows_for_fresh_table``); returns the number inserted."""
+
+    @abstractmethod
+    def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> AbstractContextManager[str]:
+        """``frame`` (user columns and ``_row_key``) as the temporary table ``STAGE_TABLE``
+        for the duration of the context; yields its name."""
+
+    @abstractmethod
+    def index_holders(self, holders: str, table: str) -> None:
+        """Index a new holders table (``holders`` is its quoted, qualified name) where the
+        database needs indexes to find a key's holders and an import's keys."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -273,6 +302,24 @@ class Warehouse(ABC):
                 (table,),
             )
         ]
+
+    def table_exists(self, table: str, schema: str | None = None) -> bool:
+        p = self.placeholder
+        where = f"table_schema = {p}" if schema else "table_schema = current_schema()"
+        rows = self.fetchall(
+            f"SELECT 1 FROM information_schema.tables WHERE {where} AND table_name = {p}",
+            (schema, table) if schema else (table,),
+        )
+        return bool(rows)
+
+    def count(self, table: str) -> int:
+        return int(self.fetchall(f"SELECT count(*) FROM {self.quote(table)}")[0][0])
+
+    def holders_table(self, table: str) -> str | None:
+        """The quoted name of ``table``'s holders table, if it has one."""
+        if not self.table_exists(table, schema=HOLDERS_SCHEMA):
+            return None
+        return f"{self.quote(HOLDERS_SCHEMA)}.{self.quote(table)}"
 
     def column_names(self, table: str) -> list[str]:
         """Every column of ``table``, lineage included, in order."""
@@ -347,6 +394,12 @@ class Warehouse(ABC):
 
     def drop_column(self, table: str, column: str) -> None:
         self.execute(f"ALTER TABLE {self.quote(table)} DROP COLUMN {self.quote(column)}")
+        self.drop_holders_column(table, column)
+
+    def drop_holders_column(self, table: str, column: str) -> None:
+        holders = self.holders_table(table)
+        if holders is not None:
+            self.execute(f"ALTER TABLE {holders} DROP COLUMN {self.quote(column)}")
 
     def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
         creating = [c for c in changes if c.change_type == "create_table"]
@@ -355,14 +408,23 @@ class Warehouse(ABC):
                 table, {c.column_name: c.new_type for c in changes if c.column_name and c.new_type}
             )
             return
+        # The holders table keeps the data table's user columns, so that a holder's own
+        # values can always take the row's place.
+        holders = self.holders_table(table)
         for change in changes:
             assert change.column_name is not None and change.new_type is not None
+            column = self.quote(change.column_name)
             if change.change_type == "add_column":
-                column = self.quote(change.column_name)
-                self.execute(f"ALTER TABLE {self.quote(table)} ADD COLUMN {column} {change.new_type.value}")
+                for target in filter(None, (self.quote(table), holders)):
+                    self.execute(f"ALTER TABLE {target} ADD COLUMN {column} {change.new_type.value}")
             else:
                 assert change.old_type is not None
                 self.alter_column_type(table, change.column_name, change.old_type, change.new_type)
+                if holders is not None:
+                    self.execute(
+                        f"ALTER TABLE {holders} ALTER COLUMN {column} TYPE {change.new_type.value} "
+                        f"USING {self.cast_sql(column, change.old_type, change.new_type)}"
+                    )
 
     def record_schema_changes(
         self,
@@ -391,59 +453,49 @@ class Warehouse(ABC):
                 ),
             )
 
-    def find_loaded(self, table: str, file_sha256: str) -> str | None:
-        """The source file under which this content was already loaded into ``table``."""
-        p = self.placeholder
-        rows = self.fetchall(
-            f"SELECT source_file FROM {LOADED_FILES_TABLE} WHERE table_name = {p} AND file_sha256 = {p}",
-            (table, file_sha256),
-        )
-        return str(rows[0][0]) if rows else None
-
-    def claim_content(self, table: str, file_sha256: str, import_id: int, source_file: str) -> None:
-        """Mark the content as loaded into ``table``; raises ``ContentAlreadyLoaded`` when a
-        concurrent import got there first."""
-        p = self.placeholder
-        try:
-            self.execute(
-                f"INSERT INTO {LOADED_FILES_TABLE} (table_name, file_sha256, import_id, source_file) "
-                f"VALUES ({p}, {p}, {p}, {p})",
-                (table, file_sha256, import_id, source_file),
-            )
-        except self.unique_violation as error:
-            raise ContentAlreadyLoaded(f"{source_file}: already loaded into {table}") from error
-
     def record_import(self, record: ImportRecord) -> None:
         names = [field.name for field in fields(ImportRecord)]
         values = ", ".join([self.placeholder] * len(names))
         self.execute(f"INSERT INTO {LEDGER_TABLE} ({', '.join(names)}) VALUES ({values})", astuple(record))
 
-    def successful_imports(self, table: str, source_file_id: str) -> list[int]:
-        """Ids of the imports whose rows of this file are in ``table`` now."""
+    def update_import(self, record: ImportRecord) -> None:
+        """Rewrite a ledger row written earlier in the same transaction (its counts)."""
+        names = [field.name for field in fields(ImportRecord) if field.name != "id"]
+        p = self.placeholder
+        assignments = ", ".join(f"{name} = {p}" for name in names)
+        values = [getattr(record, name) for name in names]
+        self.execute(f"UPDATE {LEDGER_TABLE} SET {assignments} WHERE id = {p}", [*values, record.id])
+
+    def holding_imports(self, source_file_id: str) -> list[HoldingImport]:
+        """The imports of a file that hold rows now, in every table, oldest first."""
+        p = self.placeholder
+        statuses = ", ".join(f"'{status}'" for status in HOLDING_STATUSES)
+        rows = self.fetchall(
+            f"SELECT id, table_name, source_file, file_sha256, status, modified_at FROM {LEDGER_TABLE} "
+            f"WHERE source_file_id = {p} AND status IN ({statuses}) ORDER BY id",
+            (source_file_id,),
+        )
+        return [
+            HoldingImport(int(r[0]), str(r[1]), str(r[2]), source_file_id, str(r[3]), str(r[4]), r[5])
+            for r in rows
+        ]
+
+    def live_file_ids(self, source: str) -> set[str]:
+        """Every file of one source whose rows are loaded and which was not deleted since."""
         p = self.placeholder
         rows = self.fetchall(
-            f"SELECT id FROM {LEDGER_TABLE} WHERE table_name = {p} AND source_file_id = {p} "
-            "AND status = 'success' ORDER BY id",
-            (table, source_file_id),
+            f"SELECT DISTINCT source_file_id FROM {LEDGER_TABLE} WHERE source = {p} AND status = 'success'",
+            (source,),
         )
-        return [int(row[0]) for row in rows]
+        return {str(row[0]) for row in rows}
 
-    def delete_file_rows(self, table: str, source_file_id: str, file_sha256: str | None = None) -> int:
-        """Delete a file's rows (of one version, given its sha256); returns how many."""
+    def set_rank(self, import_id: int, status: str, source_file: str, modified_at: datetime | None) -> None:
+        """What ranks an import among the holders of its keys: live or kept, path, time."""
         p = self.placeholder
-        where, params = f"source_file_id = {p}", [source_file_id]
-        if file_sha256 is not None:
-            where, params = where + f" AND file_sha256 = {p}", [source_file_id, file_sha256]
-        return max(self.execute(f"DELETE FROM {self.quote(table)} WHERE {where}", params), 0)
-
-    def retire_imports(self, import_ids: Sequence[int], status: str) -> None:
-        """Mark imports whose rows were removed, and release their content, so the same
-        bytes can be imported again later."""
-        assert status in LEDGER_STATUSES
-        p = self.placeholder
-        for import_id in import_ids:
-            self.execute(f"UPDATE {LEDGER_TABLE} SET status = {p} WHERE id = {p}", (status, import_id))
-            self.execute(f"DELETE FROM {LOADED_FILES_TABLE} WHERE import_id = {p}", (import_id,))
+        self.execute(
+            f"UPDATE {LEDGER_TABLE} SET status = {p}, source_file = {p}, modified_at = {p} WHERE id = {p}",
+            (status, source_file, modified_at, import_id),
+        )
 
     def ledger(self) -> Iterator[dict[str, Any]]:
         """Every ledger row, oldest first."""

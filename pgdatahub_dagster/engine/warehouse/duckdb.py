@@ -1,10 +1,11 @@
 """DuckDB, the embedded default; rows arrive as Arrow.
 
-Into an existing table rows go by ``INSERT … ON CONFLICT DO NOTHING`` against its unique
-``_row_key`` index. A table this very transaction created has no index until just before
-commit: its rows are inserted plainly, filtered by the keys this transaction already put in
-it (``SeenKeys``), which gives the same rows and counts at a fraction of the cost; the index
-built at the end still enforces uniqueness.
+Into an existing table a batch is staged as a temporary table and merged by the shared SQL
+of ``ownership.py``, against the table's unique ``_row_key`` index. A table this very
+transaction created has no index until just before commit: its rows are inserted plainly,
+filtered by the keys this transaction already put in it (``SeenKeys``), which gives the
+same rows and counts at a fraction of the cost; the index built at the end still enforces
+uniqueness.
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ import polars as pl
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
-from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, BackgroundLoad, Lineage, Warehouse
+from pgdatahub_dagster.engine.warehouse.base import (
+    LINEAGE_COLUMNS,
+    STAGE_TABLE,
+    BackgroundLoad,
+    Lineage,
+    Warehouse,
+)
 
-_STAGE_VIEW = "pgdatahub_stage"
+# Each batch arrives as an Arrow table registered under this name.
+_ARROW_VIEW = "pgdatahub_arrow"
 
 
 def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDBPyConnection:
@@ -132,43 +140,63 @@ class DuckDBWarehouse(Warehouse):
         self.execute(f"DROP TABLE {self.quote(table)}")
         self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
         self.create_row_key_index(table)
+        self.drop_holders_column(table, column)
 
-    def insert_new_rows(
-        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
-    ) -> int:
+    def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         columns = frame.columns
         quoted = ", ".join(self.quote(name) for name in columns)
-        selected = ", ".join(
-            f"{self.quote(name)}::UUID" if name == ROW_KEY_COLUMN else self.quote(name) for name in columns
-        )
         lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
-        on_conflict = " ON CONFLICT DO NOTHING"
-        new = self.new_rows_for_fresh_table(table, frame)
-        if new is not None:
-            if new.height == 0:
-                return 0
-            frame, on_conflict = new, ""
         statement = (
             f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
-            f"SELECT {selected}, ?, ?, ?, ? FROM {self.quote(_STAGE_VIEW)}{on_conflict}"
+            f"SELECT {self._selected(columns)}, ?, ?, ?, ? FROM {self.quote(_ARROW_VIEW)}"
         )
         params = [lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp]
-        if on_conflict:
-            self._background.wait()
-            return self._insert(statement, params, frame)
-        # New table: the count is known already, so the insert runs on while the next
-        # batch is prepared.
-        self._background.start(lambda: self._insert(statement, params, frame))
+        # The count is known already, so the insert runs on while the next batch is prepared.
+        self._background.start(lambda: self._with_arrow(frame, statement, params))
         return frame.height
 
-    def _insert(self, statement: str, params: list[Any], frame: pl.DataFrame) -> int:
-        """Touches nothing but the connection, so it may run in the background."""
-        self._conn.register(_STAGE_VIEW, frame.to_arrow())
+    @contextmanager
+    def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> Iterator[str]:
+        statement = (
+            f"CREATE TEMPORARY TABLE {self.quote(STAGE_TABLE)} AS "
+            f"SELECT {self._selected(frame.columns)} FROM {self.quote(_ARROW_VIEW)}"
+        )
+        self._background.wait()
+        self._with_arrow(frame, statement, [])
         try:
-            row = self._conn.execute(statement, params).fetchone()
-            return int(row[0]) if row else 0
+            yield STAGE_TABLE
         finally:
-            self._conn.unregister(_STAGE_VIEW)
+            if self._usable():
+                self._conn.execute(f"DROP TABLE IF EXISTS {self.quote(STAGE_TABLE)}").fetchall()
+
+    def index_holders(self, holders: str, table: str) -> None:
+        """None: DuckDB finds a key's holders by hash join, and an index would only slow
+        the inserts down."""
+
+    def _selected(self, columns: Sequence[str]) -> str:
+        return ", ".join(
+            f"{self.quote(name)}::UUID AS {self.quote(name)}" if name == ROW_KEY_COLUMN else self.quote(name)
+            for name in columns
+        )
+
+    def _with_arrow(self, frame: pl.DataFrame, statement: str, params: list[Any]) -> None:
+        """Run ``statement`` over ``frame`` registered as an Arrow view. Touches nothing but
+        the connection, so it may run in the background."""
+        self._conn.register(_ARROW_VIEW, frame.to_arrow())
+        try:
+            self._conn.execute(statement, params).fetchall()
+        finally:
+            # An aborted transaction refuses even this; the real error is already on its way.
+            if self._usable():
+                self._conn.unregister(_ARROW_VIEW)
+
+    def _usable(self) -> bool:
+        """Whether the connection still accepts statements (not inside an aborted transaction)."""
+        try:
+            self._conn.execute("SELECT 1").fetchall()
+        except duckdb.Error:
+            return False
+        return True
 
     def close(self) -> None:
         self._background.wait(raise_error=False)

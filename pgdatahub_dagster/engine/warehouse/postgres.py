@@ -1,12 +1,12 @@
 """PostgreSQL through psycopg 3; rows arrive by COPY.
 
-Into an existing table rows go by ``COPY`` into a temporary staging table and one
-``INSERT … ON CONFLICT DO NOTHING``, so the table's unique ``_row_key`` index decides what
-is new. A table this very transaction created is loaded faster: its rows are ``COPY``-ed
-straight in and its unique index is built once, just before commit. That is exact because
-such a table held nothing before this transaction, and the keys this transaction already
-put in it are kept (16 bytes each) to filter later batches; the index built at the end
-still enforces uniqueness, so a mistake here fails the file instead of storing duplicates.
+Into an existing table rows go by ``COPY`` into a temporary staging table, merged by the
+shared SQL of ``ownership.py`` against the table's unique ``_row_key`` index. A table this
+very transaction created is loaded faster: its rows are ``COPY``-ed straight in and its
+unique index is built once, just before commit. That is exact because such a table held
+nothing before this transaction, and the keys this transaction already put in it are kept
+(16 bytes each) to filter later batches; the index built at the end still enforces
+uniqueness, so a mistake here fails the file instead of storing duplicates.
 """
 
 from __future__ import annotations
@@ -23,9 +23,14 @@ from psycopg.conninfo import conninfo_to_dict
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
-from pgdatahub_dagster.engine.warehouse.base import LINEAGE_COLUMNS, BackgroundLoad, Lineage, Warehouse
+from pgdatahub_dagster.engine.warehouse.base import (
+    LINEAGE_COLUMNS,
+    STAGE_TABLE,
+    BackgroundLoad,
+    Lineage,
+    Warehouse,
+)
 
-_STAGE_TABLE = "pgdatahub_stage"
 _COPY_SLICE_ROWS = 50_000
 
 
@@ -130,13 +135,29 @@ class PostgresWarehouse(Warehouse):
             ]
         self.execute(f"ALTER TABLE {self.quote(table)} {', '.join(actions)}")
 
-    def insert_new_rows(
-        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
-    ) -> int:
-        new = self.new_rows_for_fresh_table(table, frame)
-        if new is None:
-            return self._insert_through_stage(table, frame, types, lineage)
-        return self._copy_into_fresh_table(table, new, lineage)
+    def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
+        return self._copy_into_fresh_table(table, frame, lineage)
+
+    @contextmanager
+    def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> Iterator[str]:
+        stage_columns = ", ".join(
+            f"{self.quote(name)} {'UUID' if name == ROW_KEY_COLUMN else types[name].value}"
+            for name in frame.columns
+        )
+        stage = self.quote(STAGE_TABLE)
+        self.execute(f"CREATE TEMPORARY TABLE {stage} ({stage_columns}) ON COMMIT DROP")
+        self._write(self._copy_statement(STAGE_TABLE, frame), frame)
+        # ANALYZE: the merge joins the stage with the table, and a plan made for an empty
+        # temporary table would loop over it row by row.
+        self.execute(f"ANALYZE {stage}")
+        yield STAGE_TABLE
+        self.execute(f"DROP TABLE {stage}")
+
+    def index_holders(self, holders: str, table: str) -> None:
+        digest = self.row_key_index_name(table)
+        for column, suffix in ((ROW_KEY_COLUMN, "k"), ("_import_id", "i")):
+            index = self.quote(f"{digest}_{suffix}")
+            self.execute(f"CREATE INDEX {index} ON {holders} ({self.quote(column)})")
 
     def _copy_statement(self, table: str, frame: pl.DataFrame) -> bytes:
         columns = ", ".join(self.quote(name) for name in frame.columns)
@@ -159,28 +180,6 @@ class PostgresWarehouse(Warehouse):
         statement = self._copy_statement(table, frame)
         self._background.start(lambda: self._write(statement, frame))
         return frame.height
-
-    def _insert_through_stage(
-        self, table: str, frame: pl.DataFrame, types: Mapping[str, SqlType], lineage: Lineage
-    ) -> int:
-        columns = frame.columns
-        quoted = ", ".join(self.quote(name) for name in columns)
-        stage_columns = ", ".join(
-            f"{self.quote(name)} {'UUID' if name == ROW_KEY_COLUMN else types[name].value}"
-            for name in columns
-        )
-        stage = self.quote(_STAGE_TABLE)
-        self.execute(f"CREATE TEMPORARY TABLE {stage} ({stage_columns}) ON COMMIT DROP")
-        self._write(self._copy_statement(_STAGE_TABLE, frame), frame)
-        lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
-        inserted = self.execute(
-            f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
-            f"SELECT {quoted}, %s, %s, %s, %s FROM {stage} "
-            f"ON CONFLICT ({self.quote(ROW_KEY_COLUMN)}) DO NOTHING",
-            (lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp),
-        )
-        self.execute(f"DROP TABLE {stage}")
-        return inserted
 
     def close(self) -> None:
         self._background.wait(raise_error=False)

@@ -24,6 +24,7 @@ from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Lineage, connect
 from pgdatahub_dagster.engine.warehouse import base as base_module
+from pgdatahub_dagster.engine.warehouse.ownership import Holder, RowOwnership
 from pgdatahub_dagster_tests.files import write_csv
 
 MAPPING = "leads:\n  table: leads\n  unique_key: [name, phone]\n"
@@ -180,7 +181,7 @@ def _frame(keys: list[str | None], values: list[int]) -> pl.DataFrame:
     )
 
 
-def test_insert_new_rows_into_a_new_table_skips_keys_it_already_holds(warehouse_url: str) -> None:
+def test_a_new_table_takes_each_key_once_on_the_fast_path(warehouse_url: str) -> None:
     lineage = Lineage("f.csv", "f.csv", "0" * 64, dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC))
     a, b, c = (f"{n:032x}" for n in (1, 2, 3))
     with connect(warehouse_url) as warehouse, warehouse.transaction():
@@ -192,12 +193,12 @@ def test_insert_new_rows_into_a_new_table_skips_keys_it_already_holds(warehouse_
             ],
         )
         types = {"n": SqlType.INTEGER}
+        ownership, holder = RowOwnership(warehouse, "t"), Holder(1, lineage)
         # Repeats inside one frame: the first wins; rows without a key always go in.
-        assert (
-            warehouse.insert_new_rows("t", _frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, lineage)
-            == 4
-        )
-        assert warehouse.insert_new_rows("t", _frame([b, c, None, c], [6, 7, 8, 9]), types, lineage) == 2
+        first = ownership.load_batch(_frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, holder, [], True)
+        assert (first.supplied, first.held) == (4, 4)
+        second = ownership.load_batch(_frame([b, c, None, c], [6, 7, 8, 9]), types, holder, [], False)
+        assert (second.supplied, second.held) == (2, 2)
         rows = warehouse.fetchall("SELECT n, CAST(_row_key AS TEXT), load_timestamp FROM t ORDER BY n")
     assert [(n, key) for n, key, _ in rows] == [
         (1, "00000000-0000-0000-0000-000000000001"),

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,6 +27,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
+from pgdatahub_dagster.engine.sources.base import SourceFile
 
 DRIVE_SCOPES = ["https://www.googleapis.com/auth/drive.readonly"]
 FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
@@ -103,10 +105,23 @@ class DriveItem:
         return self.mime_type == SHORTCUT_MIME_TYPE
 
     @property
-    def fingerprint(self) -> str:
-        """Changes when the content may have changed: the md5 where Drive has one (a
-        rename keeps it), else the version (native Google Sheets have no md5)."""
-        return self.md5 or f"v{self.version or self.modified_time or '0'}"
+    def revision(self) -> str:
+        """Drive's version number: it rises at every change of the file, its name and place
+        included, and never returns to an earlier value, so a file restored to earlier
+        content is still a new revision."""
+        return f"v{self.version}" if self.version else f"t{self.modified_time or '0'}"
+
+    @property
+    def modified_at(self) -> datetime | None:
+        if not self.modified_time:
+            return None
+        return datetime.fromisoformat(self.modified_time.replace("Z", "+00:00"))
+
+    def as_source_file(self, path: str, content: DriveItem | None = None) -> SourceFile:
+        """This item at ``path``; ``content`` is the item its bytes come from (a shortcut's
+        target), by default itself."""
+        content = content or self
+        return SourceFile(self.id, path, content.revision, content.modified_at)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ class DriveScanner:
             return
         path = self.registry.file_path(item)
         if path is not None:
-            result.found[item.id] = SourceFile(item.id, path, item.fingerprint)
+            result.found[item.id] = item.as_source_file(path)
 
     def _read_changes(self, result: ScanResult, deadline: float) -> None:
         token = result.state.page_token

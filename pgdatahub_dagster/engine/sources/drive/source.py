@@ -37,7 +37,7 @@ class DriveSource(Source):
         if folder is None or path is None or not is_spreadsheet(item):
             raise FileNotFoundError(f"{item.name}: no longer a spreadsheet inside the watched Drive folders")
         self._root_names[file_id] = self.registry.root_name(folder[0])
-        return SourceFile(file_id, path, self._content_item(item).fingerprint)
+        return item.as_source_file(path, self._content_item(item))
 
     def list_files(self) -> Iterator[SourceFile]:
         """Every spreadsheet of the registered tree, listed afresh."""
@@ -48,7 +48,7 @@ class DriveSource(Source):
                 if not item.is_folder and is_spreadsheet(item):
                     path = self.registry.file_path(item)
                     if path is not None:
-                        yield SourceFile(item.id, path, item.fingerprint)
+                        yield item.as_source_file(path)
 
     @contextmanager
     def fetch(self, file: SourceFile) -> Iterator[LocalCopy]:
