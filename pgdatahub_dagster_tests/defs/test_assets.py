@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from pgdatahub_dagster.defs.partitions import local_files
 from pgdatahub_dagster.engine.warehouse import connect
@@ -86,3 +86,58 @@ def test_folder_sync_imports_everything_and_marks_the_file_partitions(
     with connect(warehouse_url) as warehouse:
         assert warehouse.fetchall("SELECT sku FROM shop") == [("A1",)]
         assert warehouse.fetchall("SELECT name FROM people") == [("Ada",)]
+
+
+def _sync(defs: Definitions, instance: DagsterInstance) -> ExecuteInProcessResult:
+    return (
+        defs.resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={AssetKey("local_folder_sync")})
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+
+
+def test_folder_sync_is_a_full_sync_that_applies_on_delete(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    (source_dir / "pgdatahub.yaml").write_text("shop:\n  on_delete: retract\n")
+    write_csv(source_dir / "shop" / "a.csv", "sku\nA1\nA2\n")
+    write_csv(source_dir / "shop" / "b.csv", "sku\nA2\nB1\n")
+    assert _sync(test_defs, instance).success
+    (source_dir / "shop" / "a.csv").unlink()
+    result = _sync(test_defs, instance)
+    assert result.success
+    [materialization] = [
+        m
+        for m in result.asset_materializations_for_node("local_folder_sync")
+        if m.asset_key.path == ["local_folder_sync"]
+    ]
+    assert materialization.metadata["files_gone"].value == 1
+    assert materialization.metadata["rows_retracted"].value == 1  # A2 stays: b.csv holds it
+    assert set(instance.get_dynamic_partitions(local_files.name)) == {"shop/b.csv"}
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT sku, source_file FROM shop ORDER BY sku") == [
+            ("A2", "shop/b.csv"),
+            ("B1", "shop/b.csv"),
+        ]
+    # Nothing left to do: a repeated sync changes nothing.
+    assert _sync(test_defs, instance).success
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.count("shop") == 2
+
+
+def test_folder_sync_fails_on_a_missing_source_folder_and_deletes_nothing(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    (source_dir / "pgdatahub.yaml").write_text("shop:\n  on_delete: retract\n")
+    write_csv(source_dir / "shop" / "a.csv", "sku\nA1\n")
+    assert _sync(test_defs, instance).success
+    moved = source_dir.rename(source_dir.with_name("unmounted"))
+    result = _sync(test_defs, instance)
+    assert not result.success
+    failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message  # type: ignore[union-attr]
+    assert f"the source folder {source_dir} does not exist" in message
+    assert "Traceback" not in message
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT sku FROM shop") == [("A1",)]
+    assert moved.is_dir()

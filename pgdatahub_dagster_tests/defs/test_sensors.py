@@ -168,3 +168,54 @@ def test_a_missing_source_folder_is_not_a_mass_deletion(
     second = tick(test_defs, instance, first.cursor)
     assert not second.run_requests and "does not exist" in str(second.skip_reason)
     assert instance.get_dynamic_partitions(local_files.name) == ["t/a.csv"]
+
+
+class _Daemon:
+    """Launches each requested run once per run key, as Dagster's daemon does."""
+
+    def __init__(self, defs: Definitions, instance: DagsterInstance) -> None:
+        self.defs, self.instance = defs, instance
+        self.cursor: str | None = None
+        self.used: set[str] = set()
+
+    def tick(self) -> list[str]:
+        result = tick(self.defs, self.instance, self.cursor)
+        self.cursor = result.cursor
+        launched = []
+        for request in result.run_requests or []:
+            if request.run_key in self.used:
+                continue
+            self.used.add(str(request.run_key))
+            assert launch(self.defs, self.instance, request)
+            launched.append(str(request.partition_key or request.job_name))
+        return launched
+
+
+def test_content_restored_to_an_earlier_version_is_imported_again(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    path = source_dir / "t" / "a.csv"
+    daemon = _Daemon(test_defs, instance)
+    # The last step restores the first version from a backup that keeps modification times
+    # (rsync -a, cp -p): same bytes, same size and mtime as before, and still imported.
+    for text, expected in [("v\n1\n", [(1,)]), ("v\n2\n", [(2,)]), ("v\n1\n", [(1,)])]:
+        write_csv(path, text)
+        os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+        assert daemon.tick() == ["t/a.csv"]
+        with connect(warehouse_url) as warehouse:
+            assert warehouse.fetchall("SELECT v FROM t") == expected
+
+
+def test_a_file_deleted_restored_and_deleted_again_is_retracted_each_time(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    (source_dir / "pgdatahub.yaml").write_text("t:\n  on_delete: retract\n")
+    path = source_dir / "t" / "a.csv"
+    daemon = _Daemon(test_defs, instance)
+    for _ in range(2):
+        write_csv(path, "v\n1\n")
+        assert daemon.tick() == ["t/a.csv"]
+        path.unlink()
+        assert daemon.tick() == ["handle_deleted_files"]
+        with connect(warehouse_url) as warehouse:
+            assert warehouse.count("t") == 0

@@ -86,20 +86,16 @@ class LocalFolderSource(Source):
         hashed are the bytes loaded. A file written to meanwhile fails this time; the write
         changes it again, so it is imported at its next change, never torn."""
         path = self.root / file.file_id
-        before = path.stat()
         digest = hashlib.sha256()
         handle, name = tempfile.mkstemp(prefix="pgdatahub-local-", suffix=path.suffix.lower())
         try:
             with path.open("rb") as source, os.fdopen(handle, "wb") as target:
+                before = os.fstat(source.fileno())
                 while chunk := source.read(_CHUNK_BYTES):
                     digest.update(chunk)
                     target.write(chunk)
             after = path.stat()
-            if (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
-                after.st_size,
-                after.st_mtime_ns,
-                after.st_ctime_ns,
-            ) or after.st_size != os.stat(name).st_size:
+            if _identity(before) != _identity(after) or after.st_size != os.stat(name).st_size:
                 raise FileChangedWhileReading(
                     file.path, "the file changed while it was being read; it is imported at its next change"
                 )
@@ -109,3 +105,8 @@ class LocalFolderSource(Source):
 
     def root_name_for(self, file: SourceFile) -> str:
         return self.root_name
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is written to or replaced by another."""
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
