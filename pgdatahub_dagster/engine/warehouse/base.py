@@ -219,6 +219,9 @@ class Warehouse(ABC):
     #: Driver exceptions that mean the database refused one file's data or DDL (as
     #: opposed to a lost connection), so that file fails and the others go on.
     data_errors: ClassVar[tuple[type[Exception], ...]]
+    #: Whether an UPDATE costs in proportion to the columns it sets (a columnar store), rather
+    #: than rewriting whole rows whatever it sets.
+    updates_by_column: ClassVar[bool] = False
 
     def __init__(self, display_url: str) -> None:
         #: The URL without its password, for logs and metadata.

@@ -33,6 +33,7 @@ from pgdatahub_dagster.engine.warehouse.base import (
     HOLDERS_SCHEMA,
     HOLDING_STATUSES,
     LEDGER_TABLE,
+    LINEAGE_COLUMNS,
     Lineage,
     Warehouse,
 )
@@ -194,6 +195,8 @@ class RowOwnership:
                     [holder.import_id],
                 )
         all_columns = self._user_columns()
+        # Whether a data row ``t`` holds other values than the staged row of the same key.
+        changed = self._differs("t", s, all_columns, user_columns)
         lineage_values = [
             lineage.source_file,
             lineage.source_file_id,
@@ -202,34 +205,41 @@ class RowOwnership:
         ]
         if replaced_shas:
             # The changed file's earlier version supplies these keys and nobody else holds
-            # them: its rows take the new values in place, which costs far less than deleting
-            # and re-inserting them.
+            # them: its rows take the new version in place, which costs far less than deleting
+            # and re-inserting them. Most rows of a changed file are unchanged and only need
+            # the new lineage: a columnar store rewrites only those columns (two statements),
+            # a row store rewrites whole rows anyway (one statement, one join).
             shas = ", ".join([p] * len(replaced_shas))
-            assignments = [
-                f"{q(c)} = {s}.{q(c)}" if c in user_columns else f"{q(c)} = NULL" for c in all_columns
-            ]
-            assignments += [f"{q(name)} = {p}" for name in ("source_file", "source_file_id")]
-            assignments += [f"{q(name)} = {p}" for name in ("file_sha256", "load_timestamp")]
+            values = [f"{q(c)} = {s}.{q(c)}" if c in user_columns else f"{q(c)} = NULL" for c in all_columns]
+            lineage_assignments = [f"{q(name)} = {p}" for name in LINEAGE_COLUMNS]
             nobody_else = (
                 f" AND NOT EXISTS (SELECT 1 FROM {self.holders} h WHERE h.{self.key} = t.{self.key})"
                 if holders_exist
                 else ""
             )
-            counts.supplied += max(
-                w.execute(
-                    f"UPDATE {self.data} AS t SET {', '.join(assignments)} FROM {s} "
-                    f"WHERE t.{self.key} = {s}.{self.key} AND t.source_file_id = {p} "
-                    f"AND t.file_sha256 IN ({shas}){nobody_else}",
-                    [*lineage_values, lineage.source_file_id, *replaced_shas],
-                ),
-                0,
-            )
+            updates = [(values + lineage_assignments, "TRUE")]
+            if w.updates_by_column:
+                updates = [(values + lineage_assignments, changed), (lineage_assignments, f"NOT ({changed})")]
+            for assignments, which in updates:
+                counts.supplied += max(
+                    w.execute(
+                        f"UPDATE {self.data} AS t SET {', '.join(assignments)} FROM {s} "
+                        f"WHERE t.{self.key} = {s}.{self.key} AND t.source_file_id = {p} "
+                        f"AND t.file_sha256 IN ({shas}){nobody_else} AND {which}",
+                        [*lineage_values, lineage.source_file_id, *replaced_shas],
+                    ),
+                    0,
+                )
         quoted = ", ".join(q(c) for c in stage_columns)
-        lineage_columns = "source_file, source_file_id, file_sha256, load_timestamp"
+        lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
         counts.supplied += max(
             w.execute(
+                # An anti-join, not ON CONFLICT alone: most keys of a changed file exist, and
+                # one hash join costs far less than a failed insert per row.
                 f"INSERT INTO {self.data} ({quoted}, {lineage_columns}) "
-                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s} ON CONFLICT ({self.key}) DO NOTHING",
+                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s} WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self.data} t WHERE t.{self.key} = {s}.{self.key}) "
+                f"ON CONFLICT ({self.key}) DO NOTHING",
                 lineage_values,
             ),
             0,
@@ -244,12 +254,11 @@ class RowOwnership:
         contested = int(w.fetchall(f"SELECT count(*) FROM {q(_KEYS)}")[0][0])
         if contested:
             self.ensure_holders()
-            differs = self._differs("t", s, all_columns, user_columns)
-            values = ", ".join(f"CASE WHEN {differs} THEN {s}.{q(c)} END" for c in user_columns)
+            held_values = ", ".join(f"CASE WHEN {changed} THEN {s}.{q(c)} END" for c in user_columns)
             w.execute(
                 f"INSERT INTO {self.holders} ({q(_IMPORT_ID)}, {self.key}, {q(_HAS_VALUES)}"
                 f"{''.join(', ' + q(c) for c in user_columns)}) "
-                f"SELECT {p}, {s}.{self.key}, {differs}{', ' + values if values else ''} FROM {s} "
+                f"SELECT {p}, {s}.{self.key}, {changed}{', ' + held_values if held_values else ''} FROM {s} "
                 f"JOIN {q(_KEYS)} k ON k.{self.key} = {s}.{self.key} "
                 f"JOIN {self.data} t ON t.{self.key} = {s}.{self.key}",
                 [holder.import_id],
