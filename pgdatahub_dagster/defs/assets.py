@@ -23,7 +23,13 @@ from dagster import (
     asset,
 )
 
-from pgdatahub_dagster.defs.partitions import drive_files, file_id_for, local_files, partition_key_for
+from pgdatahub_dagster.defs.partitions import (
+    LOCAL_FILES,
+    drive_files,
+    file_id_for,
+    local_files,
+    partition_key_for,
+)
 from pgdatahub_dagster.defs.resources import (
     DriveResource,
     FolderMappingResource,
@@ -153,7 +159,7 @@ def _listed(source: Source) -> list[SourceFile]:
         raise Failure(description=str(error)) from None
 
 
-def _result(results: list[ImportResult], metadata: dict[str, Any]) -> MaterializeResult:
+def _result(results: list[ImportResult], metadata: dict[str, Any]) -> MaterializeResult[None]:
     failed = [result.record for result in results if result.failed]
     if failed:
         reasons = "\n".join(f"- {record.error}" for record in failed)
@@ -166,7 +172,7 @@ def _result(results: list[ImportResult], metadata: dict[str, Any]) -> Materializ
 
 def _import_partitions(
     context: AssetExecutionContext, warehouse: Warehouse, source: Source, mapping: FolderMapping
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     files: list[SourceFile] = []
     for key in context.partition_keys:
         try:
@@ -194,7 +200,7 @@ def local_spreadsheets(
     warehouse: WarehouseResource,
     local_folder: LocalFolderResource,
     folder_mapping: FolderMappingResource,
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     """The spreadsheets of the local folder tree, one partition per file, loaded into the
     warehouse tables the folder mapping names."""
     with warehouse.open() as opened:
@@ -207,7 +213,7 @@ def local_folder_sync(
     warehouse: WarehouseResource,
     local_folder: LocalFolderResource,
     folder_mapping: FolderMappingResource,
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     """A full sync of the local folder tree in one run: new and changed files are imported,
     and files gone from the tree get their folder's ``on_delete``, so the warehouse ends
     equal to the folder.
@@ -219,10 +225,10 @@ def local_folder_sync(
     source = local_folder.source()
     files = _listed(source)
     present = {partition_key_for(file.file_id) for file in files}
-    known = set(context.instance.get_dynamic_partitions(local_files.name))
+    known = set(context.instance.get_dynamic_partitions(LOCAL_FILES))
     new_keys = sorted(present - known)
     if new_keys:
-        context.instance.add_dynamic_partitions(local_files.name, new_keys)
+        context.instance.add_dynamic_partitions(LOCAL_FILES, new_keys)
     mapping = folder_mapping.mapping()
     with warehouse.open() as opened:
         importer = Importer(opened, source, mapping, run_id=context.run.run_id)
@@ -230,7 +236,7 @@ def local_folder_sync(
         gone = sorted(opened.live_file_ids(source.kind) - {file.file_id for file in files})
         deletions = apply_deletions(context, opened, mapping, gone)
     for key in sorted(known - present):
-        context.instance.delete_dynamic_partition(local_files.name, key)
+        context.instance.delete_dynamic_partition(LOCAL_FILES, key)
     for file, result in zip(files, results, strict=True):
         if not result.failed:
             context.log_event(
@@ -258,7 +264,7 @@ def drive_spreadsheets(
     warehouse: WarehouseResource,
     drive: DriveResource,
     folder_mapping: FolderMappingResource,
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     """The spreadsheets of the watched Google Drive folders (Google Sheets exported as
     xlsx), one partition per Drive file id."""
     with warehouse.open() as opened:

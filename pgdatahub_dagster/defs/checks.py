@@ -16,7 +16,7 @@ from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, r
 
 
 @asset(deps=[local_spreadsheets, drive_spreadsheets], group_name="warehouse", kinds={"sql"})
-def warehouse_status(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+def warehouse_status(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult[None]:
     """Per table: files imported, skipped, failed, reverted and deleted, rows, the last
     import and the last error; and the latest failures. The same figures as
     ``pgdatahub status``."""

@@ -7,7 +7,7 @@ from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseRes
 from pgdatahub_dagster.engine.revert import SELECTORS, revert
 
 
-class RevertConfig(Config):  # type: ignore[misc]
+class RevertConfig(Config):
     """Exactly one of file, file_id, sha256 or run chooses the imports to undo."""
 
     file: str | None = None
@@ -58,7 +58,7 @@ def revert_imports() -> None:
     revert_imports_op()
 
 
-class DeletedFilesConfig(Config):  # type: ignore[misc]
+class DeletedFilesConfig(Config):
     source: str
     file_ids: list[str]
 

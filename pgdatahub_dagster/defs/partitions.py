@@ -14,9 +14,11 @@ from urllib.parse import unquote
 
 from dagster import DynamicPartitionsDefinition
 
-local_files = DynamicPartitionsDefinition(name="local_files")
+LOCAL_FILES = "local_files"
+DRIVE_FILES = "drive_files"
+local_files = DynamicPartitionsDefinition(name=LOCAL_FILES)
 # Drive file ids are already valid keys; they go through the same encoding anyway.
-drive_files = DynamicPartitionsDefinition(name="drive_files")
+drive_files = DynamicPartitionsDefinition(name=DRIVE_FILES)
 
 _NEEDS_ESCAPE = re.compile(r"%|\.(?=\.\.)|[\x00-\x1f\x7f]")
 

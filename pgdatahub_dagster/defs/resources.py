@@ -22,7 +22,7 @@ from pgdatahub_dagster.engine.sources.drive import DriveClient
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 
 
-class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
+class WarehouseResource(ConfigurableResource["WarehouseResource"]):
     """The warehouse: ``duckdb:///path/file.duckdb`` or ``postgresql://…``."""
 
     database_url: str | None = Field(
@@ -40,7 +40,7 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
             yield warehouse
 
 
-class FolderMappingResource(ConfigurableResource):  # type: ignore[misc]
+class FolderMappingResource(ConfigurableResource["FolderMappingResource"]):
     """Which table, sheet and key each folder's files use (the YAML folder mapping)."""
 
     config_path: str | None = Field(
@@ -52,7 +52,7 @@ class FolderMappingResource(ConfigurableResource):  # type: ignore[misc]
         return FolderMapping.load(Settings.from_env(config_path=self.config_path).config_path)
 
 
-class LocalFolderResource(ConfigurableResource):  # type: ignore[misc]
+class LocalFolderResource(ConfigurableResource["LocalFolderResource"]):
     """A local folder tree of spreadsheets."""
 
     source_dir: str | None = Field(default=None, description="Defaults to PGDATAHUB_SOURCE_DIR.")
@@ -61,7 +61,7 @@ class LocalFolderResource(ConfigurableResource):  # type: ignore[misc]
         return LocalFolderSource(Settings.from_env(source_dir=self.source_dir).source_dir)
 
 
-class DriveResource(ConfigurableResource):  # type: ignore[misc]
+class DriveResource(ConfigurableResource["DriveResource"]):
     """Google Drive folders, read with the drive.readonly scope only."""
 
     folder_ids: str | None = Field(

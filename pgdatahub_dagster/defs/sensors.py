@@ -33,7 +33,14 @@ from dagster import (
 from pgdatahub_dagster.defs.cursors import LocalFolderCursor, drive_state_from_json, drive_state_to_json
 from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
 from pgdatahub_dagster.defs.operations import handle_deleted_files
-from pgdatahub_dagster.defs.partitions import drive_files, file_id_for, local_files, partition_key_for
+from pgdatahub_dagster.defs.partitions import (
+    DRIVE_FILES,
+    LOCAL_FILES,
+    drive_files,
+    file_id_for,
+    local_files,
+    partition_key_for,
+)
 from pgdatahub_dagster.defs.resources import DriveResource, LocalFolderResource, WarehouseResource
 from pgdatahub_dagster.engine.sources import SourceFile
 from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
@@ -141,7 +148,7 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
     settled_before_ns = time.time_ns() - int(settle_seconds() * 1e9)
     max_runs = max_runs_per_tick()
     states = list(source.scan())
-    known = set(context.instance.get_dynamic_partitions(local_files.name))
+    known = set(context.instance.get_dynamic_partitions(LOCAL_FILES))
     gone = sorted(known - {partition_key_for(state.file.file_id) for state in states})
     for key in gone:
         context.log.info(f"REMOVED {file_id_for(key)}: no longer in the folder")
@@ -195,7 +202,7 @@ def drive_sensor(
         result = scanner.scan(state)
     for line in result.log:
         context.log.info(line)
-    known = set(context.instance.get_dynamic_partitions(drive_files.name))
+    known = set(context.instance.get_dynamic_partitions(DRIVE_FILES))
     gone = sorted({partition_key_for(file_id) for file_id, _ in result.removed} & known)
     names = dict(result.removed)
     for key in gone:
