@@ -74,9 +74,10 @@ def recent_imports(warehouse: Warehouse, limit: int = 20, status: str | None = N
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def ledger_mismatches(warehouse: Warehouse) -> dict[str, tuple[int, int]]:
-    """Tables whose ownership records disagree with the ledger: ``{table: (holdings found,
-    holdings the ledger accounts for)}``. Empty when all agree.
+def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
+    """Tables whose ownership records disagree with the ledger: ``{table: {"found": holdings
+    found, "ledger": holdings the ledger accounts for, "unaccounted": rows naming an import
+    that holds nothing}}``. Empty when all agree.
 
     Every live (or kept) import holds ``rows_held`` keys; each is either a data row it
     supplies or a row of the table's holders table. A data row whose supplier no longer
@@ -89,16 +90,32 @@ def ledger_mismatches(warehouse: Warehouse) -> dict[str, tuple[int, int]]:
     )
     expected = {str(table): int(held) for table, held in accounted}
     tables = {str(row[0]) for row in warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE}")}
-    mismatches = {}
+    mismatches: dict[str, dict[str, int]] = {}
+    p = warehouse.placeholder
     for table in sorted(tables):
-        found = 0
+        found = unaccounted = 0
         if warehouse.table_exists(table):
+            quoted = warehouse.quote(table)
             found = warehouse.count(table)
+            unaccounted = int(
+                warehouse.fetchall(
+                    f"SELECT count(*) FROM {quoted} t WHERE NOT EXISTS (SELECT 1 FROM {LEDGER_TABLE} l "
+                    f"WHERE l.table_name = {p} AND l.source_file_id = t.source_file_id "
+                    f"AND l.file_sha256 = t.file_sha256 AND l.status IN ({statuses}))",
+                    (table,),
+                )[0][0]
+            )
             holders = warehouse.holders_table(table)
             if holders is not None:
                 found += int(warehouse.fetchall(f"SELECT count(*) FROM {holders}")[0][0])
-        if found != expected.get(table, 0):
-            mismatches[table] = (found, expected.get(table, 0))
+                unaccounted += int(
+                    warehouse.fetchall(
+                        f"SELECT count(*) FROM {holders} h WHERE NOT EXISTS (SELECT 1 FROM {LEDGER_TABLE} l "
+                        f"WHERE l.id = h._import_id AND l.status IN ({statuses}))"
+                    )[0][0]
+                )
+        if found != expected.get(table, 0) or unaccounted:
+            mismatches[table] = {"found": found, "ledger": expected.get(table, 0), "unaccounted": unaccounted}
     return mismatches
 
 

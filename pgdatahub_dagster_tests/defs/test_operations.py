@@ -93,5 +93,26 @@ def test_ledger_check_fails_when_rows_are_changed_behind_its_back(
     assert evaluations["unique_keys_hold"].passed
     assert not evaluations["ledger_matches_tables"].passed
     assert evaluations["ledger_matches_tables"].metadata["mismatches"].value == {
-        "t": {"rows": 1, "ledger": 2}
+        "t": {"found": 1, "ledger": 2, "unaccounted": 0}
+    }
+
+
+def test_ledger_check_fails_when_a_row_names_an_import_that_holds_nothing(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    write_csv(source_dir / "t" / "a.csv", "name\nAcme\nBlue\n")
+    _import_all(test_defs, instance)
+    with connect(warehouse_url) as warehouse:
+        # The row count still matches the ledger, but one row claims a file nobody imported.
+        warehouse.execute("UPDATE t SET source_file_id = 'ghost.csv' WHERE name = 'Blue'")
+    checks = test_defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(),
+        asset_check_selection=set(test_defs.resolve_asset_graph().asset_check_keys),
+    )
+    evaluations = {
+        e.check_name: e for e in checks.execute_in_process(instance=instance).get_asset_check_evaluations()
+    }
+    assert not evaluations["ledger_matches_tables"].passed
+    assert evaluations["ledger_matches_tables"].metadata["mismatches"].value == {
+        "t": {"found": 2, "ledger": 2, "unaccounted": 1}
     }
