@@ -40,7 +40,6 @@ from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reaso
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources import Source, SourceFile, SourceUnavailableError
-from pgdatahub_dagster.engine.sources.drive import DriveSource, FolderRegistry
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
 #: Imports share this Dagster pool; its limit (dagster.yaml) keeps backfills from
@@ -268,5 +267,4 @@ def drive_spreadsheets(
     """The spreadsheets of the watched Google Drive folders (Google Sheets exported as
     xlsx), one partition per Drive file id."""
     with warehouse.open() as opened:
-        source = DriveSource(drive.client(), FolderRegistry(opened))
-        return _import_partitions(context, opened, source, folder_mapping.mapping())
+        return _import_partitions(context, opened, drive.source(opened), folder_mapping.mapping())

@@ -3,7 +3,12 @@
 from dagster import Config, Failure, OpExecutionContext, job, op
 
 from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL, apply_deletions
-from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.resources import (
+    DriveResource,
+    FolderMappingResource,
+    LocalFolderResource,
+    WarehouseResource,
+)
 from pgdatahub_dagster.engine.revert import SELECTORS, revert
 
 
@@ -69,9 +74,22 @@ def handle_deleted_files_op(
     config: DeletedFilesConfig,
     warehouse: WarehouseResource,
     folder_mapping: FolderMappingResource,
+    local_folder: LocalFolderResource,
+    drive: DriveResource,
 ) -> None:
     with warehouse.open() as opened:
-        apply_deletions(context, opened, folder_mapping.mapping(), config.file_ids)
+        source = local_folder.source() if config.source == "local" else drive.source(opened)
+        # Runs may execute out of order: a file restored after this run was requested is
+        # there again (and its import run has it), so it is not deleted now.
+        gone = []
+        for file_id in config.file_ids:
+            try:
+                source.get_file(file_id)
+            except FileNotFoundError:
+                gone.append(file_id)
+            else:
+                context.log.info(f"KEPT {file_id}: it is back in the source, nothing to delete")
+        apply_deletions(context, opened, folder_mapping.mapping(), gone)
 
 
 @job(description="Apply on_delete (keep or retract) to files deleted, trashed or moved out of a source.")

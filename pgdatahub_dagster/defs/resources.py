@@ -18,7 +18,7 @@ from pydantic import Field
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.settings import DriveSettings, Settings
 from pgdatahub_dagster.engine.sources import LocalFolderSource
-from pgdatahub_dagster.engine.sources.drive import DriveClient
+from pgdatahub_dagster.engine.sources.drive import DriveClient, DriveSource, FolderRegistry
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 
 
@@ -85,6 +85,10 @@ class DriveResource(ConfigurableResource["DriveResource"]):
         if self.api_endpoint:
             settings = replace(settings, api_endpoint=self.api_endpoint)
         return settings
+
+    def source(self, warehouse: Warehouse) -> DriveSource:
+        """The watched folders as a source; the folder registry lives in ``warehouse``."""
+        return DriveSource(self.client(), FolderRegistry(warehouse))
 
     def client(self) -> DriveClient:
         settings = self.settings()

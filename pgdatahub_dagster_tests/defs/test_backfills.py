@@ -248,6 +248,7 @@ def _content(row: dict[str, Any]) -> tuple[Any, ...]:
 # -- The test -------------------------------------------------------------------------------------
 
 
+@pytest.mark.long  # about 100 s with a real daemon: CI runs it with -m long
 @pytest.mark.timeout(300)
 # Dagster's own backfill code (asset_backfill.py) calls a deprecated method of its own.
 @pytest.mark.filterwarnings("ignore:Function `AssetSelection.sources` is deprecated:DeprecationWarning")

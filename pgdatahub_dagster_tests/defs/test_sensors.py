@@ -219,3 +219,21 @@ def test_a_file_deleted_restored_and_deleted_again_is_retracted_each_time(
         assert daemon.tick() == ["handle_deleted_files"]
         with connect(warehouse_url) as warehouse:
             assert warehouse.count("t") == 0
+
+
+def test_a_deletion_run_that_executes_after_the_file_came_back_deletes_nothing(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    """Runs may execute in any order: the deletion run of a file restored meanwhile is moot."""
+    (source_dir / "pgdatahub.yaml").write_text("t:\n  on_delete: retract\n")
+    path = source_dir / "t" / "a.csv"
+    write_csv(path, "v\n1\n")
+    first = tick(test_defs, instance, None)
+    run_requests(test_defs, instance, first)
+    moved = path.rename(source_dir / "a.csv.bak")
+    second = tick(test_defs, instance, first.cursor)
+    [deletion] = second.run_requests or []
+    moved.rename(path)  # back before the deletion run starts
+    assert launch(test_defs, instance, deletion)
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT v FROM t") == [(1,)]
