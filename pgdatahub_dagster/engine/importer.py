@@ -218,7 +218,6 @@ class Importer:
         warehouse, table = self.warehouse, settings.table
         lineage = Lineage(file.path, file.file_id, record.file_sha256, record.started_at)
         holder = Holder(record.id, lineage)
-        first_batch = True
         with open_table(
             path,
             file.path,
@@ -247,8 +246,7 @@ class Importer:
                 frame = frame.with_columns(
                     cast_to(frame[name], kind) for name, kind in plan.load_types.items()
                 )
-                merged = ownership.load_batch(frame, plan.load_types, holder, replaced_shas, first_batch)
-                first_batch = False
+                merged = ownership.load_batch(frame, plan.load_types, holder, replaced_shas)
                 record.rows_inserted += merged.supplied
                 record.rows_held += merged.held
         record.sheet_name = counts.sheet

@@ -146,7 +146,6 @@ class RowOwnership:
         types: Mapping[str, SqlType],
         holder: Holder,
         replaced_shas: Sequence[str],
-        first_batch: bool,
     ) -> MergeCounts:
         """Load one batch of an import (user columns and ``_row_key``, no repeats inside the
         batch). A table this transaction created takes the fast path: nobody else can hold
@@ -156,7 +155,7 @@ class RowOwnership:
             inserted = self.w.insert_fresh(self.table, fresh, holder.lineage) if fresh.height else 0
             return MergeCounts(supplied=inserted, held=fresh.height)
         with self.w.staged(frame, types) as stage:
-            return self.merge_stage(stage, frame.columns, holder, replaced_shas, first_batch)
+            return self.merge_stage(stage, frame.columns, holder, replaced_shas)
 
     def merge_stage(
         self,
@@ -164,7 +163,6 @@ class RowOwnership:
         stage_columns: Sequence[str],
         holder: Holder,
         replaced_shas: Sequence[str],
-        first_batch: bool,
     ) -> MergeCounts:
         """Merge the staged rows of one batch (user columns and ``_row_key``, no repeats
         inside the batch) into the existing table, as ``holder``.
@@ -178,22 +176,9 @@ class RowOwnership:
         lineage = holder.lineage
         own = f"t.source_file_id = {p} AND t.file_sha256 = {p}"
         own_params = [lineage.source_file_id, lineage.file_sha256]
-        counts = MergeCounts()
+        placed = 0
         holders_exist = self.holders_exist()
         user_columns = [c for c in stage_columns if c != ROW_KEY_COLUMN]
-        if not first_batch:
-            # Keys this import already holds from an earlier batch of the file: the first wins.
-            w.execute(
-                f"DELETE FROM {s} WHERE EXISTS (SELECT 1 FROM {self.data} t "
-                f"WHERE t.{self.key} = {s}.{self.key} AND {own})",
-                own_params,
-            )
-            if holders_exist:
-                w.execute(
-                    f"DELETE FROM {s} WHERE EXISTS (SELECT 1 FROM {self.holders} h "
-                    f"WHERE h.{self.key} = {s}.{self.key} AND h.{q(_IMPORT_ID)} = {p})",
-                    [holder.import_id],
-                )
         all_columns = self._user_columns()
         # Whether a data row ``t`` holds other values than the staged row of the same key.
         changed = self._differs("t", s, all_columns, user_columns)
@@ -221,7 +206,7 @@ class RowOwnership:
             if w.updates_by_column:
                 updates = [(values + lineage_assignments, changed), (lineage_assignments, f"NOT ({changed})")]
             for assignments, which in updates:
-                counts.supplied += max(
+                placed += max(
                     w.execute(
                         f"UPDATE {self.data} AS t SET {', '.join(assignments)} FROM {s} "
                         f"WHERE t.{self.key} = {s}.{self.key} AND t.source_file_id = {p} "
@@ -232,7 +217,7 @@ class RowOwnership:
                 )
         quoted = ", ".join(q(c) for c in stage_columns)
         lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
-        counts.supplied += max(
+        placed += max(
             w.execute(
                 # An anti-join, not ON CONFLICT alone: most keys of a changed file exist, and
                 # one hash join costs far less than a failed insert per row.
@@ -246,12 +231,20 @@ class RowOwnership:
         )
         # What is left are keys another import supplies: this one joins their holders.
         self._drop(_KEYS)
+        # A key this import placed or joined in an earlier batch of the file is a repeat:
+        # the first occurrence won, so it is left out here.
+        held_before = (
+            f" AND NOT EXISTS (SELECT 1 FROM {self.holders} h "
+            f"WHERE h.{q(_IMPORT_ID)} = {p} AND h.{self.key} = {s}.{self.key})"
+            if holders_exist
+            else ""
+        )
         w.execute(
             f"CREATE TEMPORARY TABLE {q(_KEYS)} AS SELECT {s}.{self.key} FROM {s} "
-            f"JOIN {self.data} t ON t.{self.key} = {s}.{self.key} WHERE NOT ({own})",
-            own_params,
+            f"JOIN {self.data} t ON t.{self.key} = {s}.{self.key} WHERE NOT ({own}){held_before}",
+            [*own_params, holder.import_id] if holders_exist else own_params,
         )
-        contested = int(w.fetchall(f"SELECT count(*) FROM {q(_KEYS)}")[0][0])
+        contested, taken = w.count(_KEYS), 0
         if contested:
             self.ensure_holders()
             held_values = ", ".join(f"CASE WHEN {changed} THEN {s}.{q(c)} END" for c in user_columns)
@@ -263,10 +256,9 @@ class RowOwnership:
                 f"JOIN {self.data} t ON t.{self.key} = {s}.{self.key}",
                 [holder.import_id],
             )
-            counts.supplied += self._resolve_keys(taker=holder.import_id)[1]
+            taken = self._resolve_keys(taker=holder.import_id)[1]
         self._drop(_KEYS)
-        counts.held = w.count(stage)
-        return counts
+        return MergeCounts(supplied=placed + taken, held=placed + contested)
 
     def remove_orphans(self, source_file_id: str, shas: Sequence[str]) -> int:
         """After a file's new version is loaded (or a file leaves): rows its earlier

@@ -195,9 +195,9 @@ def test_a_new_table_takes_each_key_once_on_the_fast_path(warehouse_url: str) ->
         types = {"n": SqlType.INTEGER}
         ownership, holder = RowOwnership(warehouse, "t"), Holder(1, lineage)
         # Repeats inside one frame: the first wins; rows without a key always go in.
-        first = ownership.load_batch(_frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, holder, [], True)
+        first = ownership.load_batch(_frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, holder, [])
         assert (first.supplied, first.held) == (4, 4)
-        second = ownership.load_batch(_frame([b, c, None, c], [6, 7, 8, 9]), types, holder, [], False)
+        second = ownership.load_batch(_frame([b, c, None, c], [6, 7, 8, 9]), types, holder, [])
         assert (second.supplied, second.held) == (2, 2)
         rows = warehouse.fetchall("SELECT n, CAST(_row_key AS TEXT), load_timestamp FROM t ORDER BY n")
     assert [(n, key) for n, key, _ in rows] == [
