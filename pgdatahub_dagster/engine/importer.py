@@ -182,8 +182,12 @@ class Importer:
             # supplied wait to be taken over in place by this version (or removed at the end).
             ownership.retire([h.id for h in here], "replaced")
             record.replaced_import_id = here[-1].id
+            if not warehouse.replaces_in_place:
+                record.rows_deleted += ownership.remove_orphans_first(file.file_id, replaced_shas)
+                replaced_shas = []
         self._load(path, file, settings, record, counts, ownership, replaced_shas)
         record.rows_deleted += ownership.remove_orphans(file.file_id, replaced_shas)
+        record.rows_deleted -= ownership.rows_brought_back()
         record.finished_at = datetime.now(UTC)
         warehouse.update_import(record)
 

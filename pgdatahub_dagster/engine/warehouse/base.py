@@ -219,9 +219,11 @@ class Warehouse(ABC):
     #: Driver exceptions that mean the database refused one file's data or DDL (as
     #: opposed to a lost connection), so that file fails and the others go on.
     data_errors: ClassVar[tuple[type[Exception], ...]]
-    #: Whether an UPDATE costs in proportion to the columns it sets (a columnar store), rather
-    #: than rewriting whole rows whatever it sets.
-    updates_by_column: ClassVar[bool] = False
+    #: Whether a changed file's rows are best updated in place (PostgreSQL: one UPDATE costs
+    #: less than a DELETE and an INSERT of the same rows); otherwise its earlier version's rows
+    #: leave first and the new version is inserted (DuckDB, whose UPDATEs within one
+    #: transaction slow down batch after batch).
+    replaces_in_place: ClassVar[bool] = True
 
     def __init__(self, display_url: str) -> None:
         #: The URL without its password, for logs and metadata.

@@ -50,7 +50,7 @@ def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDB
 
 class DuckDBWarehouse(Warehouse):
     placeholder = "?"
-    updates_by_column = True
+    replaces_in_place = False
     unique_violation: ClassVar[tuple[type[Exception], ...]] = (duckdb.ConstraintException,)
     data_errors: ClassVar[tuple[type[Exception], ...]] = (
         duckdb.ConversionException,

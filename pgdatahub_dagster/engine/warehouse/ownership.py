@@ -46,6 +46,7 @@ _KEYS = "pgdatahub_keys"
 _CANDIDATES = "pgdatahub_candidates"
 _BEST = "pgdatahub_best"
 _SWITCH = "pgdatahub_switch"
+_SET_ASIDE = "pgdatahub_set_aside"
 _HOLDING = "(" + ", ".join(f"'{status}'" for status in HOLDING_STATUSES) + ")"
 
 
@@ -76,6 +77,8 @@ class RowOwnership:
         self.data = q(table)
         self.holders = f"{q(HOLDERS_SCHEMA)}.{q(table)}"
         self.key = q(ROW_KEY_COLUMN)
+        #: Whether ``remove_orphans_first`` set keys aside for ``rows_brought_back``.
+        self._set_aside = False
 
     # -- the holders table -------------------------------------------------------------------
 
@@ -191,40 +194,39 @@ class RowOwnership:
         if replaced_shas:
             # The changed file's earlier version supplies these keys and nobody else holds
             # them: its rows take the new version in place, which costs far less than deleting
-            # and re-inserting them. Most rows of a changed file are unchanged and only need
-            # the new lineage: a columnar store rewrites only those columns (two statements),
-            # a row store rewrites whole rows anyway (one statement, one join).
+            # and re-inserting them (on a warehouse where it does; see ``replaces_in_place``).
             shas = ", ".join([p] * len(replaced_shas))
-            values = [f"{q(c)} = {s}.{q(c)}" if c in user_columns else f"{q(c)} = NULL" for c in all_columns]
-            lineage_assignments = [f"{q(name)} = {p}" for name in LINEAGE_COLUMNS]
+            assignments = [
+                f"{q(c)} = {s}.{q(c)}" if c in user_columns else f"{q(c)} = NULL" for c in all_columns
+            ]
+            assignments += [f"{q(name)} = {p}" for name in LINEAGE_COLUMNS]
             nobody_else = (
                 f" AND NOT EXISTS (SELECT 1 FROM {self.holders} h WHERE h.{self.key} = t.{self.key})"
                 if holders_exist
                 else ""
             )
-            updates = [(values + lineage_assignments, "TRUE")]
-            if w.updates_by_column:
-                updates = [(values + lineage_assignments, changed), (lineage_assignments, f"NOT ({changed})")]
-            for assignments, which in updates:
-                placed += max(
-                    w.execute(
-                        f"UPDATE {self.data} AS t SET {', '.join(assignments)} FROM {s} "
-                        f"WHERE t.{self.key} = {s}.{self.key} AND t.source_file_id = {p} "
-                        f"AND t.file_sha256 IN ({shas}){nobody_else} AND {which}",
-                        [*lineage_values, lineage.source_file_id, *replaced_shas],
-                    ),
-                    0,
-                )
+            placed += max(
+                w.execute(
+                    f"UPDATE {self.data} AS t SET {', '.join(assignments)} FROM {s} "
+                    f"WHERE t.{self.key} = {s}.{self.key} AND t.source_file_id = {p} "
+                    f"AND t.file_sha256 IN ({shas}){nobody_else}",
+                    [*lineage_values, lineage.source_file_id, *replaced_shas],
+                ),
+                0,
+            )
         quoted = ", ".join(q(c) for c in stage_columns)
         lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
+        # After an in-place replacement most keys exist, and one anti-join costs far less than
+        # a refused insert per row; otherwise most keys are new and ON CONFLICT alone is cheaper.
+        existing = (
+            f" WHERE NOT EXISTS (SELECT 1 FROM {self.data} t WHERE t.{self.key} = {s}.{self.key})"
+            if replaced_shas
+            else ""
+        )
         placed += max(
             w.execute(
-                # An anti-join, not ON CONFLICT alone: most keys of a changed file exist, and
-                # one hash join costs far less than a failed insert per row.
                 f"INSERT INTO {self.data} ({quoted}, {lineage_columns}) "
-                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s} WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {self.data} t WHERE t.{self.key} = {s}.{self.key}) "
-                f"ON CONFLICT ({self.key}) DO NOTHING",
+                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s}{existing} ON CONFLICT ({self.key}) DO NOTHING",
                 lineage_values,
             ),
             0,
@@ -280,6 +282,42 @@ class RowOwnership:
         removed += self._resolve_keys()[0]
         self._drop(_KEYS)
         return removed
+
+    def remove_orphans_first(self, source_file_id: str, shas: Sequence[str]) -> int:
+        """``remove_orphans`` before the new version loads (warehouses that do not replace in
+        place). The keys it removes are set aside, so that ``rows_gone_for_good`` can tell the
+        ones the new version brought back: the ledger counts the same on every warehouse."""
+        if not shas or not self.w.table_exists(self.table):
+            return 0
+        w, q, p = self.w, self.w.quote, self.w.placeholder
+        nobody_else = (
+            f" AND NOT EXISTS (SELECT 1 FROM {self.holders} h WHERE h.{self.key} = t.{self.key})"
+            if self.holders_exist()
+            else ""
+        )
+        self._drop(_SET_ASIDE)
+        w.execute(
+            f"CREATE TEMPORARY TABLE {q(_SET_ASIDE)} AS SELECT t.{self.key} FROM {self.data} t "
+            f"WHERE t.source_file_id = {p} AND t.file_sha256 IN ({', '.join([p] * len(shas))}) "
+            f"AND t.{self.key} IS NOT NULL{nobody_else}",
+            [source_file_id, *shas],
+        )
+        self._set_aside = True
+        return self.remove_orphans(source_file_id, shas)
+
+    def rows_brought_back(self) -> int:
+        """Of the keys ``remove_orphans_first`` removed, how many are in the table again."""
+        if not self._set_aside:
+            return 0
+        self._set_aside = False
+        q = self.w.quote
+        back = int(
+            self.w.fetchall(
+                f"SELECT count(*) FROM {q(_SET_ASIDE)} a JOIN {self.data} t ON t.{self.key} = a.{self.key}"
+            )[0][0]
+        )
+        self._drop(_SET_ASIDE)
+        return back
 
     # -- releasing and re-ranking whole imports --------------------------------------------
 
