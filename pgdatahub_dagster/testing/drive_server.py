@@ -655,9 +655,17 @@ class DriveTestServer:
 
     # -- state mutation ----------------------------------------------------
 
-    def add_folder(self, name: str, parent_id: str | None = None, *, drive_id: str | None = None) -> str:
-        """Create a folder; ``drive_id`` marks a root as a shared drive."""
-        return self._create(name, parent_id, FOLDER_MIME_TYPE, drive_id=drive_id)
+    def add_folder(
+        self,
+        name: str,
+        parent_id: str | None = None,
+        *,
+        drive_id: str | None = None,
+        item_id: str | None = None,
+    ) -> str:
+        """Create a folder; ``drive_id`` marks a root as a shared drive. ``item_id`` gives
+        it that id instead of a new one (to rebuild another server's tree)."""
+        return self._create(name, parent_id, FOLDER_MIME_TYPE, drive_id=drive_id, item_id=item_id)
 
     def add_file(
         self,
@@ -665,10 +673,23 @@ class DriveTestServer:
         parent_id: str,
         content: bytes,
         mime_type: str = "application/octet-stream",
+        *,
+        item_id: str | None = None,
+        modified_time: datetime | None = None,
     ) -> str:
+        """Create a file. ``item_id`` and ``modified_time`` give it that id and
+        ``modifiedTime`` instead of new ones, so a test can rebuild another server's
+        tree (same ids, same times) elsewhere."""
         if mime_type.startswith(_GOOGLE_APPS_PREFIX):
             raise ValueError("use add_folder/add_google_sheet/add_shortcut instead")
-        return self._create(name, parent_id, mime_type, content=content)
+        return self._create(
+            name, parent_id, mime_type, content=content, item_id=item_id, modified_time=modified_time
+        )
+
+    def modified_time(self, file_id: str) -> datetime:
+        """The item's ``modifiedTime``: what a rebuilt tree must give the same item."""
+        with self._lock:
+            return self._get(file_id).modified
 
     def add_google_sheet(self, name: str, parent_id: str, xlsx_bytes: bytes) -> str:
         """Create a native Sheet whose xlsx export returns ``xlsx_bytes``."""
@@ -794,6 +815,8 @@ class DriveTestServer:
         drive_id: str | None = None,
         target_id: str | None = None,
         target_mime_type: str | None = None,
+        item_id: str | None = None,
+        modified_time: datetime | None = None,
     ) -> str:
         with self._lock:
             if parent_id is not None:
@@ -802,18 +825,22 @@ class DriveTestServer:
                 drive_id = self._get_folder(parent_id).drive_id
             elif mime_type != FOLDER_MIME_TYPE:
                 raise ValueError("only folders may be roots")
-            self._id_counter += 1
-            digest = hashlib.sha256(f"drive-test:{self._id_counter}".encode()).digest()
-            # Real ids look like "1AbC...": 33 url-safe characters.
-            item_id = "1" + base64.urlsafe_b64encode(digest).decode()[:32]
+            if item_id is None:
+                self._id_counter += 1
+                digest = hashlib.sha256(f"drive-test:{self._id_counter}".encode()).digest()
+                # Real ids look like "1AbC...": 33 url-safe characters.
+                item_id = "1" + base64.urlsafe_b64encode(digest).decode()[:32]
+            elif item_id in self._items:
+                raise ValueError(f"an item with id {item_id} exists already")
             now = self._tick()
+            stamp = now if modified_time is None else modified_time
             item = _Item(
                 id=item_id,
                 name=name,
                 mime_type=mime_type,
                 parent_id=parent_id,
-                created=now,
-                modified=now,
+                created=stamp,
+                modified=stamp,
                 content=content,
                 drive_id=drive_id,
                 target_id=target_id,

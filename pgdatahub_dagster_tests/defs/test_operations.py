@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance, Definitions
 
 from pgdatahub_dagster.defs.partitions import local_files
 from pgdatahub_dagster.engine.warehouse import connect
@@ -77,6 +77,14 @@ def test_status_asset_carries_the_figures_and_its_checks_pass(
     assert evaluations == {"unique_keys_hold": True, "ledger_matches_tables": True}
 
 
+def _run_checks(defs: Definitions, instance: DagsterInstance) -> dict[str, AssetCheckEvaluation]:
+    checks = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=set(defs.resolve_asset_graph().asset_check_keys)
+    )
+    outcome = checks.execute_in_process(instance=instance)
+    return {e.check_name: e for e in outcome.get_asset_check_evaluations()}
+
+
 def test_ledger_check_fails_when_rows_are_changed_behind_its_back(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:
@@ -84,12 +92,7 @@ def test_ledger_check_fails_when_rows_are_changed_behind_its_back(
     _import_all(test_defs, instance)
     with connect(warehouse_url) as warehouse:
         warehouse.execute("DELETE FROM t WHERE name = 'Blue'")
-    checks = test_defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=set(),
-        asset_check_selection=set(test_defs.resolve_asset_graph().asset_check_keys),
-    )
-    outcome = checks.execute_in_process(instance=instance)
-    evaluations = {e.check_name: e for e in outcome.get_asset_check_evaluations()}
+    evaluations = _run_checks(test_defs, instance)
     assert evaluations["unique_keys_hold"].passed
     assert not evaluations["ledger_matches_tables"].passed
     assert evaluations["ledger_matches_tables"].metadata["mismatches"].value == {
@@ -105,13 +108,7 @@ def test_ledger_check_fails_when_a_row_names_an_import_that_holds_nothing(
     with connect(warehouse_url) as warehouse:
         # The row count still matches the ledger, but one row claims a file nobody imported.
         warehouse.execute("UPDATE t SET source_file_id = 'ghost.csv' WHERE name = 'Blue'")
-    checks = test_defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=set(),
-        asset_check_selection=set(test_defs.resolve_asset_graph().asset_check_keys),
-    )
-    evaluations = {
-        e.check_name: e for e in checks.execute_in_process(instance=instance).get_asset_check_evaluations()
-    }
+    evaluations = _run_checks(test_defs, instance)
     assert not evaluations["ledger_matches_tables"].passed
     assert evaluations["ledger_matches_tables"].metadata["mismatches"].value == {
         "t": {"found": 2, "ledger": 2, "unaccounted": 1}

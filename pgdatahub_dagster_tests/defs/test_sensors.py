@@ -13,6 +13,7 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
+from pgdatahub_dagster_tests.exact_sync import SensorDaemon
 from pgdatahub_dagster_tests.files import write_csv
 
 
@@ -170,38 +171,25 @@ def test_a_missing_source_folder_is_not_a_mass_deletion(
     assert instance.get_dynamic_partitions(local_files.name) == ["t/a.csv"]
 
 
-class _Daemon:
-    """Launches each requested run once per run key, as Dagster's daemon does."""
-
-    def __init__(self, defs: Definitions, instance: DagsterInstance) -> None:
-        self.defs, self.instance = defs, instance
-        self.cursor: str | None = None
-        self.used: set[str] = set()
-
-    def tick(self) -> list[str]:
-        result = tick(self.defs, self.instance, self.cursor)
-        self.cursor = result.cursor
-        launched = []
-        for request in result.run_requests or []:
-            if request.run_key in self.used:
-                continue
-            self.used.add(str(request.run_key))
-            assert launch(self.defs, self.instance, request)
-            launched.append(str(request.partition_key or request.job_name))
-        return launched
+def _tick_and_launch(daemon: SensorDaemon) -> list[str]:
+    """One tick and the runs the daemon would launch; returns their partitions or jobs."""
+    kept, _ = daemon.tick()
+    for request in kept:
+        assert daemon.launch(request)
+    return [str(request.partition_key or request.job_name) for request in kept]
 
 
 def test_content_restored_to_an_earlier_version_is_imported_again(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:
     path = source_dir / "t" / "a.csv"
-    daemon = _Daemon(test_defs, instance)
+    daemon = SensorDaemon(test_defs, instance, "local_folder_sensor")
     # The last step restores the first version from a backup that keeps modification times
     # (rsync -a, cp -p): same bytes, same size and mtime as before, and still imported.
     for text, expected in [("v\n1\n", [(1,)]), ("v\n2\n", [(2,)]), ("v\n1\n", [(1,)])]:
         write_csv(path, text)
         os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
-        assert daemon.tick() == ["t/a.csv"]
+        assert _tick_and_launch(daemon) == ["t/a.csv"]
         with connect(warehouse_url) as warehouse:
             assert warehouse.fetchall("SELECT v FROM t") == expected
 
@@ -211,12 +199,12 @@ def test_a_file_deleted_restored_and_deleted_again_is_retracted_each_time(
 ) -> None:
     (source_dir / "pgdatahub.yaml").write_text("t:\n  on_delete: retract\n")
     path = source_dir / "t" / "a.csv"
-    daemon = _Daemon(test_defs, instance)
+    daemon = SensorDaemon(test_defs, instance, "local_folder_sensor")
     for _ in range(2):
         write_csv(path, "v\n1\n")
-        assert daemon.tick() == ["t/a.csv"]
+        assert _tick_and_launch(daemon) == ["t/a.csv"]
         path.unlink()
-        assert daemon.tick() == ["handle_deleted_files"]
+        assert _tick_and_launch(daemon) == ["handle_deleted_files"]
         with connect(warehouse_url) as warehouse:
             assert warehouse.count("t") == 0
 

@@ -1,10 +1,10 @@
-"""De-duplication at two levels: whole files by content hash, rows by a business key."""
+"""De-duplication of rows by a normalised business key. (Whole files are recognised by the
+sha256 their source computes while taking its snapshot: ``sources``.)"""
 
-from pgdatahub_dagster.engine.dedup.fingerprint import sha256_of_file
 from pgdatahub_dagster.engine.dedup.keys import (
     ROW_KEY_COLUMN,
     is_phone_column,
     row_keys,
 )
 
-__all__ = ["ROW_KEY_COLUMN", "is_phone_column", "row_keys", "sha256_of_file"]
+__all__ = ["ROW_KEY_COLUMN", "is_phone_column", "row_keys"]

@@ -264,6 +264,11 @@ class Warehouse(ABC):
         for the duration of the context; yields its name."""
 
     @abstractmethod
+    def analyze(self, table: str) -> None:
+        """Give the planner the size of a temporary table just filled, where it needs that to
+        join it by index instead of scanning the other side."""
+
+    @abstractmethod
     def index_holders(self, holders: str, table: str) -> None:
         """Index a new holders table (``holders`` is its quoted, qualified name) where the
         database needs indexes to find a key's holders and an import's keys."""

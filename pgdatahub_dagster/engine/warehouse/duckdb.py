@@ -170,6 +170,9 @@ class DuckDBWarehouse(Warehouse):
             if self._usable():
                 self._conn.execute(f"DROP TABLE IF EXISTS {self.quote(STAGE_TABLE)}").fetchall()
 
+    def analyze(self, table: str) -> None:
+        """Nothing to do: DuckDB plans with the true size of a temporary table."""
+
     def index_holders(self, holders: str, table: str) -> None:
         """None: DuckDB finds a key's holders by hash join, and an index would only slow
         the inserts down."""

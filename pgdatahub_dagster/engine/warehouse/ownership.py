@@ -402,6 +402,7 @@ class RowOwnership:
         key, imp, has = self.key, q(_IMPORT_ID), q(_HAS_VALUES)
         columns = self._user_columns()
         self._drop(_CANDIDATES, _BEST, _SWITCH)
+        w.analyze(_KEYS)
         ranked = "status, modified_at, source_file, source_file_id"
         w.execute(
             f"CREATE TEMPORARY TABLE {cand} AS "
@@ -419,6 +420,7 @@ class RowOwnership:
             f"(PARTITION BY {key} ORDER BY {self._rank(cand)}) AS position FROM {cand}) AS ranked "
             "WHERE position = 1"
         )
+        w.analyze(_BEST)
         removed = max(
             w.execute(
                 f"DELETE FROM {self.data} WHERE {key} IN (SELECT {key} FROM {keys}) "
@@ -436,6 +438,7 @@ class RowOwnership:
             f"WHERE cur.id IS NULL OR cur.id <> b.{imp}",
             [self.table],
         )
+        w.analyze(_SWITCH)
         taken = 0
         if taker is not None:
             taken = int(w.fetchall(f"SELECT count(*) FROM {switch} WHERE new_id = {p}", [taker])[0][0])

@@ -153,6 +153,11 @@ class PostgresWarehouse(Warehouse):
         yield STAGE_TABLE
         self.execute(f"DROP TABLE {stage}")
 
+    def analyze(self, table: str) -> None:
+        # Without statistics PostgreSQL guesses a temporary table's size, and a guess too
+        # large makes it scan the whole data table for a handful of keys.
+        self.execute(f"ANALYZE {self.quote(table)}")
+
     def index_holders(self, holders: str, table: str) -> None:
         digest = self.row_key_index_name(table)
         for column, suffix in ((ROW_KEY_COLUMN, "k"), ("_import_id", "i")):
