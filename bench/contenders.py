@@ -107,14 +107,16 @@ class Engine(Contender):
         self.mapping = FolderMapping.load(root / "pgdatahub.yaml")
 
     def run(self) -> Outcome:
-        rows_in = rows_out = 0
+        rows_in = 0
         failed = []
         with self.connect(self.params["url"]) as warehouse:
             for result in self.importer(warehouse, self.source, self.mapping).import_all():
                 rows_in += result.record.rows_read
-                rows_out += result.record.rows_inserted
                 if result.status != "success":
                     failed.append(f"{result.record.source_file}: {result.status} {result.record.error}")
+            # The table's rows: rows_inserted also counts rows a later file took over.
+            tables = {table for (table,) in warehouse.fetchall("SELECT DISTINCT table_name FROM etl_imports")}
+            rows_out = sum(warehouse.count(table) for table in tables)
         if failed:
             raise RuntimeError("; ".join(failed[:5]))
         return Outcome(rows_in, rows_out)
@@ -265,11 +267,15 @@ class DagsterMaterialize(Contender):
 
         with psycopg.connect(self.params["url"]) as conn:
             row = conn.execute(
-                "SELECT sum(rows_read), sum(rows_inserted), count(*) FROM etl_imports "
-                "WHERE status = 'success'"
+                "SELECT sum(rows_read), count(*) FROM etl_imports WHERE status = 'success'"
             ).fetchone()
-        assert row is not None
-        return Outcome(int(row[0] or 0), int(row[1] or 0), f"{row[2]} files imported")
+            # An empty folder (dagster_no_files) creates no table.
+            exists = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
+            stored = (
+                conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone() if exists and exists[0] else (0,)
+            )
+        assert row is not None and stored is not None
+        return Outcome(int(row[0] or 0), int(stored[0]), f"{row[1]} files imported")
 
 
 # -- plain PostgreSQL ----------------------------------------------------------------------
