@@ -35,6 +35,7 @@ from dagster import (
     SensorResult,
     build_sensor_context,
 )
+from hypothesis import HealthCheck, Phase, settings
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
@@ -464,3 +465,25 @@ def import_tree(url: str, root: Path, *, reverse: bool = False) -> list[ImportRe
         if reverse:
             files.reverse()
         return list(importer.import_all(files))
+
+
+def machine_settings(examples: int, steps: int, *, shrink: bool) -> settings:
+    # Derandomised, so a run tests the same examples every time (and a failure reproduces);
+    # no example database, which would write .hypothesis/ into the checkout.
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=phases,
+        # Examples are slow and large by design (real runs, a seeded tree); the fixtures are
+        # per test on purpose, each example makes its own warehouse and instance.
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.large_base_example,
+            HealthCheck.data_too_large,
+        ],
+    )

@@ -36,7 +36,7 @@ from typing import ClassVar
 
 import pytest
 from dagster import DagsterInstance, DagsterUnknownPartitionError, Definitions
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -66,6 +66,7 @@ from pgdatahub_dagster_tests.exact_sync import (
     failure_report,
     fresh_tables,
     import_tree,
+    machine_settings,
     materialize,
     merge_kept,
     place_file,
@@ -576,41 +577,6 @@ def _sensor_does_not_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGDATAHUB_SENSOR_SETTLE_SECONDS", "0")
 
 
-@pytest.fixture
-def new_warehouse(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, or PostgreSQL
-    databases (dropped when the test ends)."""
-    if warehouse_url.startswith("duckdb"):
-        numbers = itertools.count(1)
-        folder = tmp_path / "warehouses"
-        folder.mkdir()
-        return lambda purpose: f"duckdb:///{folder / f'{purpose}-{next(numbers)}.duckdb'}"
-    make_database: Callable[[str], str] = request.getfixturevalue("make_database")
-    return make_database
-
-
-def _settings(examples: int, steps: int, *, shrink: bool) -> settings:
-    # Derandomised, so a run tests the same examples every time (and a failure reproduces);
-    # no example database, which would write .hypothesis/ into the checkout.
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=phases,
-        # Examples are slow and large by design (real runs, a seeded tree); the fixtures are
-        # per test on purpose, each example makes its own warehouse and instance.
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.large_base_example,
-            HealthCheck.data_too_large,
-        ],
-    )
-
-
 def _run(new_warehouse: Callable[[str], str], tmp_path: Path, run_settings: settings) -> None:
     world = World(new_warehouse, tmp_path)
     machine = type("ExactSync", (ExactSyncMachine,), {"world": world})
@@ -621,7 +587,7 @@ def test_exact_sync(new_warehouse: Callable[[str], str], tmp_path: Path) -> None
     """The CI size: about 25 s per warehouse on 2 idle cores (up to three times that on a busy
     machine). No shrinking: each example takes seconds and shrinking could take minutes; the
     failing steps are listed in the message anyway."""
-    _run(new_warehouse, tmp_path, _settings(6, 12, shrink=False))
+    _run(new_warehouse, tmp_path, machine_settings(6, 12, shrink=False))
 
 
 @pytest.mark.long
@@ -629,7 +595,7 @@ def test_exact_sync(new_warehouse: Callable[[str], str], tmp_path: Path) -> None
 def test_exact_sync_long(new_warehouse: Callable[[str], str], tmp_path: Path) -> None:
     """More and longer examples, and failures shrunk to a minimal sequence of steps (at
     most 5 more minutes): ``pytest -m long pgdatahub_dagster_tests/defs/test_exact_sync.py``."""
-    _run(new_warehouse, tmp_path, _settings(30, 25, shrink=True))
+    _run(new_warehouse, tmp_path, machine_settings(30, 25, shrink=True))
 
 
 # -- fixed scenarios ---------------------------------------------------------------------------

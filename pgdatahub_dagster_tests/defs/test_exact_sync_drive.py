@@ -24,7 +24,6 @@ known gap the README names), and ``on_delete: keep`` folders (every folder retra
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +32,7 @@ from typing import ClassVar
 
 import pytest
 from dagster import DagsterInstance, DagsterUnknownPartitionError, RunRequest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -69,6 +68,7 @@ from pgdatahub_dagster_tests.exact_sync import (
     assert_tables_equal,
     describe_request,
     failure_report,
+    machine_settings,
 )
 
 # -- the Drive tree --------------------------------------------------------------------------
@@ -500,39 +500,6 @@ def mapping_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root / "pgdatahub.yaml"
 
 
-@pytest.fixture
-def new_warehouse(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, or PostgreSQL
-    databases (dropped when the test ends)."""
-    if warehouse_url.startswith("duckdb"):
-        numbers = itertools.count(1)
-        folder = tmp_path / "warehouses"
-        folder.mkdir()
-        return lambda purpose: f"duckdb:///{folder / f'{purpose}-{next(numbers)}.duckdb'}"
-    make_database: Callable[[str], str] = request.getfixturevalue("make_database")
-    return make_database
-
-
-def _settings(examples: int, steps: int, *, shrink: bool) -> settings:
-    # Derandomised, so a run tests the same examples every time (and a failure reproduces);
-    # no example database, which would write .hypothesis/ into the checkout.
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=phases,
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.large_base_example,
-            HealthCheck.data_too_large,
-        ],
-    )
-
-
 def _run(
     new_warehouse: Callable[[str], str], drive_credentials: Path, mapping_file: Path, run_settings: settings
 ) -> None:
@@ -550,7 +517,7 @@ def test_exact_sync_drive(
     """The CI size: about 40 s on DuckDB and 30 s on PostgreSQL on 2 cores (6 examples took
     54 s on DuckDB on a busy machine). No shrinking: each example takes seconds; the failing
     steps are listed in the message anyway."""
-    _run(new_warehouse, drive_credentials, mapping_file, _settings(5, 12, shrink=False))
+    _run(new_warehouse, drive_credentials, mapping_file, machine_settings(5, 12, shrink=False))
 
 
 @pytest.mark.long
@@ -561,4 +528,4 @@ def test_exact_sync_drive_long(
 ) -> None:
     """More and longer examples, failures shrunk to a minimal sequence of steps:
     ``pytest -m long pgdatahub_dagster_tests/defs/test_exact_sync_drive.py``."""
-    _run(new_warehouse, drive_credentials, mapping_file, _settings(25, 25, shrink=True))
+    _run(new_warehouse, drive_credentials, mapping_file, machine_settings(25, 25, shrink=True))
