@@ -184,7 +184,11 @@ def test_the_bytes_hashed_are_the_bytes_loaded(warehouse_url: str, tmp_path: Pat
                         "crm/busy.csv: the file changed while it was being read; "
                         "it is imported at its next change"
                     )
-                [(sha,)] = warehouse.fetchall("SELECT file_sha256 FROM etl_imports WHERE status = 'success'")
+                live = warehouse.fetchall("SELECT file_sha256 FROM etl_imports WHERE status = 'success'")
+                if not live:  # every import so far was caught mid-save: nothing is loaded
+                    assert not warehouse.table_exists("crm") or warehouse.count("crm") == 0
+                    continue
+                [(sha,)] = live
                 text = by_sha[sha]
                 label = "long" if "extra" in text.split("\n", 1)[0] else "short"
                 rows = text.count("\n") - 1
