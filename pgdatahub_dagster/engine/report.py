@@ -8,7 +8,7 @@ from typing import Any
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN as ROW_KEY
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, Warehouse
-from pgdatahub_dagster.engine.warehouse.base import HOLDING_STATUSES
+from pgdatahub_dagster.engine.warehouse.base import HOLDING_SQL
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,9 @@ def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
     supplies or a row of the table's holders table. A data row whose supplier no longer
     holds rows, or a holders row of such an import, counts as found but unaccounted for.
     """
-    statuses = ", ".join(f"'{status}'" for status in HOLDING_STATUSES)
     accounted = warehouse.fetchall(
         f"SELECT table_name, SUM(rows_held) FROM {LEDGER_TABLE} "
-        f"WHERE status IN ({statuses}) GROUP BY table_name"
+        f"WHERE status IN {HOLDING_SQL} GROUP BY table_name"
     )
     expected = {str(table): int(held) for table, held in accounted}
     tables = {str(row[0]) for row in warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE}")}
@@ -101,7 +100,7 @@ def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
                 warehouse.fetchall(
                     f"SELECT count(*) FROM {quoted} t WHERE NOT EXISTS (SELECT 1 FROM {LEDGER_TABLE} l "
                     f"WHERE l.table_name = {p} AND l.source_file_id = t.source_file_id "
-                    f"AND l.file_sha256 = t.file_sha256 AND l.status IN ({statuses}))",
+                    f"AND l.file_sha256 = t.file_sha256 AND l.status IN {HOLDING_SQL})",
                     (table,),
                 )[0][0]
             )
@@ -111,7 +110,7 @@ def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
                 unaccounted += int(
                     warehouse.fetchall(
                         f"SELECT count(*) FROM {holders} h WHERE NOT EXISTS (SELECT 1 FROM {LEDGER_TABLE} l "
-                        f"WHERE l.id = h._import_id AND l.status IN ({statuses}))"
+                        f"WHERE l.id = h._import_id AND l.status IN {HOLDING_SQL})"
                     )[0][0]
                 )
         if found != expected.get(table, 0) or unaccounted:

@@ -19,6 +19,7 @@ from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.schema import SchemaChange
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, SCHEMA_CHANGES_TABLE, Warehouse
+from pgdatahub_dagster.engine.warehouse.base import HOLDING_SQL
 from pgdatahub_dagster.engine.warehouse.ownership import RowOwnership
 
 SELECTORS = {"file": "source_file", "file_id": "source_file_id", "sha256": "file_sha256", "run": "run_id"}
@@ -82,7 +83,7 @@ def revert(
         with warehouse.transaction():
             targets = warehouse.fetchall(
                 f"SELECT id, table_name, source_file, source_file_id, file_sha256 FROM {LEDGER_TABLE} "
-                f"WHERE status IN ('success', 'kept') AND {SELECTORS[selector]} = {p} ORDER BY id",
+                f"WHERE status IN {HOLDING_SQL} AND {SELECTORS[selector]} = {p} ORDER BY id",
                 (value,),
             )
             for table in sorted({row[1] for row in targets}):

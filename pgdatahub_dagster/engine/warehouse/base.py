@@ -160,6 +160,8 @@ class ImportRecord:
 #: ``retracted`` rows record a file's disappearance.
 LEDGER_STATUSES = ("success", "skipped", "failed", "replaced", "reverted", "deleted", "retracted", "kept")
 HOLDING_STATUSES = ("success", "kept")
+#: The same, as SQL: ``status IN HOLDING_SQL``.
+HOLDING_SQL = "(" + ", ".join(f"'{status}'" for status in HOLDING_STATUSES) + ")"
 
 _LEDGER_DDL = (
     f"CREATE SEQUENCE IF NOT EXISTS {LEDGER_TABLE}_id_seq",
@@ -479,10 +481,9 @@ class Warehouse(ABC):
     def holding_imports(self, source_file_id: str) -> list[HoldingImport]:
         """The imports of a file that hold rows now, in every table, oldest first."""
         p = self.placeholder
-        statuses = ", ".join(f"'{status}'" for status in HOLDING_STATUSES)
         rows = self.fetchall(
             f"SELECT id, table_name, source_file, file_sha256, status, modified_at FROM {LEDGER_TABLE} "
-            f"WHERE source_file_id = {p} AND status IN ({statuses}) ORDER BY id",
+            f"WHERE source_file_id = {p} AND status IN {HOLDING_SQL} ORDER BY id",
             (source_file_id,),
         )
         return [

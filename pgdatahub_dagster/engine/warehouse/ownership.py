@@ -31,7 +31,7 @@ from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
     HOLDERS_SCHEMA,
-    HOLDING_STATUSES,
+    HOLDING_SQL,
     LEDGER_TABLE,
     LINEAGE_COLUMNS,
     Lineage,
@@ -47,7 +47,6 @@ _CANDIDATES = "pgdatahub_candidates"
 _BEST = "pgdatahub_best"
 _SWITCH = "pgdatahub_switch"
 _SET_ASIDE = "pgdatahub_set_aside"
-_HOLDING = "(" + ", ".join(f"'{status}'" for status in HOLDING_STATUSES) + ")"
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class RowOwnership:
         return (
             f"{join} {LEDGER_TABLE} {alias} ON {alias}.table_name = {p} "
             f"AND {alias}.source_file_id = {row}.source_file_id AND {alias}.file_sha256 = {row}.file_sha256 "
-            f"AND {alias}.status IN {_HOLDING}"
+            f"AND {alias}.status IN {HOLDING_SQL}"
         )
 
     def _rank(self, alias: str) -> str:
