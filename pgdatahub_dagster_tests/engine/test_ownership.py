@@ -97,6 +97,26 @@ def test_a_newer_version_of_the_older_file_wins_its_keys_back(warehouse_url: str
     assert sync.rows() == _expected((range(10), "b", "crm/b.csv"), (range(8), "a2-", "crm/a.csv"))
 
 
+def test_a_new_version_that_widens_a_column_brings_back_the_keys_it_gave_up(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """Found by the long model-based test on DuckDB: the old version's rows go first (key 5
+    only it holds), a column widens (integer → decimal), then key 5 comes back. DuckDB
+    counted the deleted row in an index rebuilt inside the transaction and refused it."""
+    sync = Sync(warehouse_url, tmp_path, KEYED)
+    write_csv(tmp_path / "crm/a.csv", "id,label\n0,a\n")
+    write_csv(tmp_path / "crm/b.csv", "id,label,amount\n0,b,1\n5,b,1\n")
+    os.utime(tmp_path / "crm/a.csv", (_T0 + 1, _T0 + 1))
+    os.utime(tmp_path / "crm/b.csv", (_T0 + 2, _T0 + 2))
+    sync.run()
+    write_csv(tmp_path / "crm/b.csv", "id,label,amount\n3,b2,2.5\n0,b2,1\n5,b2,1\n")
+    os.utime(tmp_path / "crm/b.csv", (_T0 + 3, _T0 + 3))
+    assert sync.run()["crm/b.csv"].status == "success"
+    assert sync.rows() == [(0, "b2", "crm/b.csv"), (3, "b2", "crm/b.csv"), (5, "b2", "crm/b.csv")]
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT id, amount FROM crm ORDER BY id") == [(0, 1.0), (3, 2.5), (5, 1.0)]
+
+
 def test_touching_a_file_ranks_it_anew_without_reading_it(warehouse_url: str, tmp_path: Path) -> None:
     sync = Sync(warehouse_url, tmp_path, KEYED)
     _write(tmp_path, "crm/a.csv", range(5), 1, "a")

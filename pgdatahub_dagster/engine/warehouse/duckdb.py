@@ -125,23 +125,32 @@ class DuckDBWarehouse(Warehouse):
         if table in self._fresh:  # no index yet
             super().alter_column_type(table, column, old_type, new_type)
             return
-        # DuckDB refuses to alter or drop a column of a table that has an index; drop and
-        # rebuild the index inside the same transaction.
-        self.execute(f"DROP INDEX {self.quote(self.row_key_index_name(table))}")
-        super().alter_column_type(table, column, old_type, new_type)
-        self.create_row_key_index(table)
+        # DuckDB refuses to alter a column of an indexed table, and an index dropped and built
+        # again inside the transaction still counts the rows it deleted: re-inserting one of
+        # their keys then fails. A rebuilt table holds only the live rows.
+        self._rebuild(
+            table,
+            [
+                f"({self.cast_sql(self.quote(name), old_type, new_type)}) AS {self.quote(name)}"
+                if name == column
+                else self.quote(name)
+                for name in self.column_names(table)
+            ],
+        )
 
     def drop_column(self, table: str, column: str) -> None:
         # Inside a transaction DuckDB refuses DROP COLUMN on an indexed table even after
         # DROP INDEX, so the table is rebuilt without the column instead.
-        kept = [name for name in self.column_names(table) if name != column]
+        self._rebuild(table, [self.quote(name) for name in self.column_names(table) if name != column])
+        self.drop_holders_column(table, column)
+
+    def _rebuild(self, table: str, selected: Sequence[str]) -> None:
+        """Replace ``table`` by ``SELECT selected FROM table``, with its unique index."""
         rebuilt = self.quote(f"{table}__rebuild")
-        selected = ", ".join(self.quote(name) for name in kept)
-        self.execute(f"CREATE TABLE {rebuilt} AS SELECT {selected} FROM {self.quote(table)}")
+        self.execute(f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {self.quote(table)}")
         self.execute(f"DROP TABLE {self.quote(table)}")
         self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
         self.create_row_key_index(table)
-        self.drop_holders_column(table, column)
 
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         columns = frame.columns
