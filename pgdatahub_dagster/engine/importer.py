@@ -176,17 +176,13 @@ class Importer:
             return
         record.status = "success"
         warehouse.record_import(record)
-        replaced_shas = [h.file_sha256 for h in here]
         if here:
-            # The earlier version gives way: it stops holding rows, and the rows only it
-            # supplied wait to be taken over in place by this version (or removed at the end).
+            # The earlier version gives way first: it stops holding rows, and the rows only it
+            # supplied leave (the ones this version holds too come back with its values).
             ownership.retire([h.id for h in here], "replaced")
             record.replaced_import_id = here[-1].id
-            if not warehouse.replaces_in_place:
-                record.rows_deleted += ownership.remove_orphans_first(file.file_id, replaced_shas)
-                replaced_shas = []
-        self._load(path, file, settings, record, counts, ownership, replaced_shas)
-        record.rows_deleted += ownership.remove_orphans(file.file_id, replaced_shas)
+            record.rows_deleted += ownership.make_way(file.file_id, [h.file_sha256 for h in here], record.id)
+        self._load(path, file, settings, record, counts, ownership)
         record.rows_deleted -= ownership.rows_brought_back()
         record.finished_at = datetime.now(UTC)
         warehouse.update_import(record)
@@ -217,7 +213,6 @@ class Importer:
         record: ImportRecord,
         counts: _Counts,
         ownership: RowOwnership,
-        replaced_shas: list[str],
     ) -> None:
         warehouse, table = self.warehouse, settings.table
         lineage = Lineage(file.path, file.file_id, record.file_sha256, record.started_at)
@@ -250,7 +245,7 @@ class Importer:
                 frame = frame.with_columns(
                     cast_to(frame[name], kind) for name, kind in plan.load_types.items()
                 )
-                merged = ownership.load_batch(frame, plan.load_types, holder, replaced_shas)
+                merged = ownership.load_batch(frame, plan.load_types, holder)
                 record.rows_inserted += merged.supplied
                 record.rows_held += merged.held
         record.sheet_name = counts.sheet

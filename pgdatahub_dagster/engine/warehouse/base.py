@@ -221,20 +221,16 @@ class Warehouse(ABC):
     #: Driver exceptions that mean the database refused one file's data or DDL (as
     #: opposed to a lost connection), so that file fails and the others go on.
     data_errors: ClassVar[tuple[type[Exception], ...]]
-    #: Whether a changed file's rows are best updated in place (PostgreSQL: one UPDATE costs
-    #: less than a DELETE and an INSERT of the same rows); otherwise its earlier version's rows
-    #: leave first and the new version is inserted (DuckDB, whose UPDATEs within one
-    #: transaction slow down batch after batch).
-    replaces_in_place: ClassVar[bool] = True
 
     def __init__(self, display_url: str) -> None:
         #: The URL without its password, for logs and metadata.
         self.display_url = display_url
         self._creating: str | None = None
-        #: Tables created by the running transaction, still without their unique index,
-        #: with the keys loaded into them so far. Such a table held nothing before this
-        #: transaction, so filtering by these keys gives exactly the rows the index would
-        #: let in; the index built before commit still enforces uniqueness.
+        #: Tables created (or emptied, ``empty_for_reload``) by the running transaction, still
+        #: without their unique index, with the keys loaded into them so far. Such a table
+        #: holds nothing but this transaction's rows, so filtering by these keys gives exactly
+        #: the rows the index would let in; the index built before commit still enforces
+        #: uniqueness.
         self._fresh: dict[str, SeenKeys] = {}
 
     # -- primitives every database implements -------------------------------------------
@@ -257,8 +253,16 @@ class Warehouse(ABC):
 
     @abstractmethod
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
-        """Bulk-insert rows with keys new to ``table``, a table this transaction created and
-        has not indexed yet (``new_rows_for_fresh_table``); returns the number inserted."""
+        """Bulk-insert rows with keys new to ``table``, a table this transaction created or
+        emptied and has not indexed yet (``new_rows_for_fresh_table``); returns the number
+        inserted."""
+
+    @abstractmethod
+    def empty_for_reload(self, table: str) -> int:
+        """Delete every row of ``table``, whose rows nobody holds any more, and let the rows
+        this transaction loads next take the fast path of a new table (``_fresh``); returns
+        the rows deleted. Readers see the old rows until commit (on PostgreSQL they wait for
+        the index to be rebuilt, as for any schema change)."""
 
     @abstractmethod
     def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> AbstractContextManager[str]:
@@ -364,12 +368,17 @@ class Warehouse(ABC):
         """Build the unique index now, or, for a table the running transaction is creating,
         just before commit (``build_deferred_indexes``)."""
         if table == self._creating:
-            self._fresh[table] = SeenKeys()
+            self._index_at_commit(table)
             return
         if self._fresh.pop(table, None) is not None:
             self._before_deferred_index(table)
         index = self.quote(self.row_key_index_name(table))
         self.execute(f"CREATE UNIQUE INDEX {index} ON {self.quote(table)} ({self.quote(ROW_KEY_COLUMN)})")
+
+    def _index_at_commit(self, table: str) -> None:
+        """Leave ``table``, which holds only this transaction's rows, without its unique index
+        until just before commit: its rows load by the fast path meanwhile."""
+        self._fresh[table] = SeenKeys()
 
     @abstractmethod
     def _before_deferred_index(self, table: str) -> None:

@@ -50,7 +50,6 @@ def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDB
 
 class DuckDBWarehouse(Warehouse):
     placeholder = "?"
-    replaces_in_place = False
     unique_violation: ClassVar[tuple[type[Exception], ...]] = (duckdb.ConstraintException,)
     data_errors: ClassVar[tuple[type[Exception], ...]] = (
         duckdb.ConversionException,
@@ -144,13 +143,30 @@ class DuckDBWarehouse(Warehouse):
         self._rebuild(table, [self.quote(name) for name in self.column_names(table) if name != column])
         self.drop_holders_column(table, column)
 
-    def _rebuild(self, table: str, selected: Sequence[str]) -> None:
-        """Replace ``table`` by ``SELECT selected FROM table``, with its unique index."""
+    def empty_for_reload(self, table: str) -> int:
+        removed = self.count(table)
+        # An index DuckDB builds inside the transaction that deleted rows still counts them,
+        # so the emptied table is a new one, whose index is built at commit.
+        self._rebuild(table, [self.quote(name) for name in self.column_names(table)], keep_rows=False)
+        return removed
+
+    def _rebuild(self, table: str, selected: Sequence[str], keep_rows: bool = True) -> None:
+        """Replace ``table`` by ``SELECT selected FROM table`` (no rows unless ``keep_rows``),
+        with its constraints and its unique index (at commit, if the table is empty and
+        this is the outer transaction)."""
         rebuilt = self.quote(f"{table}__rebuild")
-        self.execute(f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {self.quote(table)}")
+        self.execute(
+            f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {self.quote(table)}"
+            f"{'' if keep_rows else ' WHERE FALSE'}"
+        )
         self.execute(f"DROP TABLE {self.quote(table)}")
         self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
-        self.create_row_key_index(table)
+        for name in LINEAGE_COLUMNS:
+            self.execute(f"ALTER TABLE {self.quote(table)} ALTER COLUMN {self.quote(name)} SET NOT NULL")
+        if not keep_rows and self._in_outer_transaction():
+            self._index_at_commit(table)
+        else:
+            self.create_row_key_index(table)
 
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         columns = frame.columns

@@ -76,7 +76,7 @@ class RowOwnership:
         self.data = q(table)
         self.holders = f"{q(HOLDERS_SCHEMA)}.{q(table)}"
         self.key = q(ROW_KEY_COLUMN)
-        #: Whether ``remove_orphans_first`` set keys aside for ``rows_brought_back``.
+        #: Whether ``make_way`` set keys aside for ``rows_brought_back``.
         self._set_aside = False
 
     # -- the holders table -------------------------------------------------------------------
@@ -142,94 +142,45 @@ class RowOwnership:
 
     # -- merging one batch of a new import -------------------------------------------------
 
-    def load_batch(
-        self,
-        frame: pl.DataFrame,
-        types: Mapping[str, SqlType],
-        holder: Holder,
-        replaced_shas: Sequence[str],
-    ) -> MergeCounts:
+    def load_batch(self, frame: pl.DataFrame, types: Mapping[str, SqlType], holder: Holder) -> MergeCounts:
         """Load one batch of an import (user columns and ``_row_key``, no repeats inside the
-        batch). A table this transaction created takes the fast path: nobody else can hold
-        its keys yet."""
+        batch). A table without an index yet (created or emptied by this transaction) takes
+        the fast path: nobody else can hold its keys."""
         fresh = self.w.new_rows_for_fresh_table(self.table, frame)
         if fresh is not None:
             inserted = self.w.insert_fresh(self.table, fresh, holder.lineage) if fresh.height else 0
             return MergeCounts(supplied=inserted, held=fresh.height)
         with self.w.staged(frame, types) as stage:
-            return self.merge_stage(stage, frame.columns, holder, replaced_shas)
+            return self.merge_stage(stage, frame.columns, frame.height, holder)
 
-    def merge_stage(
-        self,
-        stage: str,
-        stage_columns: Sequence[str],
-        holder: Holder,
-        replaced_shas: Sequence[str],
-    ) -> MergeCounts:
-        """Merge the staged rows of one batch (user columns and ``_row_key``, no repeats
-        inside the batch) into the existing table, as ``holder``.
-
-        ``replaced_shas``: earlier versions of the same file that this import replaces; their
-        rows are still in the table, waiting to be taken over in place or removed by
-        ``remove_orphans`` at the end.
-        """
+    def merge_stage(self, stage: str, stage_columns: Sequence[str], rows: int, holder: Holder) -> MergeCounts:
+        """Merge the ``rows`` staged rows of one batch (user columns and ``_row_key``, no
+        repeats inside the batch) into the existing table, as ``holder``."""
         w, q, p = self.w, self.w.quote, self.w.placeholder
         s = q(stage)
         lineage = holder.lineage
         own = f"t.source_file_id = {p} AND t.file_sha256 = {p}"
         own_params = [lineage.source_file_id, lineage.file_sha256]
-        placed = 0
         holders_exist = self.holders_exist()
         user_columns = [c for c in stage_columns if c != ROW_KEY_COLUMN]
-        all_columns = self._user_columns()
-        # Whether a data row ``t`` holds other values than the staged row of the same key.
-        changed = self._differs("t", s, all_columns, user_columns)
         lineage_values = [
             lineage.source_file,
             lineage.source_file_id,
             lineage.file_sha256,
             lineage.load_timestamp,
         ]
-        if replaced_shas:
-            # The changed file's earlier version supplies these keys and nobody else holds
-            # them: its rows take the new version in place, which costs far less than deleting
-            # and re-inserting them (on a warehouse where it does; see ``replaces_in_place``).
-            shas = ", ".join([p] * len(replaced_shas))
-            assignments = [
-                f"{q(c)} = {s}.{q(c)}" if c in user_columns else f"{q(c)} = NULL" for c in all_columns
-            ]
-            assignments += [f"{q(name)} = {p}" for name in LINEAGE_COLUMNS]
-            nobody_else = (
-                f" AND NOT EXISTS (SELECT 1 FROM {self.holders} h WHERE h.{self.key} = t.{self.key})"
-                if holders_exist
-                else ""
-            )
-            placed += max(
-                w.execute(
-                    f"UPDATE {self.data} AS t SET {', '.join(assignments)} FROM {s} "
-                    f"WHERE t.{self.key} = {s}.{self.key} AND t.source_file_id = {p} "
-                    f"AND t.file_sha256 IN ({shas}){nobody_else}",
-                    [*lineage_values, lineage.source_file_id, *replaced_shas],
-                ),
-                0,
-            )
         quoted = ", ".join(q(c) for c in stage_columns)
         lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
-        # After an in-place replacement most keys exist, and one anti-join costs far less than
-        # a refused insert per row; otherwise most keys are new and ON CONFLICT alone is cheaper.
-        existing = (
-            f" WHERE NOT EXISTS (SELECT 1 FROM {self.data} t WHERE t.{self.key} = {s}.{self.key})"
-            if replaced_shas
-            else ""
-        )
-        placed += max(
+        placed = max(
             w.execute(
                 f"INSERT INTO {self.data} ({quoted}, {lineage_columns}) "
-                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s}{existing} ON CONFLICT ({self.key}) DO NOTHING",
+                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s} ON CONFLICT ({self.key}) DO NOTHING",
                 lineage_values,
             ),
             0,
         )
+        if placed == rows:
+            return MergeCounts(supplied=placed, held=placed)  # every key was new
         # What is left are keys another import supplies: this one joins their holders.
         self._drop(_KEYS)
         # A key this import placed or joined in an earlier batch of the file is a repeat:
@@ -248,6 +199,8 @@ class RowOwnership:
         contested, taken = w.count(_KEYS), 0
         if contested:
             self.ensure_holders()
+            # Whether the data row ``t`` holds other values than the staged row of its key.
+            changed = self._differs("t", s, self._user_columns(), user_columns)
             held_values = ", ".join(f"CASE WHEN {changed} THEN {s}.{q(c)} END" for c in user_columns)
             w.execute(
                 f"INSERT INTO {self.holders} ({q(_IMPORT_ID)}, {self.key}, {q(_HAS_VALUES)}"
@@ -282,16 +235,25 @@ class RowOwnership:
         self._drop(_KEYS)
         return removed
 
-    def remove_orphans_first(self, source_file_id: str, shas: Sequence[str]) -> int:
-        """``remove_orphans`` before the new version loads (warehouses that do not replace in
-        place). The keys it removes are set aside, so that ``rows_gone_for_good`` can tell the
-        ones the new version brought back: the ledger counts the same on every warehouse."""
+    def make_way(self, source_file_id: str, shas: Sequence[str], importing: int) -> int:
+        """Before a file's new version loads (import ``importing``), its earlier versions
+        (already retired) give up their rows: keys they alone held leave, the others pass to
+        their next holder. Returns the rows that left. The keys set aside let
+        ``rows_brought_back`` tell which of them the new version brings back, so the ledger
+        counts what really left.
+
+        Deleting first and loading the new version with the same statements as any new rows
+        costs less on both databases than rewriting the old rows in place: every row gets new
+        lineage, so an in-place ``UPDATE`` rewrites them all (``docs/benchmarks.md``). When
+        the earlier versions held the whole table, it is emptied and the new version loads by
+        the fast path of a new table, its index built once at commit."""
         if not shas or not self.w.table_exists(self.table):
             return 0
         w, q, p = self.w, self.w.quote, self.w.placeholder
+        holders_exist = self.holders_exist()
         nobody_else = (
             f" AND NOT EXISTS (SELECT 1 FROM {self.holders} h WHERE h.{self.key} = t.{self.key})"
-            if self.holders_exist()
+            if holders_exist
             else ""
         )
         self._drop(_SET_ASIDE)
@@ -302,10 +264,25 @@ class RowOwnership:
             [source_file_id, *shas],
         )
         self._set_aside = True
+        if not self._others_hold_rows(importing, holders_exist):
+            return w.empty_for_reload(self.table)
         return self.remove_orphans(source_file_id, shas)
 
+    def _others_hold_rows(self, importing: int, holders_exist: bool) -> bool:
+        """Whether an import other than ``importing`` (and those just retired) holds rows."""
+        p = self.w.placeholder
+        if holders_exist and self.w.fetchall(f"SELECT 1 FROM {self.holders} LIMIT 1"):
+            return True
+        return bool(
+            self.w.fetchall(
+                f"SELECT 1 FROM {LEDGER_TABLE} WHERE table_name = {p} AND status IN {HOLDING_SQL} "
+                f"AND id <> {p} LIMIT 1",
+                [self.table, importing],
+            )
+        )
+
     def rows_brought_back(self) -> int:
-        """Of the keys ``remove_orphans_first`` removed, how many are in the table again."""
+        """Of the keys ``make_way`` removed, how many are in the table again."""
         if not self._set_aside:
             return 0
         self._set_aside = False

@@ -138,6 +138,15 @@ class PostgresWarehouse(Warehouse):
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         return self._copy_into_fresh_table(table, frame, lineage)
 
+    def empty_for_reload(self, table: str) -> int:
+        # DELETE rather than TRUNCATE: readers in an older snapshot still see the old rows.
+        # An index built later in the same transaction ignores the rows it deleted.
+        removed = max(self.execute(f"DELETE FROM {self.quote(table)}"), 0)
+        if self._in_outer_transaction() and table not in self._fresh:
+            self.execute(f"DROP INDEX {self.quote(self.row_key_index_name(table))}")
+            self._index_at_commit(table)
+        return removed
+
     @contextmanager
     def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> Iterator[str]:
         stage_columns = ", ".join(

@@ -155,6 +155,57 @@ def test_a_failure_after_some_batches_leaves_nothing_and_the_next_import_starts_
     assert _row_key_indexes(warehouse_url, "leads") == 1
 
 
+def _not_null_columns(url: str, table: str) -> list[str]:
+    with connect(url) as warehouse:
+        rows = warehouse.fetchall(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = "
+            f"{warehouse.placeholder} AND is_nullable = 'NO' ORDER BY column_name",
+            (table,),
+        )
+    return [str(name) for (name,) in rows]
+
+
+def test_a_changed_file_alone_in_its_table_reloads_it_like_a_new_one(
+    warehouse_url: str, second_database: str, tmp_path: Path
+) -> None:
+    """The table is emptied and the new version loads by the fast path: it stores what a
+    first import of the new version stores, with the index and constraints back."""
+    changed, first = tmp_path / "changed", tmp_path / "first"
+    write_csv(changed / "leads" / "a.csv", _leads(300))
+    _import(warehouse_url, changed, batch_rows=40)
+    not_null = _not_null_columns(warehouse_url, "leads")
+    new_version = _leads(330).replace("City 3", "Town 3")
+    write_csv(changed / "leads" / "a.csv", new_version)
+    write_csv(first / "leads" / "a.csv", new_version)
+    [reloaded] = _import(warehouse_url, changed, batch_rows=40)
+    [fresh] = _import(second_database, first, batch_rows=40)
+    assert reloaded.status == "success" and reloaded.record.replaced_import_id is not None
+    assert (reloaded.record.rows_inserted, reloaded.record.rows_duplicate) == (
+        fresh.record.rows_inserted,
+        fresh.record.rows_duplicate,
+    )
+    # 300 rows held 101 keys, 330 rows hold 111: the 101 come back, none left for good.
+    assert reloaded.record.rows_deleted == 0
+    assert _rows(warehouse_url, "leads/a.csv") == _rows(second_database, "leads/a.csv")
+    assert _row_key_indexes(warehouse_url, "leads") == 1
+    assert _not_null_columns(warehouse_url, "leads") == not_null
+    assert {"source_file", "file_sha256"} <= set(not_null)
+    write_csv(changed / "leads" / "a.csv", _leads(90))  # keeps 31 of the 111 keys
+    [shrunk] = _import(warehouse_url, changed, batch_rows=40)
+    assert (shrunk.status, shrunk.record.rows_deleted) == ("success", 80)
+
+
+def test_a_reload_that_fails_keeps_the_old_version_and_its_index(warehouse_url: str, tmp_path: Path) -> None:
+    write_csv(tmp_path / "leads" / "a.csv", _leads(60))
+    _import(warehouse_url, tmp_path, batch_rows=10)
+    before = _rows(warehouse_url, "leads/a.csv")
+    write_csv(tmp_path / "leads" / "a.csv", _leads(60).rstrip("\n") + "\nx,y,z,1,2,3\n")
+    [failed] = _import(warehouse_url, tmp_path, batch_rows=10)
+    assert failed.status == "failed"
+    assert _rows(warehouse_url, "leads/a.csv") == before
+    assert _row_key_indexes(warehouse_url, "leads") == 1
+
+
 def test_a_new_table_widens_between_batches(warehouse_url: str, tmp_path: Path) -> None:
     body = "".join(f"Business {i},555-100-{i:04d},City,{i}\n" for i in range(30))
     write_csv(tmp_path / "leads" / "a.csv", "Name,Phone,City,Score\n" + body + "Late,555-200-0000,City,n/a\n")
@@ -195,9 +246,9 @@ def test_a_new_table_takes_each_key_once_on_the_fast_path(warehouse_url: str) ->
         types = {"n": SqlType.INTEGER}
         ownership, holder = RowOwnership(warehouse, "t"), Holder(1, lineage)
         # Repeats inside one frame: the first wins; rows without a key always go in.
-        first = ownership.load_batch(_frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, holder, [])
+        first = ownership.load_batch(_frame([a, b, a, None, None], [1, 2, 3, 4, 5]), types, holder)
         assert (first.supplied, first.held) == (4, 4)
-        second = ownership.load_batch(_frame([b, c, None, c], [6, 7, 8, 9]), types, holder, [])
+        second = ownership.load_batch(_frame([b, c, None, c], [6, 7, 8, 9]), types, holder)
         assert (second.supplied, second.held) == (2, 2)
         rows = warehouse.fetchall("SELECT n, CAST(_row_key AS TEXT), load_timestamp FROM t ORDER BY n")
     assert [(n, key) for n, key, _ in rows] == [
