@@ -119,12 +119,14 @@ class RowOwnership:
         return f"NOT ({' AND '.join(same)})" if same else "FALSE"
 
     def _supplier_join(self, alias: str, row: str, *, join: str = "JOIN") -> str:
-        """The live import that supplies data row ``row``."""
+        """The live import that supplies data row ``row``, looked up row by row in the
+        ledger's index: a plain join let PostgreSQL, misled by the ledger's statistics while
+        it grows, probe every key once per import (quadratic in the number of files)."""
         p = self.w.placeholder
         return (
-            f"{join} {LEDGER_TABLE} {alias} ON {alias}.table_name = {p} "
-            f"AND {alias}.source_file_id = {row}.source_file_id AND {alias}.file_sha256 = {row}.file_sha256 "
-            f"AND {alias}.status IN {HOLDING_SQL}"
+            f"{join} LATERAL (SELECT * FROM {LEDGER_TABLE} l WHERE l.table_name = {p} "
+            f"AND l.source_file_id = {row}.source_file_id AND l.file_sha256 = {row}.file_sha256 "
+            f"AND l.status IN {HOLDING_SQL} LIMIT 1) {alias} ON TRUE"
         )
 
     def _rank(self, alias: str) -> str:
