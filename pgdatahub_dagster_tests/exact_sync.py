@@ -44,7 +44,7 @@ from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches
 from pgdatahub_dagster.engine.schema.types import SqlType, widen
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, Warehouse, connect
-from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests
+from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
 
 #: Differs on every load, so it cannot take part in a comparison.
 IGNORED_COLUMNS = frozenset({"load_timestamp"})
@@ -379,8 +379,9 @@ class SensorDaemon:
         #: Every request launched so far, for retries.
         self.launched: list[RunRequest] = []
 
-    def tick(self) -> tuple[list[RunRequest], list[RunRequest]]:
-        """One tick: the requests the daemon would launch, and those it drops (run key used)."""
+    def evaluate(self) -> SensorResult:
+        """Evaluate one tick with the stored cursor; apply its partition requests and keep
+        its cursor. Its run requests are not filtered yet (``tick``)."""
         sensor = self.defs.resolve_sensor_def(self.sensor_name)
         with build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources=self.defs.resources
@@ -391,8 +392,12 @@ class SensorDaemon:
         if result.cursor is not None:
             self.cursor = result.cursor
         time.sleep(self.after_tick_pause_seconds)
+        return result
+
+    def tick(self) -> tuple[list[RunRequest], list[RunRequest]]:
+        """One tick: the requests the daemon would launch, and those it drops (run key used)."""
         kept, dropped = [], []
-        for request in result.run_requests or []:
+        for request in self.evaluate().run_requests or []:
             if request.run_key is not None and request.run_key in self.used_run_keys:
                 dropped.append(request)
                 continue
@@ -403,18 +408,19 @@ class SensorDaemon:
 
     def launch(self, request: RunRequest, *, retry: bool = False) -> bool:
         """Execute one requested run, or (``retry``) one launched before again: at-least-once
-        delivery. A run that fails (a file failed to import) is an outcome, not an error."""
+        delivery. Whether the run succeeded."""
         if not retry:
             self.launched.append(request)
-        job = self.defs.resolve_job_def(str(request.job_name))
-        result = job.execute_in_process(
-            instance=self.instance,
-            partition_key=request.partition_key,
-            run_config=request.run_config,
-            tags=dict(request.tags),
-            raise_on_error=False,
-        )
-        return result.success
+        return launch(self.defs, self.instance, request)
+
+    def sync(self, *, runs_succeed: bool = True) -> list[str]:
+        """One tick and every run the daemon would launch from it (each must succeed, unless
+        ``runs_succeed`` is false); their partitions, or job names for runs without one."""
+        kept, _ = self.tick()
+        for request in kept:
+            succeeded = self.launch(request)
+            assert succeeded or not runs_succeed, f"run failed: {describe_request(request)}"
+        return [str(request.partition_key or request.job_name) for request in kept]
 
 
 def materialize(defs: Definitions, instance: DagsterInstance, asset: str) -> bool:

@@ -68,12 +68,14 @@ def apply_partition_requests(instance: DagsterInstance, result: SensorResult) ->
 
 
 def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> bool:
-    """What the daemon does with one run request: execute its job, partition and config."""
+    """What the daemon does with one run request: execute its job, partition, config and
+    tags in process. A run that fails (a file failed to import) is an outcome, not an error."""
     job = defs.resolve_job_def(str(request.job_name))
     result = job.execute_in_process(
         instance=instance,
         partition_key=request.partition_key,
         run_config=request.run_config,
+        tags=dict(request.tags),
         raise_on_error=False,
     )
     return result.success

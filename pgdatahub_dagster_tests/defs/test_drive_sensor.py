@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
+from dagster import DagsterInstance, Definitions
 
 from pgdatahub_dagster.defs.partitions import drive_files
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
-from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
+from pgdatahub_dagster_tests.exact_sync import SensorDaemon
 from pgdatahub_dagster_tests.files import write_xlsx
 
 
@@ -41,39 +41,6 @@ def drive_tree(
     return ids
 
 
-class Daemon:
-    """Stands in for the sensor daemon: evaluates ticks with the stored cursor, applies
-    partition requests, and launches each requested run once per run key."""
-
-    def __init__(self, defs: Definitions, instance: DagsterInstance) -> None:
-        self.defs, self.instance = defs, instance
-        self.cursor: str | None = None
-        self.launched: set[str] = set()
-
-    def tick(self) -> SensorResult:
-        sensor = self.defs.resolve_sensor_def("drive_sensor")
-        with build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources=self.defs.resources
-        ) as context:
-            result = sensor(context)
-        assert isinstance(result, SensorResult)
-        apply_partition_requests(self.instance, result)
-        self.cursor = result.cursor
-        return result
-
-    def run(self, result: SensorResult) -> list[str]:
-        """Launch the requested runs; returns the partitions of the import runs."""
-        ran = []
-        for request in result.run_requests or []:
-            if request.run_key in self.launched:
-                continue
-            self.launched.add(str(request.run_key))
-            launch(self.defs, self.instance, request)
-            if request.partition_key:
-                ran.append(request.partition_key)
-        return ran
-
-
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
     with connect(url) as warehouse:
         return warehouse.fetchall(sql)
@@ -82,9 +49,8 @@ def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
 def test_initial_import_of_a_nested_tree(
     test_defs: Definitions, instance: DagsterInstance, drive_tree: dict[str, str], warehouse_url: str
 ) -> None:
-    daemon = Daemon(test_defs, instance)
-    result = daemon.tick()
-    ran = daemon.run(result)
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    ran = daemon.sync()
     assert sorted(ran) == sorted(
         [drive_tree["a"], drive_tree["eu_file"], drive_tree["sheet"], drive_tree["shortcut"]]
     )
@@ -98,7 +64,7 @@ def test_initial_import_of_a_nested_tree(
     assert _rows(warehouse_url, "SELECT name, source_file_id FROM leads_eu") == [
         ("Café Zürich", drive_tree["eu_file"])
     ]
-    assert not daemon.tick().run_requests  # idle
+    assert daemon.tick() == ([], [])  # idle
 
 
 def test_add_rename_move_modify_and_trash(
@@ -108,15 +74,15 @@ def test_add_rename_move_modify_and_trash(
     drive_tree: dict[str, str],
     warehouse_url: str,
 ) -> None:
-    daemon = Daemon(test_defs, instance)
-    daemon.run(daemon.tick())
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
     imported = _rows(warehouse_url, "SELECT count(*) FROM etl_imports WHERE status = 'success'")
 
     drive_server.rename(drive_tree["a"], "a-renamed.csv")
     drive_server.move(drive_tree["eu_file"], drive_tree["leads"])
     # Each is a new revision: a fresh import would name the new path, and put eu.xlsx,
     # now in Leads, into leads. The renamed file is not read again (same content).
-    assert sorted(daemon.run(daemon.tick())) == sorted([drive_tree["a"], drive_tree["eu_file"]])
+    assert sorted(daemon.sync()) == sorted([drive_tree["a"], drive_tree["eu_file"]])
     assert _rows(warehouse_url, "SELECT count(*) FROM etl_imports WHERE status = 'success'") == imported
     assert _rows(warehouse_url, "SELECT DISTINCT source_file FROM leads WHERE name IN ('Acme', 'Blue')") == [
         ("Leads/a-renamed.csv",)
@@ -128,16 +94,15 @@ def test_add_rename_move_modify_and_trash(
 
     drive_server.update_content(drive_tree["a"], b"name,city\nAcme,Oslo\nBlue,Rome\nCorner,Oslo\n")
     new = drive_server.add_file("new.csv", drive_tree["eu"], b"name,city\nFoxtrot,Wien\n")
-    assert sorted(daemon.run(daemon.tick())) == sorted([drive_tree["a"], new])
+    assert sorted(daemon.sync()) == sorted([drive_tree["a"], new])
     assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Corner'") == [(1,)]
     assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Acme'") == [(1,)]
     assert _rows(warehouse_url, "SELECT name FROM leads_eu ORDER BY name") == [("Foxtrot",)]
 
     drive_server.trash(drive_tree["a"])
-    result = daemon.tick()
-    [deletion] = result.run_requests or []
+    [deletion], _ = daemon.tick()
     assert deletion.job_name == "handle_deleted_files"
-    daemon.run(result)
+    assert daemon.launch(deletion)
     # on_delete defaults to keep: the rows stay and the ledger notes the deletion.
     assert _rows(warehouse_url, f"SELECT count(*) FROM leads WHERE source_file_id = '{drive_tree['a']}'") == [
         (3,)
@@ -147,7 +112,7 @@ def test_add_rename_move_modify_and_trash(
         f"SELECT status FROM etl_imports WHERE source_file_id = '{drive_tree['a']}' ORDER BY id",
     )[-1] == ("deleted",)
     assert drive_tree["a"] not in instance.get_dynamic_partitions(drive_files.name)
-    assert not daemon.tick().run_requests
+    assert daemon.tick() == ([], [])
 
 
 def test_on_delete_retract_removes_a_trashed_files_rows(
@@ -159,11 +124,11 @@ def test_on_delete_retract_removes_a_trashed_files_rows(
     warehouse_url: str,
 ) -> None:
     (source_dir / "pgdatahub.yaml").write_text("Leads:\n  on_delete: retract\n")
-    daemon = Daemon(test_defs, instance)
-    daemon.run(daemon.tick())
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
     drive_server.trash(drive_tree["a"])
     drive_server.move(drive_tree["shortcut"], drive_tree["elsewhere"])  # moved out of the tree
-    daemon.run(daemon.tick())
+    daemon.sync()
     assert _rows(warehouse_url, "SELECT name FROM leads ORDER BY name") == [("Delta",)]
     statuses = _rows(
         warehouse_url,
@@ -183,16 +148,16 @@ def test_a_restart_in_the_middle_of_the_walk_resumes_from_the_stored_cursor(
     folders = [drive_server.add_folder(f"batch {i:02d}", drive_tree["root"]) for i in range(45)]
     extra = {drive_server.add_file("x.csv", folder, f"n\n{i}\n".encode()) for i, folder in enumerate(folders)}
     monkeypatch.setenv("PGDATAHUB_DRIVE_TICK_SECONDS", "0")
-    first = Daemon(test_defs, instance)
-    requested = {r.partition_key for r in first.tick().run_requests or []}
+    first = SensorDaemon(test_defs, instance, "drive_sensor")
+    requested = {r.partition_key for r in first.tick()[0]}
     # The process restarts: a new daemon with only the cursor Dagster stored.
-    second = Daemon(test_defs, instance)
+    second = SensorDaemon(test_defs, instance, "drive_sensor")
     second.cursor = first.cursor
     ticks = 1
     while True:
-        result = second.tick()
+        kept, _ = second.tick()
         ticks += 1
-        requested |= {r.partition_key for r in result.run_requests or []}
+        requested |= {r.partition_key for r in kept}
         if '"walking":false' in (second.cursor or ""):
             break
         assert ticks < 10
@@ -208,8 +173,8 @@ def test_a_sheet_over_the_export_limit_fails_alone(
     warehouse_url: str,
 ) -> None:
     drive_server.export_limit_bytes = 100
-    daemon = Daemon(test_defs, instance)
-    daemon.run(daemon.tick())
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync(runs_succeed=False)
     failed = _rows(warehouse_url, "SELECT source_file, error FROM etl_imports WHERE status = 'failed'")
     assert failed == [
         (
@@ -222,6 +187,6 @@ def test_a_sheet_over_the_export_limit_fails_alone(
 
 
 def test_an_unconfigured_drive_sensor_says_so(test_defs: Definitions, instance: DagsterInstance) -> None:
-    result = Daemon(test_defs, instance).tick()
+    result = SensorDaemon(test_defs, instance, "drive_sensor").evaluate()
     assert not result.run_requests
     assert "PGDATAHUB_DRIVE_FOLDER_ID" in str(result.skip_reason)

@@ -171,14 +171,6 @@ def test_a_missing_source_folder_is_not_a_mass_deletion(
     assert instance.get_dynamic_partitions(local_files.name) == ["t/a.csv"]
 
 
-def _tick_and_launch(daemon: SensorDaemon) -> list[str]:
-    """One tick and the runs the daemon would launch; returns their partitions or jobs."""
-    kept, _ = daemon.tick()
-    for request in kept:
-        assert daemon.launch(request)
-    return [str(request.partition_key or request.job_name) for request in kept]
-
-
 def test_content_restored_to_an_earlier_version_is_imported_again(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:
@@ -189,7 +181,7 @@ def test_content_restored_to_an_earlier_version_is_imported_again(
     for text, expected in [("v\n1\n", [(1,)]), ("v\n2\n", [(2,)]), ("v\n1\n", [(1,)])]:
         write_csv(path, text)
         os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
-        assert _tick_and_launch(daemon) == ["t/a.csv"]
+        assert daemon.sync() == ["t/a.csv"]
         with connect(warehouse_url) as warehouse:
             assert warehouse.fetchall("SELECT v FROM t") == expected
 
@@ -202,9 +194,9 @@ def test_a_file_deleted_restored_and_deleted_again_is_retracted_each_time(
     daemon = SensorDaemon(test_defs, instance, "local_folder_sensor")
     for _ in range(2):
         write_csv(path, "v\n1\n")
-        assert _tick_and_launch(daemon) == ["t/a.csv"]
+        assert daemon.sync() == ["t/a.csv"]
         path.unlink()
-        assert _tick_and_launch(daemon) == ["handle_deleted_files"]
+        assert daemon.sync() == ["handle_deleted_files"]
         with connect(warehouse_url) as warehouse:
             assert warehouse.count("t") == 0
 
