@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import xlsxwriter
+
+
+@dataclass(frozen=True)
+class ExcelDate:
+    """A date cell by its Excel serial number (days since 1899-12-30), for dates Python
+    cannot hold, such as the year 10000."""
+
+    serial: float
 
 
 def write_xlsx(path: Path, sheets: dict[str, Sequence[Sequence[Any]]]) -> Path:
@@ -27,6 +36,8 @@ def write_xlsx(path: Path, sheets: dict[str, Sequence[Sequence[Any]]]) -> Path:
                     sheet.write_datetime(r, c, value, datetime_format)
                 elif isinstance(value, dt.date):
                     sheet.write_datetime(r, c, dt.datetime.combine(value, dt.time()), date_format)
+                elif isinstance(value, ExcelDate):
+                    sheet.write_number(r, c, value.serial, datetime_format)
                 elif isinstance(value, str):
                     sheet.write_string(r, c, value)
                 else:

@@ -18,6 +18,13 @@ import polars as pl
 ROW_KEY_COLUMN = "_row_key"
 
 _PHONE_WORDS = frozenset({"phone", "phones", "telephone", "tel", "mobile", "fax", "cell", "cellphone"})
+# One word for "phone number": phonenumber, phoneno, phone2.
+_PHONE_COMPOUND = re.compile(r"phone(?:number|no|num|nr)?[0-9]*")
+# Words after the phone word that still name the number itself: phone_number, fax_no,
+# phone_home, phone_1_value.
+_PHONE_QUALIFIERS = frozenset(
+    {"number", "no", "num", "nr", "value", "home", "work", "office", "main", "primary", "other", "business"}
+)
 _NON_DIGIT = re.compile(r"\D")
 # North American numbers written in the everyday ways: (555) 123-4567, 555-123-4567,
 # 555.123.4567, 5551234567, 1-555-123-4567, +1 555 123 4567. For these phonenumbers'
@@ -34,8 +41,17 @@ _NULL_PART = "\x00"
 
 
 def is_phone_column(name: str) -> bool:
-    """``phone``, ``mobile_phone``, ``tel``, ``fax_number``… compare as phone numbers."""
-    return any(word in _PHONE_WORDS or word.startswith("phone") for word in name.split("_"))
+    """``phone``, ``mobile_phone``, ``tel``, ``fax_number``, ``phone_2``… compare as phone numbers.
+
+    The name's last word, past numbers and qualifiers, must be a phone word: English puts
+    the head noun last, so ``home_phone`` is a phone but ``cell_count``, ``phone_type`` and
+    ``phonetic_name`` are not (as phones, all their values without digits would be one key).
+    """
+    words = [word for word in name.split("_") if not word.isdigit()]
+    while len(words) > 1 and words[-1] in _PHONE_QUALIFIERS:
+        words.pop()
+    head = words[-1] if words else ""
+    return head in _PHONE_WORDS or _PHONE_COMPOUND.fullmatch(head) is not None
 
 
 def _e164(value: str, region: str) -> str:

@@ -11,6 +11,10 @@ from anyascii import anyascii
 # two long names collide; names are ASCII after cleaning, so characters are bytes.
 MAX_IDENTIFIER_BYTES = 63
 
+# PostgreSQL's system columns: no table may have a user column of these names, so a header
+# with one is renamed (``xmin`` → ``xmin_2``), on every warehouse alike.
+POSTGRES_SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
+
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -39,9 +43,9 @@ def unique_column_names(raw_names: Sequence[object], reserved: Iterable[str] = (
 
     An empty header becomes ``column_N`` (N is its 1-based position), a repeated one
     ``name_2``, ``name_3``…, and a header equal to a ``reserved`` name (the lineage
-    columns) is renamed the same way, so no user column is ever lost.
+    columns) or a system column is renamed the same way, so no user column is ever lost.
     """
-    taken = set(reserved)
+    taken = set(POSTGRES_SYSTEM_COLUMNS) | set(reserved)
     names: list[str] = []
     for position, raw in enumerate(raw_names, start=1):
         base = clean_identifier(raw) or f"column_{position}"

@@ -30,6 +30,10 @@ _CHAINS: tuple[tuple[SqlType, ...], ...] = (
 )
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+# The years a DATE or TIMESTAMP holds alike on every warehouse: PostgreSQL has no year 0
+# (it refuses it, and counts earlier years as BC), and no Python client reads a year after
+# 9999 as a date (DuckDB's hands it over as text).
+_FIRST_YEAR, _LAST_YEAR = 1, 9999
 
 POLARS_TYPE: dict[SqlType, pl.DataType] = {
     SqlType.BOOLEAN: pl.Boolean(),
@@ -50,6 +54,12 @@ def widen(current: SqlType, incoming: SqlType) -> SqlType:
         if current in chain and incoming in chain:
             return max(current, incoming, key=chain.index)
     return SqlType.TEXT
+
+
+def fits_date_range(column: pl.Series) -> bool:
+    """Whether every value of a date or datetime column lies in the years 1 to 9999."""
+    years = column.dt.year()
+    return bool(((years >= _FIRST_YEAR) & (years <= _LAST_YEAR)).all())
 
 
 def sql_type_of(column: pl.Series) -> SqlType:

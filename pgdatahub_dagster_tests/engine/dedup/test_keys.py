@@ -1,15 +1,37 @@
+import hashlib
+from pathlib import Path
+
 import polars as pl
 import pytest
 
 from pgdatahub_dagster.engine.dedup import is_phone_column, row_keys
 from pgdatahub_dagster.engine.dedup.keys import _e164, _phone_part
+from pgdatahub_dagster_tests.engine.test_importer import query, run_import
+from pgdatahub_dagster_tests.files import write_csv
+
+# Phone columns before and after names were matched by their last word: their keys must not change.
+STILL_PHONES = [
+    "phone", "phones", "mobile_phone", "tel", "telephone", "fax_number", "phone_no", "cell", "cellphone",
+    "cell_phone", "home_phone", "phone_home", "tel_no", "phone_2", "phone2", "phonenumber",
+    "phone_number_2", "phone_1_value", "work_phone_number", "mobile",
+]  # fmt: skip
 
 
 def test_phone_columns_are_recognised_by_name() -> None:
-    assert all(is_phone_column(n) for n in ["phone", "mobile_phone", "tel", "fax_number", "phone_no", "cell"])
-    assert not any(
-        is_phone_column(n) for n in ["telemetry", "hotel", "phonetic_name"] if n != "phonetic_name"
-    )
+    assert [name for name in STILL_PHONES if not is_phone_column(name)] == []
+    not_phones = [
+        "telemetry", "hotel", "phonetic_name", "cell_count", "phone_type", "phone_1_type", "phone_ext",
+        "phonebook", "mobile_app", "cell_id", "fax_sent", "number", "home_number",
+    ]  # fmt: skip
+    assert [name for name in not_phones if is_phone_column(name)] == []
+
+
+def test_phone_keys_stay_the_e164_number() -> None:
+    """Stored keys of phone columns: the hash of the E.164 number, for every phone name."""
+    expected = hashlib.blake2b(b"+15551234567", digest_size=16).hexdigest()
+    for name in STILL_PHONES:
+        frame = pl.DataFrame({name: ["(555) 123-4567", "555.123.4567"]})
+        assert row_keys(frame, [name], "US").to_list() == [expected] * 2, name
 
 
 def test_phone_numbers_in_any_format_are_one_key() -> None:
@@ -142,3 +164,16 @@ def test_every_kind_of_whitespace_run_is_one_space() -> None:
     keys = row_keys(pl.DataFrame({"name": values}), ["name"], "US").to_list()
     assert len(set(keys)) == 1
     assert row_keys(pl.DataFrame({"name": ["ab"]}), ["name"], "US")[0] != keys[0]
+
+
+def test_names_that_only_mention_phones_keep_their_rows(warehouse_url: str, tmp_path: Path) -> None:
+    # As phone numbers, names without digits were all one key, and -3 the same key as 3.
+    write_csv(tmp_path / "people" / "f.csv", "phonetic_name,cell_count\nAH-nuh,3\nBOHB,3\nkris,3\nkris,-3\n")
+    [result] = run_import(warehouse_url, tmp_path, "people:\n  unique_key: [phonetic_name, cell_count]\n")
+    assert (result.status, result.record.rows_inserted) == ("success", 4)
+    assert query(warehouse_url, "SELECT phonetic_name, cell_count FROM people ORDER BY 1, 2") == [
+        ("AH-nuh", 3),
+        ("BOHB", 3),
+        ("kris", -3),
+        ("kris", 3),
+    ]

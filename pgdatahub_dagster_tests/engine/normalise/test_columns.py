@@ -51,3 +51,8 @@ def test_long_names_fit_postgres_and_stay_unique_after_cutting() -> None:
 
 def test_reserved_sql_words_are_kept_as_names() -> None:
     assert unique_column_names(["Select", "Order", "User"]) == ["select", "order", "user"]
+
+
+def test_postgres_system_column_names_are_renamed() -> None:
+    names = unique_column_names(["ctid", "XMIN", "xmax", "cmin", "cmax", "TABLEOID", "oid", "xmin"])
+    assert names == ["ctid_2", "xmin_2", "xmax_2", "cmin_2", "cmax_2", "tableoid_2", "oid", "xmin_3"]

@@ -93,3 +93,36 @@ def test_a_late_value_decides_as_much_as_an_early_one() -> None:
     )
     assert [out[name].dtype for name in ("n", "flag", "when", "x")] == [pl.String] * 4
     assert out["ok"].dtype == pl.Int64 and out["ok"].to_list()[-2:] == [many - 1, None]
+
+
+def test_exponent_without_a_mantissa_is_text() -> None:
+    out = normalise_frame(_frame(id=["E1", "e5", "E100", "E000000001"], sign=["+e5", "-E2", None, None]))
+    assert out["id"].to_list() == ["E1", "e5", "E100", "E000000001"]
+    assert out["sign"].dtype == pl.String
+
+
+def test_values_beyond_a_double_or_the_years_1_to_9999_stay_text() -> None:
+    out = normalise_frame(
+        _frame(
+            big=["1e400", "1"],
+            tiny=["1e-400", "1"],
+            zero=["0.0e-400", "1"],
+            day=["0000-01-01", "2024-01-01"],
+            moment=["0000-12-31 23:00", "2024-01-01 10:00"],
+        )
+    )
+    assert [out[name].dtype for name in ("big", "tiny", "day", "moment")] == [pl.String] * 4
+    assert out["zero"].to_list() == [0.0, 1.0]  # a zero mantissa is an honest zero
+
+
+def test_native_datetimes_past_9999_become_iso_text() -> None:
+    late = pl.Series([dt.datetime(2024, 1, 1), None]).dt.offset_by("8000y")
+    out = normalise_frame(pl.DataFrame({"n": [1, 2], "day": late, "moment": late.dt.offset_by("90m")}))
+    assert out["day"].to_list() == ["+10024-01-01", None]
+    assert out["moment"].to_list() == ["+10024-01-01 01:30:00", None]
+
+
+def test_nul_characters_are_removed() -> None:
+    out = normalise_frame(_frame(note=["a\x00b", "\x00", " \x00c"], n=["1\x00", "2", "3"]))
+    assert out["note"].to_list() == ["ab", None, "c"]
+    assert out["n"].to_list() == [1, 2, 3]

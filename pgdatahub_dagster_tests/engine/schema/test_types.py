@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from pgdatahub_dagster.engine.schema import SqlType, sql_type_of, widen
-from pgdatahub_dagster.engine.schema.types import cast_to
+from pgdatahub_dagster.engine.schema.types import cast_to, fits_date_range
 
 T = SqlType
 
@@ -48,3 +48,10 @@ def test_casting_to_text_writes_iso_dates() -> None:
 
 def test_casting_whole_floats_to_text_matches_the_databases() -> None:
     assert cast_to(pl.Series([7.0, 7.5, None]), T.TEXT).to_list() == ["7", "7.5", None]
+
+
+def test_the_date_range_every_warehouse_holds() -> None:
+    assert fits_date_range(pl.Series([dt.date(1, 1, 1), dt.date(9999, 12, 31), None]))
+    assert fits_date_range(pl.Series([dt.datetime(9999, 12, 31, 23, 59, 59)]))
+    assert not fits_date_range(pl.Series(["0000-06-01"]).str.to_date())
+    assert not fits_date_range(pl.Series([dt.datetime(9999, 12, 31, 23)]).dt.offset_by("1h"))
