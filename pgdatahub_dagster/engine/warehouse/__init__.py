@@ -10,6 +10,7 @@ from pgdatahub_dagster.engine.settings import redact_url
 from pgdatahub_dagster.engine.warehouse.base import (
     LEDGER_TABLE,
     LINEAGE_COLUMNS,
+    REGISTRY_TABLE,
     SCHEMA_CHANGES_TABLE,
     HoldingImport,
     ImportRecord,
@@ -20,6 +21,7 @@ from pgdatahub_dagster.engine.warehouse.base import (
 __all__ = [
     "LEDGER_TABLE",
     "LINEAGE_COLUMNS",
+    "REGISTRY_TABLE",
     "SCHEMA_CHANGES_TABLE",
     "HoldingImport",
     "ImportRecord",
