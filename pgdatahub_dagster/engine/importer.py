@@ -23,7 +23,7 @@ from pgdatahub_dagster.engine.errors import (
     PgDataHubError,
     WarehouseError,
 )
-from pgdatahub_dagster.engine.mapping import FolderMapping, FolderSettings
+from pgdatahub_dagster.engine.mapping import FolderMapping, FolderSettings, FolderTables
 from pgdatahub_dagster.engine.normalise import normalise_frame, unique_column_names
 from pgdatahub_dagster.engine.read import open_table
 from pgdatahub_dagster.engine.schema import (
@@ -86,9 +86,17 @@ class Importer:
         self.mapping = mapping
         self.run_id = run_id
         self.batch_rows = batch_rows
+        self._folder_tables: FolderTables | None = None
 
     def settings_for(self, file: SourceFile) -> FolderSettings:
         return self.mapping.settings_for(file.folder, self.source.root_name_for(file))
+
+    def folder_tables(self) -> FolderTables:
+        """The tables of the source's folders, resolved once per importer (one listing of
+        the folders per run), to refuse files whose folder shares its table by accident."""
+        if self._folder_tables is None:
+            self._folder_tables = self.mapping.tables_for(self.source.folders())
+        return self._folder_tables
 
     def import_all(self, files: Iterable[SourceFile] | None = None) -> Iterator[ImportResult]:
         """Import every file (by default, all of the source); a failure stops only its file."""
@@ -114,6 +122,7 @@ class Importer:
         )
         counts = _Counts()
         try:
+            self.folder_tables().check(file.path, self.source.root_name_for(file), file.folder)
             with self.source.fetch(file) as copy:
                 record.file_sha256 = copy.sha256
                 with self.warehouse.transaction():

@@ -12,11 +12,17 @@ whose value is a mapping); settings are inherited by sub-folders::
       sheet: Data
 
 Errors name the offending key and its line, and stop start-up.
+
+A folder's table never takes a name of the engine's own tables (``is_engine_name``): a
+``table:`` naming one is an error, and a name derived from a folder gets the prefix
+``data_`` (folder ``etl_imports`` → table ``data_etl_imports``). Two folders of a tree
+that would load into one table by accident (``Leads`` and ``leads``) are found by
+``FolderTables``; only folders that each name the table with ``table:`` share it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,9 @@ from typing import Any
 import phonenumbers
 import yaml
 
-from pgdatahub_dagster.engine.errors import ConfigError
+from pgdatahub_dagster.engine.errors import ConfigError, FileImportError
 from pgdatahub_dagster.engine.normalise.columns import clean_identifier
+from pgdatahub_dagster.engine.warehouse.base import ENGINE_PREFIX, ENGINE_TABLES, is_engine_name
 
 FOLDER_SETTINGS = ("table", "sheet", "unique_key", "header_row", "phone_region", "on_delete", "prefer")
 ON_DELETE_CHOICES = ("keep", "retract")
@@ -33,6 +40,8 @@ ON_DELETE_CHOICES = ("keep", "retract")
 PREFER_CHOICES = ("newest", "oldest")
 TOP_LEVEL_SETTINGS = ("default_sheet",)
 DEFAULT_PHONE_REGION = "US"
+#: What a table name derived from a folder gets in front when it is one of the engine's.
+RENAMED_TABLE_PREFIX = "data_"
 
 
 def _value(node: yaml.Node) -> Any:
@@ -45,6 +54,9 @@ class FolderSettings:
     """The resolved settings of one folder."""
 
     table: str
+    #: Whether a ``table:`` setting names the table (else it comes from the folder's name):
+    #: only folders that each name a table may share it.
+    table_named: bool = False
     sheet: str | None = None
     default_sheet: str | None = None
     # None: the key is all user columns; (): no row-level de-duplication.
@@ -137,6 +149,13 @@ class FolderMapping:
                 table = clean_identifier(text)
                 if not table:
                     raise self._error(node, f"table {text!r} has no letters or digits to name a table with")
+                if is_engine_name(table):
+                    raise self._error(
+                        node,
+                        f"table {text!r}: {table} is a name the engine keeps for its own tables "
+                        f"({', '.join(ENGINE_TABLES)}, their sequences and indexes, and every name "
+                        f"starting with {ENGINE_PREFIX}); choose another",
+                    )
                 return table
             return text
         if key == "unique_key":
@@ -174,11 +193,68 @@ class FolderMapping:
             if node is None:
                 break
             merged.update(node.settings)
-        table = merged.pop("table", None) or default_table_name(folder, root_name)
-        return FolderSettings(table=table, default_sheet=self.default_sheet, **merged)
+        named = merged.pop("table", None)
+        return FolderSettings(
+            table=named or default_table_name(folder, root_name),
+            table_named=named is not None,
+            default_sheet=self.default_sheet,
+            **merged,
+        )
+
+    def tables_for(self, folders: Iterable[tuple[str, Sequence[str]]]) -> FolderTables:
+        """The tables of a tree's folders, each given as its root's name and its path below
+        the root, to find folders that would share a table by accident."""
+        return FolderTables(self, folders)
 
 
 def default_table_name(folder: Sequence[str], root_name: str) -> str:
-    """The cleaned folder path joined by ``_``; files at the root use the root's name."""
+    """The cleaned folder path joined by ``_``; files at the root use the root's name. A
+    name the engine keeps for itself gets the prefix ``data_``."""
     parts = [clean_identifier(part) for part in folder] or [clean_identifier(root_name)]
-    return clean_identifier("_".join(p for p in parts if p)) or "spreadsheets"
+    table = clean_identifier("_".join(p for p in parts if p)) or "spreadsheets"
+    return clean_identifier(RENAMED_TABLE_PREFIX + table) if is_engine_name(table) else table
+
+
+class TableCollisionError(FileImportError):
+    """The file's folder would load into the same table as another folder of the tree."""
+
+
+#: A folder of a tree: its root's name and its path below the root.
+_Folder = tuple[str, tuple[str, ...]]
+
+
+def _label(folder: _Folder) -> str:
+    return "/".join((folder[0], *folder[1]))
+
+
+class FolderTables:
+    """Which folders of one tree load into each table.
+
+    Cleaning folder names into table names folds case and accents and cuts names at 63
+    bytes, so ``Leads`` and ``leads``, ``café`` and ``cafe``, or two long names that agree
+    in their first 63 bytes would load into one table and mix their rows. A folder may share
+    its table with another only when both name it with a ``table:`` setting.
+    """
+
+    def __init__(self, mapping: FolderMapping, folders: Iterable[tuple[str, Sequence[str]]]) -> None:
+        self._mapping = mapping
+        self._folders: dict[str, dict[_Folder, bool]] = {}
+        for root_name, parts in folders:
+            settings = mapping.settings_for(parts, root_name)
+            self._folders.setdefault(settings.table, {})[(root_name, tuple(parts))] = settings.table_named
+
+    def check(self, source_file: str, root_name: str, folder: Sequence[str]) -> None:
+        """Raise ``TableCollisionError`` when the file's folder would share its table with
+        another folder of the tree, and not both of them name that table."""
+        here: _Folder = (root_name, tuple(folder))
+        settings = self._mapping.settings_for(folder, root_name)
+        for other, other_named in sorted(self._folders.get(settings.table, {}).items()):
+            if other != here and not (settings.table_named and other_named):
+                raise TableCollisionError(
+                    source_file,
+                    f"folders {_label(here)!r} and {_label(other)!r} would both load into table "
+                    f"{settings.table} and mix their rows; nothing was imported from this file. "
+                    f"Give one of them another table (table: in the folder mapping) or rename it; "
+                    f"to load both into {settings.table} on purpose, give each of them "
+                    f"table: {settings.table}",
+                )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 DATABASE_URL_VAR = "PGDATAHUB_DATABASE_URL"
 SOURCE_DIR_VAR = "PGDATAHUB_SOURCE_DIR"
@@ -76,13 +80,66 @@ class DriveSettings:
         )
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: Connection parameters that hold secrets (libpq's ``password`` and ``sslpassword``).
+_SECRET_PARAMETERS = ("password", "sslpassword")
+_HIDDEN = "***"
+
+
+def url_scheme(url: str) -> str | None:
+    """The lower-cased scheme of a URL; ``None`` for a string without one (a libpq
+    ``key=value`` connection string)."""
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else None
+
+
+def postgres_conninfo(url: str) -> str | None:
+    """What psycopg reads for a PostgreSQL database URL: ``postgresql://…`` or
+    ``postgres://…`` (a SQLAlchemy driver suffix such as ``postgresql+psycopg2://`` dropped,
+    which means nothing to psycopg), or a libpq ``host=… dbname=…`` string; ``None`` for any
+    other URL."""
+    scheme = url_scheme(url)
+    if scheme is None:
+        return url if "=" in url else None
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        return "postgresql://" + url.split("://", 1)[1]
+    return None
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, fit for logs, metadata and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The database URL without its secrets, fit for logs, metadata and error messages.
+
+    A PostgreSQL URL or ``key=value`` string is read by psycopg's own parser, so the password
+    is found in every form psycopg accepts (in the user info, percent-encoded or not, in the
+    query string, as ``password=…``), and shown as ``***``. A string psycopg cannot read is
+    not shown at all: where its password ends is anybody's guess.
+    """
+    conninfo = postgres_conninfo(url)
+    if conninfo is None:
+        scheme = url_scheme(url)
+        # A DuckDB URL is a file path, with nowhere to hold a secret.
+        return url if scheme == "duckdb" else f"{scheme or 'database'}://{_HIDDEN}"
+    try:
+        parameters = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return f"postgresql://{_HIDDEN}"
+    return _display_url({k: str(v) for k, v in parameters.items() if v is not None})
+
+
+def _display_url(parameters: dict[str, str]) -> str:
+    """A ``postgresql://`` URL of connection parameters, with every secret as ``***``."""
+    rest = {key: (_HIDDEN if key in _SECRET_PARAMETERS else value) for key, value in parameters.items()}
+    user, password = rest.pop("user", ""), rest.pop("password", "")
+    host, port = rest.get("host", ""), rest.get("port", "")
+    netloc = ""
+    # One plain host and port read best in the URL; a socket path or a host list stays a parameter.
+    if host and "/" not in host and "," not in host and (port.isdigit() or not port):
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{port}" if port else ""
+        rest.pop("host")
+        rest.pop("port", None)
+    if user or password:
+        netloc = quote(user, safe="") + (f":{password}" if password else "") + "@" + netloc
+    path = "/" + quote(rest.pop("dbname"), safe="") if "dbname" in rest else ""
+    query = "?" + urlencode(rest, safe="/*,:") if rest else ""
+    return f"postgresql://{netloc}{path}{query}"

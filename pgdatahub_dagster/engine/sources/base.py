@@ -71,6 +71,11 @@ class Source(ABC):
         """The file's content on local disk for the duration of the context."""
 
     @abstractmethod
+    def folders(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """The folders of the tree the folder mapping gives tables to: each as its root's
+        name (``root_name_for``) and its path below the root (``SourceFile.folder``)."""
+
+    @abstractmethod
     def root_name_for(self, file: SourceFile) -> str:
         """The name of the root folder the file is under: files directly in a root load
         into a table of this name."""

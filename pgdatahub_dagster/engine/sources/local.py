@@ -55,21 +55,30 @@ class LocalFolderSource(Source):
                 "(a typo in PGDATAHUB_SOURCE_DIR, or an unmounted share); nothing was imported or deleted"
             )
 
-    def scan(self) -> Iterator[LocalFileState]:
-        """Every supported file with its change times, hidden folders skipped."""
+    def _walk(self) -> Iterator[tuple[str, list[str]]]:
+        """Every folder, hidden ones skipped, with the names of its supported files."""
         self.check_available()
         for directory, folders, files in os.walk(self.root):
             folders[:] = sorted(name for name in folders if not name.startswith("."))
-            for name in sorted(files):
-                if is_supported(name):
-                    path = Path(directory, name)
-                    try:
-                        yield self._state(path)
-                    except FileNotFoundError:
-                        continue  # removed between listing and stat
+            yield directory, sorted(name for name in files if is_supported(name))
+
+    def scan(self) -> Iterator[LocalFileState]:
+        """Every supported file with its change times, hidden folders skipped."""
+        for directory, names in self._walk():
+            for name in names:
+                try:
+                    yield self._state(Path(directory, name))
+                except FileNotFoundError:
+                    continue  # removed between listing and stat
 
     def list_files(self) -> Iterator[SourceFile]:
         return (state.file for state in self.scan())
+
+    def folders(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """The folders that hold supported files."""
+        for directory, names in self._walk():
+            if names:
+                yield self.root_name, Path(directory).relative_to(self.root).parts
 
     def get_file(self, file_id: str) -> SourceFile:
         self.check_available()

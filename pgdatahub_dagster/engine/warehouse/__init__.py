@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pgdatahub_dagster.engine.errors import ConfigError
-from pgdatahub_dagster.engine.settings import redact_url
+from pgdatahub_dagster.engine.settings import postgres_conninfo, redact_url, url_scheme
 from pgdatahub_dagster.engine.warehouse.base import (
     LEDGER_TABLE,
     LINEAGE_COLUMNS,
+    REGISTRY_TABLE,
     SCHEMA_CHANGES_TABLE,
     HoldingImport,
     ImportRecord,
@@ -20,6 +20,7 @@ from pgdatahub_dagster.engine.warehouse.base import (
 __all__ = [
     "LEDGER_TABLE",
     "LINEAGE_COLUMNS",
+    "REGISTRY_TABLE",
     "SCHEMA_CHANGES_TABLE",
     "HoldingImport",
     "ImportRecord",
@@ -30,14 +31,15 @@ __all__ = [
 
 
 def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
-    """``duckdb:///relative/or//absolute/file.duckdb`` or ``postgresql://user:pass@host/db``.
+    """``duckdb:///relative/or//absolute/file.duckdb``, ``postgresql://user:pass@host/db`` or a
+    libpq ``host=… dbname=… user=…`` string.
 
     ``wait_seconds`` bounds the wait for a DuckDB file another process is writing, or for a
     PostgreSQL server to answer.
     """
     display_url = redact_url(url)
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "duckdb":
+    conninfo = postgres_conninfo(url)
+    if url_scheme(url) == "duckdb":
         from pgdatahub_dagster.engine.warehouse.duckdb import DuckDBWarehouse
 
         path = url.split("://", 1)[1].removeprefix("/")
@@ -46,14 +48,14 @@ def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
                 f"{display_url}: a DuckDB URL needs a file path, e.g. duckdb:///data/warehouse.duckdb"
             )
         warehouse: Warehouse = DuckDBWarehouse(Path(path), display_url, wait_seconds)
-    elif scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+    elif conninfo is not None:
         from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
 
-        # SQLAlchemy-style driver suffixes (postgresql+psycopg2://) mean nothing to psycopg.
-        warehouse = PostgresWarehouse("postgresql://" + url.split("://", 1)[1], display_url, wait_seconds)
+        warehouse = PostgresWarehouse(conninfo, display_url, wait_seconds)
     else:
         raise ConfigError(
-            f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb or postgresql://user:pass@host/db"
+            f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb, "
+            "postgresql://user:pass@host/db or host=… dbname=… user=…"
         )
     try:
         warehouse.ensure_ledger()

@@ -24,10 +24,27 @@ from pgdatahub_dagster.engine.schema.types import SqlType
 
 LEDGER_TABLE = "etl_imports"
 SCHEMA_CHANGES_TABLE = "etl_schema_changes"
+#: The Drive folder registry (``sources/drive/registry.py``).
+REGISTRY_TABLE = "drive_folder_registry"
+#: The engine's own tables. Their sequences and indexes are named after them
+#: (``etl_imports_id_seq``, ``etl_imports_file``).
+ENGINE_TABLES = (LEDGER_TABLE, SCHEMA_CHANGES_TABLE, REGISTRY_TABLE)
+#: Every other name the engine gives a table, view or schema starts with this.
+ENGINE_PREFIX = "pgdatahub_"
 #: Where each data table's holders table lives (see ``ownership.py``), under the table's name.
-HOLDERS_SCHEMA = "pgdatahub_holders"
+HOLDERS_SCHEMA = f"{ENGINE_PREFIX}holders"
 #: The temporary table one batch of rows is staged in before it is merged.
-STAGE_TABLE = "pgdatahub_stage"
+STAGE_TABLE = f"{ENGINE_PREFIX}stage"
+
+
+def is_engine_name(name: str) -> bool:
+    """Whether ``name`` is one the engine names its own tables, sequences, indexes, temporary
+    tables or schemas with, now or later: a data table of that name would shadow or break
+    them (the mapping gives such folders another name)."""
+    return name.startswith(ENGINE_PREFIX) or any(
+        name == table or name.startswith(f"{table}_") for table in ENGINE_TABLES
+    )
+
 
 # Every data table carries these, after the user's columns.
 LINEAGE_COLUMNS: dict[str, str] = {

@@ -23,6 +23,7 @@ from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
+    ENGINE_PREFIX,
     LINEAGE_COLUMNS,
     STAGE_TABLE,
     BackgroundLoad,
@@ -31,7 +32,7 @@ from pgdatahub_dagster.engine.warehouse.base import (
 )
 
 # Each batch arrives as an Arrow table registered under this name.
-_ARROW_VIEW = "pgdatahub_arrow"
+_ARROW_VIEW = f"{ENGINE_PREFIX}arrow"
 
 
 def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDBPyConnection:

@@ -30,6 +30,7 @@ import polars as pl
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
+    ENGINE_PREFIX,
     HOLDERS_SCHEMA,
     HOLDING_SQL,
     LEDGER_TABLE,
@@ -42,11 +43,11 @@ from pgdatahub_dagster.engine.warehouse.base import (
 # names never start with "_", so these never collide with them.
 _IMPORT_ID = "_import_id"
 _HAS_VALUES = "_has_values"
-_KEYS = "pgdatahub_keys"
-_CANDIDATES = "pgdatahub_candidates"
-_BEST = "pgdatahub_best"
-_SWITCH = "pgdatahub_switch"
-_SET_ASIDE = "pgdatahub_set_aside"
+_KEYS = f"{ENGINE_PREFIX}keys"
+_CANDIDATES = f"{ENGINE_PREFIX}candidates"
+_BEST = f"{ENGINE_PREFIX}best"
+_SWITCH = f"{ENGINE_PREFIX}switch"
+_SET_ASIDE = f"{ENGINE_PREFIX}set_aside"
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,10 @@ class PostgresWarehouse(Warehouse):
             self._conn = psycopg.connect(conninfo, autocommit=True, application_name="pgdatahub", **options)
         except psycopg.ProgrammingError:
             # The parser's message quotes the connection string, password and all.
-            raise WarehouseError(f"cannot connect to PostgreSQL at {display_url}: malformed URL") from None
+            raise WarehouseError(
+                f"cannot connect to PostgreSQL at {display_url}: malformed URL (characters such as "
+                "# ? / @ : in the password must be percent-encoded, e.g. # as %23)"
+            ) from None
         except psycopg.OperationalError as error:
             # The driver's message may quote the connection string; name the redacted URL.
             reason = str(error).splitlines()[-1] if str(error) else "connection refused"

@@ -15,6 +15,27 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("duckdb:///data/w.duckdb") == "duckdb:///data/w.duckdb"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgres://ann:a%23b%3Fc%2Fd@db:5433/wh", "postgresql://ann:***@db:5433/wh"),
+        (
+            "postgresql://ann@db/wh?password=a#b?c/d&sslmode=require",
+            "postgresql://ann:***@db/wh?sslmode=require",
+        ),
+        ("host=db dbname=wh user=ann password='a b#c'", "postgresql://ann:***@db/wh"),
+        ("postgresql:///wh?host=/run/pg&sslpassword=k3y", "postgresql:///wh?host=/run/pg&sslpassword=***"),
+        ("postgresql+psycopg2://ann:s3cret@[::1]/wh", "postgresql://ann:***@[::1]/wh"),
+        # psycopg cannot read these: nothing of them is shown.
+        ("postgresql://ann:a#b?c/d@db/wh", "postgresql://***"),
+        ("host=db password='unterminated", "postgresql://***"),
+        ("mysql://ann:s3cret@db/wh", "mysql://***"),
+    ],
+)
+def test_redact_url_reads_every_form_psycopg_accepts(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
 def test_unreachable_postgres_error_never_shows_the_password() -> None:
     with pytest.raises(WarehouseError) as failure:
         connect("postgresql://ann:s3cret@127.0.0.1:1/wh?connect_timeout=2")

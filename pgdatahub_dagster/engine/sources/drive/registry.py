@@ -14,9 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pgdatahub_dagster.engine.sources.drive.client import DriveItem
-from pgdatahub_dagster.engine.warehouse import Warehouse
-
-REGISTRY_TABLE = "drive_folder_registry"
+from pgdatahub_dagster.engine.warehouse import REGISTRY_TABLE, Warehouse
 
 _DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
     folder_id TEXT PRIMARY KEY,
@@ -56,6 +54,14 @@ class FolderRegistry:
             f"SELECT name FROM {REGISTRY_TABLE} WHERE folder_id = {self._p(1)}", (root_id,)
         )
         return str(rows[0][0]) if rows else root_id
+
+    def folder_paths(self) -> list[tuple[str, str]]:
+        """``(root name, path)`` of every watched folder."""
+        rows = self.warehouse.fetchall(
+            f"SELECT root.name, folder.path FROM {REGISTRY_TABLE} folder "
+            f"JOIN {REGISTRY_TABLE} root ON root.folder_id = folder.root_id"
+        )
+        return [(str(name), str(path)) for name, path in rows]
 
     def file_path(self, item: DriveItem) -> str | None:
         """The path of a file below its root, or ``None`` when its folder is not watched."""

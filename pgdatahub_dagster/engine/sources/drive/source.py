@@ -50,6 +50,12 @@ class DriveSource(Source):
                     if path is not None:
                         yield item.as_source_file(path)
 
+    def folders(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Every watched folder, as the registry knows them (whether it holds spreadsheets
+        would take a request per folder to tell)."""
+        for root_name, path in self.registry.folder_paths():
+            yield root_name, tuple(path.split("/")) if path else ()
+
     @contextmanager
     def fetch(self, file: SourceFile) -> Iterator[LocalCopy]:
         item = self._content_item(self.client.get(file.file_id))
