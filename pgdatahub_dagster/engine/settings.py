@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from pgdatahub_dagster.engine.errors import ConfigError
 
 DATABASE_URL_VAR = "PGDATAHUB_DATABASE_URL"
 SOURCE_DIR_VAR = "PGDATAHUB_SOURCE_DIR"
@@ -74,6 +77,52 @@ class DriveSettings:
             chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
             tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
         )
+
+
+MAX_CELLS_VAR = "PGDATAHUB_MAX_CELLS"
+MAX_COLUMNS_VAR = "PGDATAHUB_MAX_COLUMNS"
+MAX_LINE_MB_VAR = "PGDATAHUB_MAX_LINE_MB"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much one file may ask of the reader; a file over a limit fails alone, before the
+    expensive work, naming the limit and the variable that raises it."""
+
+    #: Cells of the sheet read from a workbook (its rows × columns); calamine holds them all
+    #: at once, about 100 bytes each.
+    max_cells: int = 20_000_000
+    #: Columns of a file. PostgreSQL holds at most 1,600 per table.
+    max_columns: int = 1_600
+    #: Bytes of one line (one row, quoted line breaks included) of delimited text.
+    max_line_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> ReadLimits:
+        defaults = cls()
+        return cls(
+            max_cells=int(_positive(MAX_CELLS_VAR, defaults.max_cells, whole=True)),
+            max_columns=int(_positive(MAX_COLUMNS_VAR, defaults.max_columns, whole=True)),
+            max_line_bytes=int(
+                _positive(MAX_LINE_MB_VAR, defaults.max_line_bytes / 2**20, whole=False) * 2**20
+            ),
+        )
+
+
+def _positive(name: str, default: float, *, whole: bool) -> float:
+    """A positive (``whole``) number from the environment; anything else is a broken
+    configuration, which stops the run."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0 and (value.is_integer() or not whole)):
+        kind = "a positive whole number" if whole else "a positive number"
+        raise ConfigError(f"{name} must be {kind}, not {text!r}")
+    return value
 
 
 def redact_url(url: str) -> str:
