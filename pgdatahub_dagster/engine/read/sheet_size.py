@@ -143,7 +143,8 @@ def _count_cells(head: bytes, stream: IO[bytes], where: str, source_file: str, l
         data, carry = data[:cut], data[cut:]
         values += (data.count(b"v>") + data.count(b"is>")) // 2
         check_cells(values, f"{where}holds at least {values:,}", source_file, limits)
-        references = _VALUE_CELL.findall(data)
+        # Cells without references (calamine places them one after another) need no search.
+        references = _VALUE_CELL.findall(data) if b' r="' in data else []
         if references:
             columns = [_column_number(letters) for letters in {found[0] for found in references}]
             rows = [int(digits) for digits in {found[1] for found in references}]
