@@ -281,3 +281,20 @@ def test_more_columns_than_the_limit_fail_before_reading_the_rows(tmp_path: Path
     ):
         _read(path, limits=ReadLimits(max_columns=20))
     assert _read(path, limits=ReadLimits(max_columns=21))[0] == header.split(",")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 11, 12, 13])
+def test_utf8_is_checked_across_chunk_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int
+) -> None:
+    """ASCII chunks are not decoded, unless a character began in the chunk before."""
+    import pgdatahub_dagster.engine.read.encoding as encoding
+
+    monkeypatch.setattr(encoding, "_CHUNK_BYTES", chunk_bytes)
+    assert _read(write_csv(tmp_path / "utf8.csv", "id,name\n1,Café\n2,plain\n"))[1].rows() == [
+        ("1", "Café"),
+        ("2", "plain"),
+    ]
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(b"id,name\n1,Caf\xc3\n2,plain\n")  # a UTF-8 character begun, then ASCII
+    assert encoding.detect_encoding(cut, "cut.csv") != "utf-8"
