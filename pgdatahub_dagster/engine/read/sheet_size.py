@@ -17,6 +17,7 @@ import html
 import posixpath
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -34,6 +35,18 @@ _RELATIONSHIP = re.compile(rb"<(?:\w+:)?Relationship\b[^>]*>")
 _ATTRIBUTE = re.compile(rb'([\w:]+)\s*=\s*"([^"]*)"')
 _DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="([^"]*)"')
 _CELL_REF = re.compile(rb"^([A-Z]{1,3})([0-9]{1,7})$")
+# What a damaged zip raises while it is read (an encrypted part: RuntimeError). Then there is
+# nothing to check here: calamine says what is wrong with the workbook.
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    KeyError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
 # The reference of a cell that is not empty: its start tag is not self-closing. (Cell
 # attributes are r, s, t, cm, vm and ph, none of whose values holds a slash.)
 _VALUE_CELL = re.compile(rb'<(?:\w+:)?c\s[^>]*?\br="([A-Z]{1,3})([0-9]{1,7})"[^>/]*>')
@@ -45,7 +58,7 @@ def check_workbook_size(path: Path, source_file: str, limits: ReadLimits) -> Non
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except _DAMAGED:
         return
     allowed = limits.max_cells * _BYTES_PER_CELL
     for info in infos:
@@ -63,8 +76,8 @@ def check_sheet_size(path: Path, sheet_index: int, sheet: str, source_file: str,
                 return
             with archive.open(part) as stream:
                 _check_sheet_xml(stream, f"sheet {sheet!r} ", source_file, limits)
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError):
-        return  # a damaged workbook: calamine says what is wrong with it
+    except _DAMAGED:
+        return
 
 
 def _attributes(element: bytes) -> dict[str, str]:

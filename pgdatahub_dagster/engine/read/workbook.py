@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fastexcel
 import polars as pl
@@ -95,17 +96,20 @@ def read_workbook(
         if path.suffix.lower() in _XML_SHEETS:
             check_sheet_size(path, reader.sheet_names.index(chosen), chosen, source_file, limits)
         header_index = (header_row or 1) - 1
+
+        def load(**options: Any) -> tuple[fastexcel.ExcelSheet, pl.DataFrame]:
+            loaded = reader.load_sheet(chosen, header_row=header_index, **options)
+            check_columns(loaded.width, source_file, limits, f"sheet {chosen!r} ")
+            return loaded, loaded.to_polars()
+
         try:
             # Every row decides a column's type: a sample would let a late text value be
             # coerced away.
-            loaded = reader.load_sheet(chosen, header_row=header_index, schema_sample_rows=None)
-            check_columns(loaded.width, source_file, limits, f"sheet {chosen!r} ")
-            frame = loaded.to_polars()
+            loaded, frame = load(schema_sample_rows=None)
         except fastexcel.FastExcelError:
             # Columns mixing kinds calamine cannot unify (dates with durations, error
             # cells): read everything as text and let normalising find honest types.
-            loaded = reader.load_sheet(chosen, header_row=header_index, dtypes="string")
-            frame = loaded.to_polars()
+            loaded, frame = load(dtypes="string")
     except (SheetNotFoundError, UnreadableFileError, LimitExceededError):
         raise
     except fastexcel.FastExcelError as error:

@@ -1,4 +1,6 @@
 import datetime as dt
+import re
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -154,3 +156,27 @@ def test_the_chosen_sheet_is_the_one_checked(tmp_path: Path) -> None:
     assert _read(path, sheet="Small", limits=ReadLimits(max_cells=500))[0] == ["a"]
     with pytest.raises(LimitExceededError, match=r"sheet 'Big' holds at least 1,200 cells"):
         _read(path, sheet="Big", limits=ReadLimits(max_cells=500))
+
+
+def test_a_sheet_whose_compressed_data_is_damaged_fails_as_corrupt(tmp_path: Path) -> None:
+    """The size checks unpack the sheet's first bytes; a damaged stream is calamine's to report."""
+    path = write_xlsx(
+        tmp_path / "damaged.xlsx", {"Sheet1": [["id", "name"]] + [[i, f"n{i}"] for i in range(500)]}
+    )
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        sheet = archive.getinfo("xl/worksheets/sheet1.xml")
+    start = sheet.header_offset + 30 + len(sheet.filename) + len(sheet.extra)  # the local header's size
+    data[start + 10 : start + 60] = bytes(byte ^ 0x5A for byte in data[start + 10 : start + 60])
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableFileError, match=r"^damaged\.xlsx: "):
+        _read(path)
+
+
+@pytest.mark.parametrize("name", ["any_sheets.ods", "date.ods", "date.xls", "date.xlsb"])
+def test_the_column_limit_holds_for_every_workbook_kind(calamine_fixtures: Path, name: str) -> None:
+    """ods, xls and xlsb sheets have no declared dimension to check: their width once read,
+    also when mixed kinds make the sheet be read again as text (the date files)."""
+    with pytest.raises(LimitExceededError, match=rf"^{re.escape(name)}: sheet '.+' has 2 columns, more than"):
+        _read(calamine_fixtures / name, limits=ReadLimits(max_columns=1))
+    assert len(_read(calamine_fixtures / name, limits=ReadLimits(max_columns=2))[0]) == 2
