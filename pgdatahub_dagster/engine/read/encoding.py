@@ -21,6 +21,7 @@ from pathlib import Path
 from charset_normalizer import CharsetMatches, from_bytes
 
 from pgdatahub_dagster.engine.errors import UnreadableFileError
+from pgdatahub_dagster.engine.read.sheet_size import DAMAGED_ZIP
 
 _HEAD_BYTES = 64 * 1024
 _CHUNK_BYTES = 1024 * 1024
@@ -64,7 +65,7 @@ def _refuse_other_formats(path: Path, head: bytes, source_file: str) -> None:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
-        except (zipfile.BadZipFile, OSError, ValueError):
+        except DAMAGED_ZIP:
             names = set()
         if "xl/workbook.xml" in names:
             kind = ("an Excel workbook", ".xlsx")

@@ -35,9 +35,9 @@ _RELATIONSHIP = re.compile(rb"<(?:\w+:)?Relationship\b[^>]*>")
 _ATTRIBUTE = re.compile(rb'([\w:]+)\s*=\s*"([^"]*)"')
 _DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="([^"]*)"')
 _CELL_REF = re.compile(rb"^([A-Z]{1,3})([0-9]{1,7})$")
-# What a damaged zip raises while it is read (an encrypted part: RuntimeError). Then there is
-# nothing to check here: calamine says what is wrong with the workbook.
-_DAMAGED = (
+# What a damaged zip raises while it is read (a multi-disk one: NotImplementedError; an
+# encrypted part: RuntimeError). Then there is nothing to check: calamine says what is wrong.
+DAMAGED_ZIP = (
     zipfile.BadZipFile,
     zlib.error,
     EOFError,
@@ -58,7 +58,7 @@ def check_workbook_size(path: Path, source_file: str, limits: ReadLimits) -> Non
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except _DAMAGED:
+    except DAMAGED_ZIP:
         return
     allowed = limits.max_cells * _BYTES_PER_CELL
     for info in infos:
@@ -76,7 +76,7 @@ def check_sheet_size(path: Path, sheet_index: int, sheet: str, source_file: str,
                 return
             with archive.open(part) as stream:
                 _check_sheet_xml(stream, f"sheet {sheet!r} ", source_file, limits)
-    except _DAMAGED:
+    except DAMAGED_ZIP:
         return
 
 

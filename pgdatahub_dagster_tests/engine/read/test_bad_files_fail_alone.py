@@ -108,3 +108,29 @@ def test_a_broken_limit_stops_the_run_naming_the_variable(
         ),
     ):
         Importer(warehouse, LocalFolderSource(tmp_path), FolderMapping.parse(""))
+
+
+def _future_zip(path: Path) -> bytes:
+    """A workbook whose zip directory asks for a zip version Python's zipfile does not know
+    (it raises NotImplementedError, not BadZipFile)."""
+    data = bytearray(write_xlsx(path, {"Sheet1": [["id"], [1]]}).read_bytes())
+    entry = data.find(b"PK\x01\x02")  # the first central directory entry
+    data[entry + 6 : entry + 8] = (99).to_bytes(2, "little")  # the version needed to extract
+    return bytes(data)
+
+
+def test_a_zip_python_refuses_to_open_stops_nothing(warehouse_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    root.mkdir()
+    (root / "1-future.csv").write_bytes(_future_zip(tmp_path / "a.xlsx"))
+    (root / "2-future.xlsx").write_bytes(_future_zip(tmp_path / "b.xlsx"))
+    (root / "3-good.csv").write_text("id\n3\n")
+    results = run_import(warehouse_url, root)
+    # calamine reads the workbook whose zip Python refused; the size checks stand aside for it.
+    assert statuses(results) == {
+        "1-future.csv": "failed",
+        "2-future.xlsx": "success",
+        "3-good.csv": "success",
+    }
+    errors = dict(query(warehouse_url, "SELECT source_file, error FROM etl_imports WHERE status = 'failed'"))
+    assert errors == {"1-future.csv": "1-future.csv: is a zip archive, not delimited text"}
