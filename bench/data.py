@@ -401,7 +401,7 @@ BOMB_ROW_CELLS = 8_192
 def zip_bomb_xlsx(rows: int) -> Path:
     """An xlsx whose one sheet, declaring no dimension, unpacks to ``rows`` × 8,192 values
     (16,384 rows: 134 million cells, 2 GB of XML in a 2 MB file)."""
-    from pgdatahub_dagster_tests.files import SHEET_XML_START, write_sheet_xml
+    from pgdatahub_dagster_tests.sheet_xml import SHEET_XML_START, write_sheet_xml
 
     row = b"<row>" + b"<c><v>1</v></c>" * BOMB_ROW_CELLS + b"</row>"
 

@@ -14,7 +14,8 @@ from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.engine.test_importer import query, run_import, statuses
-from pgdatahub_dagster_tests.files import write_sheet_xml_text, write_xlsx
+from pgdatahub_dagster_tests.files import write_xlsx
+from pgdatahub_dagster_tests.sheet_xml import write_sheet_xml_text
 
 # (name, bytes or a writer, the reason its failed ledger row gives; None: it imports)
 _FAR_APART = (

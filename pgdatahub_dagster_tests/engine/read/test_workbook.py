@@ -9,7 +9,8 @@ import pytest
 from pgdatahub_dagster.engine.errors import LimitExceededError, SheetNotFoundError, UnreadableFileError
 from pgdatahub_dagster.engine.read import open_table
 from pgdatahub_dagster.engine.settings import ReadLimits
-from pgdatahub_dagster_tests.files import write_sheet_xml_text, write_xlsx
+from pgdatahub_dagster_tests.files import write_xlsx
+from pgdatahub_dagster_tests.sheet_xml import write_sheet_xml_text
 
 
 def _read(path: Path, **options: object) -> tuple[list[str], pl.DataFrame, str | None]:
