@@ -1,11 +1,12 @@
 """Which text encoding a delimited file is in, and its text as UTF-8 for Polars.
 
-UTF-8 (with or without BOM) and UTF-16/32 with a BOM are recognised at once. Text holding
-NUL bytes is UTF-16 or UTF-32 without a BOM, or not text at all. Anything else that is not
-UTF-8 goes to charset-normalizer, shown the lines that are not ASCII; cp1252 (Excel on
-Windows) wins whenever it fits those lines as well as charset-normalizer's best guess, and
-is the last resort when nothing else fits. A workbook saved under a text name, binary
-data, and text that no encoding decodes fail the file with a reason.
+UTF-8 (with or without BOM) and UTF-16/32 with a BOM are recognised at once, UTF-16 without
+a BOM by where its NUL bytes sit; NUL bytes in anything else that is not UTF-8 make it
+binary. Other text that is not UTF-8 goes to charset-normalizer, shown the lines that are
+not ASCII; cp1252 (Excel on Windows) wins whenever it fits those lines as well as
+charset-normalizer's best guess, and is the last resort when nothing else fits. A workbook
+saved under a text name, binary data, and text that no encoding decodes fail the file with
+a reason.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _CHUNK_BYTES = 1024 * 1024
 # and how much of them charset-normalizer is shown.
 _SCAN_BYTES = 4 * 1024 * 1024
 _SAMPLE_BYTES = 64 * 1024
-_WIDE = ("utf_16_le", "utf_16_be", "utf_32_le", "utf_32_be")
+# Found by their NUL bytes before charset-normalizer is asked about other text.
+_WIDE = ("utf_16", "utf_16_le", "utf_16_be", "utf_32", "utf_32_le", "utf_32_be")
 _PREFERRED = "cp1252"
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -50,11 +52,17 @@ def detect_encoding(path: Path, source_file: str) -> str:
         if head.startswith(bom):
             return encoding
     _refuse_other_formats(path, head, source_file)
-    if b"\x00" in head:
-        return _wide_encoding(head, source_file)
+    nul = b"\x00" in head
+    wide = _utf16_without_bom(head) if nul else None
+    if wide is not None:
+        return wide
     invalid_at = _first_byte_not_utf8(path)
     if invalid_at is None:
-        return "utf-8"
+        return "utf-8"  # NUL characters included: normalising removes them
+    if nul:
+        raise UnreadableFileError(
+            source_file, "holds binary data (NUL bytes), not text; if it is text, save it as UTF-8"
+        )
     return _legacy_encoding(path, invalid_at, source_file)
 
 
@@ -84,19 +92,23 @@ def _refuse_other_formats(path: Path, head: bytes, source_file: str) -> None:
         )
 
 
-def _wide_encoding(head: bytes, source_file: str) -> str:
-    """UTF-16 or UTF-32 without a BOM: the only text whose bytes include NUL."""
+def _utf16_without_bom(head: bytes) -> str | None:
+    """UTF-16 without a BOM, if that is what ``head`` is: its NUL bytes (the high bytes of
+    ASCII characters, delimiters and line feeds included) nearly all sit at odd offsets
+    (little-endian) or at even ones (big-endian), and charset-normalizer agrees."""
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    if max(odd, even) < 0.9 * (odd + even):
+        return None
     # Cut the sample after its last line feed, on a code unit boundary: charset-normalizer
-    # rejects an encoding whose last character is cut short. In little-endian UTF-16 the
-    # line feed's 0x0A byte sits at an even offset, in big-endian at an odd one.
-    newline = head.rfind(b"\n")
-    end = newline + (2 if newline % 2 == 0 else 1) if newline >= 0 else len(head) // 4 * 4
-    best = from_bytes(head[:end], cp_isolation=list(_WIDE)).best()
-    if best is None:
-        raise UnreadableFileError(
-            source_file, "holds binary data (NUL bytes), not text; if it is text, save it as UTF-8"
-        )
-    return best.encoding
+    # rejects an encoding whose last character is cut short.
+    candidate = "utf_16_le" if odd > even else "utf_16_be"
+    line_feed_unit = b"\n\x00" if odd > even else b"\x00\n"
+    line_feed = head.rfind(line_feed_unit)
+    while line_feed > 0 and line_feed % 2:  # two characters' bytes that only look like one
+        line_feed = head.rfind(line_feed_unit, 0, line_feed + 1)
+    end = line_feed + 2 if line_feed >= 0 and line_feed % 2 == 0 else len(head) // 2 * 2
+    best = from_bytes(head[:end], cp_isolation=[candidate]).best()
+    return best.encoding if best is not None else None
 
 
 def _first_byte_not_utf8(path: Path) -> int | None:

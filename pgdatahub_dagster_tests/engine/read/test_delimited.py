@@ -298,3 +298,11 @@ def test_utf8_is_checked_across_chunk_boundaries(
     cut = tmp_path / "cut.csv"
     cut.write_bytes(b"id,name\n1,Caf\xc3\n2,plain\n")  # a UTF-8 character begun, then ASCII
     assert encoding.detect_encoding(cut, "cut.csv") != "utf-8"
+
+
+def test_nul_characters_in_utf8_text_are_text(tmp_path: Path) -> None:
+    """Only UTF-16 has NUL bytes in a regular pattern; in UTF-8 they are characters, which
+    normalising removes (PostgreSQL cannot store them)."""
+    headers, frame = _read(write_csv(tmp_path / "nul.csv", "n,note,code\n1,a\x00b,\x007\n2,\x00,8\x00\n"))
+    assert headers == ["n", "note", "code"]
+    assert frame.rows() == [("1", "a\x00b", "\x007"), ("2", "\x00", "8\x00")]
