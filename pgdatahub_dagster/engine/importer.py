@@ -87,9 +87,9 @@ class Importer:
         self.source = source
         self.mapping = mapping
         self.run_id = run_id
-        self.batch_rows = batch_rows
         # Read once, at the start of a run: a broken value stops the run, not each file.
         self.read_limits = read_limits or ReadLimits.from_env()
+        self.batch_rows = batch_rows
 
     def settings_for(self, file: SourceFile) -> FolderSettings:
         return self.mapping.settings_for(file.folder, self.source.root_name_for(file))

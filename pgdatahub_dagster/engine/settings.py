@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,37 +47,6 @@ class Settings:
         return cls(database_url=url, source_dir=root, config_path=mapping)
 
 
-@dataclass(frozen=True)
-class DriveSettings:
-    """Google Drive: which folders, which credentials, how hard to retry."""
-
-    folder_ids: list[str]
-    credentials_file: Path | None
-    api_endpoint: str | None
-    num_retries: int
-    chunk_bytes: int
-    tick_seconds: float
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.folder_ids) and self.credentials_file is not None
-
-    @classmethod
-    def from_env(cls) -> DriveSettings:
-        folders = os.environ.get("PGDATAHUB_DRIVE_FOLDER_ID", "")
-        credentials = os.environ.get("PGDATAHUB_DRIVE_CREDENTIALS") or os.environ.get(
-            "GOOGLE_APPLICATION_CREDENTIALS"
-        )
-        return cls(
-            folder_ids=[part.strip() for part in folders.replace(" ", ",").split(",") if part.strip()],
-            credentials_file=Path(credentials) if credentials else None,
-            api_endpoint=os.environ.get("PGDATAHUB_DRIVE_API_ENDPOINT") or None,
-            num_retries=int(os.environ.get("PGDATAHUB_DRIVE_RETRIES", "5")),
-            chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
-            tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
-        )
-
-
 MAX_CELLS_VAR = "PGDATAHUB_MAX_CELLS"
 MAX_COLUMNS_VAR = "PGDATAHUB_MAX_COLUMNS"
 MAX_LINE_MB_VAR = "PGDATAHUB_MAX_LINE_MB"
@@ -118,11 +86,42 @@ def _positive(name: str, default: float, *, whole: bool) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0 and (value.is_integer() or not whole)):
+        value = 0.0
+    if not (0 < value < float("inf") and (value.is_integer() or not whole)):
         kind = "a positive whole number" if whole else "a positive number"
         raise ConfigError(f"{name} must be {kind}, not {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class DriveSettings:
+    """Google Drive: which folders, which credentials, how hard to retry."""
+
+    folder_ids: list[str]
+    credentials_file: Path | None
+    api_endpoint: str | None
+    num_retries: int
+    chunk_bytes: int
+    tick_seconds: float
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.folder_ids) and self.credentials_file is not None
+
+    @classmethod
+    def from_env(cls) -> DriveSettings:
+        folders = os.environ.get("PGDATAHUB_DRIVE_FOLDER_ID", "")
+        credentials = os.environ.get("PGDATAHUB_DRIVE_CREDENTIALS") or os.environ.get(
+            "GOOGLE_APPLICATION_CREDENTIALS"
+        )
+        return cls(
+            folder_ids=[part.strip() for part in folders.replace(" ", ",").split(",") if part.strip()],
+            credentials_file=Path(credentials) if credentials else None,
+            api_endpoint=os.environ.get("PGDATAHUB_DRIVE_API_ENDPOINT") or None,
+            num_retries=int(os.environ.get("PGDATAHUB_DRIVE_RETRIES", "5")),
+            chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
+            tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
+        )
 
 
 def redact_url(url: str) -> str:
