@@ -122,6 +122,23 @@ class Engine(Contender):
         return Outcome(rows_in, rows_out)
 
 
+@contender("engine_refuses")
+class EngineRefuses(Engine):
+    """The same Importer, with the default read limits, over a folder of files it must refuse:
+    each must end ``failed``; its reason is reported."""
+
+    description = "pgdatahub engine (Importer.import_all) over a hostile file, default limits"
+
+    def run(self) -> Outcome:
+        with self.connect(self.params["url"]) as warehouse:
+            results = list(self.importer(warehouse, self.source, self.mapping).import_all())
+        imported = [f"{r.record.source_file}: {r.status}" for r in results if r.status != "failed"]
+        if imported or not results:
+            raise RuntimeError(f"expected every file to fail, got {imported or 'no files'}")
+        errors = [r.record.error or "" for r in results]
+        return Outcome(0, 0, "; ".join(errors), {"errors": errors})
+
+
 # -- a changed file: the same file identity, new content -----------------------------------
 
 

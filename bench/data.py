@@ -12,6 +12,9 @@ only a normalising key finds them; ~2% of phones are international or unparseabl
 
 ``changed_csv_file`` is a second version of ``csv_file``: the same rows with ~1% edited in
 non-key columns, ~0.5% removed and ~0.5% new ones appended (the ``changed_file`` scenario).
+
+``zip_bomb_xlsx``, ``long_line_csv`` and ``wide_csv`` are files the engine must refuse (the
+``hostile`` scenario).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import polars as pl
@@ -386,3 +390,53 @@ def many_files(files: int, rows_per_file: int) -> Path:
             part.write_csv(path / f"listings_{index:04d}.csv")
 
     return _cached(f"many_v{VERSION}_{files}x{rows_per_file}", build)
+
+
+# -- hostile files: what must fail alone, in bounded memory (the `hostile` scenario) --------
+
+#: Values per row of the zip bomb: 8,192 one-digit cells, 15 bytes of XML each.
+BOMB_ROW_CELLS = 8_192
+
+
+def zip_bomb_xlsx(rows: int) -> Path:
+    """An xlsx whose one sheet, declaring no dimension, unpacks to ``rows`` × 8,192 values
+    (16,384 rows: 134 million cells, 2 GB of XML in a 2 MB file)."""
+    from pgdatahub_dagster_tests.sheet_xml import SHEET_XML_START, write_sheet_xml
+
+    row = b"<row>" + b"<c><v>1</v></c>" * BOMB_ROW_CELLS + b"</row>"
+
+    def sheet(stream: IO[bytes]) -> None:
+        stream.write(SHEET_XML_START + b"<sheetData>")
+        for _ in range(rows):
+            stream.write(row)
+        stream.write(b"</sheetData></worksheet>")
+
+    def build(path: Path) -> None:
+        write_sheet_xml(path, sheet)
+
+    return _cached(f"hostile_v{VERSION}_bomb_{rows}.xlsx", build)
+
+
+def long_line_csv(megabytes: int) -> Path:
+    """A header, then one line of ``megabytes`` MB with no line break."""
+
+    def build(path: Path) -> None:
+        block = b"x" * 2**20
+        with path.open("wb") as handle:
+            handle.write(b"id,note\n1,")
+            for _ in range(megabytes):
+                handle.write(block)
+
+    return _cached(f"hostile_v{VERSION}_line_{megabytes}mb.csv", build)
+
+
+def wide_csv(columns: int, rows: int = 10) -> Path:
+    """``columns`` columns × ``rows`` rows (20,000 × 10: 1.2 MB)."""
+
+    def build(path: Path) -> None:
+        with path.open("w") as handle:
+            handle.write(",".join(f"column_{index}" for index in range(columns)) + "\n")
+            for row in range(rows):
+                handle.write(",".join(f"{row:05d}" for _ in range(columns)) + "\n")
+
+    return _cached(f"hostile_v{VERSION}_wide_{columns}x{rows}.csv", build)

@@ -41,13 +41,28 @@ class Sizes:
     memory_rows: tuple[int, int]
     #: drive_tick: (files, folders, changed files)
     drive_tree: tuple[int, int, int]
+    #: hostile: (zip bomb rows of 8,192 values, MB of the long line, columns of the wide CSV);
+    #: even the smoke size is over the default limits, which the files must fail on.
+    hostile: tuple[int, int, int]
 
 
 SIZES: dict[str, Sizes] = {
     # A few seconds per contender: for CI, proves every scenario runs end to end.
-    "smoke": Sizes(2_000, 1_000, 1_000, 500, 4, 500, (2_000, 10_000), (200, 20, 3)),
-    "small": Sizes(100_000, 20_000, 20_000, 5_000, 40, 2_000, (100_000, 500_000), (2_000, 100, 10)),
-    "full": Sizes(1_000_000, 100_000, 200_000, 20_000, 200, 2_000, (1_000_000, 5_000_000), (10_000, 500, 10)),
+    "smoke": Sizes(2_000, 1_000, 1_000, 500, 4, 500, (2_000, 10_000), (200, 20, 3), (2_500, 72, 20_000)),
+    "small": Sizes(
+        100_000, 20_000, 20_000, 5_000, 40, 2_000, (100_000, 500_000), (2_000, 100, 10), (16_384, 256, 20_000)
+    ),
+    "full": Sizes(
+        1_000_000,
+        100_000,
+        200_000,
+        20_000,
+        200,
+        2_000,
+        (1_000_000, 5_000_000),
+        (10_000, 500, 10),
+        (16_384, 1_024, 20_000),
+    ),
 }
 
 
@@ -93,17 +108,18 @@ class Context:
     #: Scratch space for this benchmark run: source folders, DuckDB files.
     workdir: Path
 
-    def source_folder(self, name: str, files: list[Path]) -> Path:
-        """A source root holding (links to) ``files`` and a mapping keyed like the table."""
+    def source_folder(self, name: str, files: list[Path], mapping: str | None = None) -> Path:
+        """A source root holding (links to) ``files`` and a mapping, by default one keyed like
+        the listings table."""
         root = self.workdir / "sources" / name / "listings"
         root.mkdir(parents=True, exist_ok=True)
         for path in files:
             link = root / path.name
             if not link.exists():
                 link.symlink_to(path)
-        (root / "pgdatahub.yaml").write_text(
-            "table: listings\nunique_key: [" + ", ".join(data.KEY_COLUMNS) + "]\n"
-        )
+        if mapping is None:
+            mapping = "table: listings\nunique_key: [" + ", ".join(data.KEY_COLUMNS) + "]\n"
+        (root / "pgdatahub.yaml").write_text(mapping)
         return root
 
 
@@ -396,3 +412,51 @@ class DriveTickScenario(Scenario):
             ),
             Target("seconds for the tick", outcome.get("seconds"), 2.0, "max"),
         ]
+
+
+@scenario
+class Hostile(Scenario):
+    """Files that asked for unbounded memory before the read limits, each imported alone with
+    the default limits: each must end ``failed`` naming its limit, in well under 1 GB."""
+
+    name = "hostile"
+    title = (
+        "hostile: a zip-bomb xlsx ({hostile[0]:,} rows × 8,192 values, no declared dimension), a CSV "
+        "whose second line is {hostile[1]:,} MB, a CSV of {hostile[2]:,} columns × 10 rows; default limits"
+    )
+
+    def files(self, context: Context) -> dict[str, Path]:
+        rows, megabytes, columns = context.sizes.hostile
+        return {
+            "zip_bomb_xlsx": data.zip_bomb_xlsx(rows),
+            "long_line_csv": data.long_line_csv(megabytes),
+            "wide_csv": data.wide_csv(columns),
+        }
+
+    def runs(self, context: Context) -> list[Run]:
+        return [
+            Run(
+                key,
+                "engine_refuses",
+                "engine",
+                # No key: the file must be refused for its size, not for lacking the listings' key.
+                {"source_dir": str(context.source_folder(f"{self.name}_{key}", [path], "table: hostile\n"))},
+                "duckdb",
+            )
+            for key, path in self.files(context).items()
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        targets = [
+            Target(f"peak RSS {key} (MB)", (results.get(key) or {}).get("peak_rss_mb"), 1024.0, "max")
+            for key in self.files(context)
+        ]
+        named = [
+            key
+            for key, outcome in results.items()
+            if all(
+                "set PGDATAHUB_MAX_" in error for error in (outcome.get("extra") or {}).get("errors", [""])
+            )
+        ]
+        targets.append(Target("files that failed naming their limit", len(named), len(targets), "min"))
+        return targets

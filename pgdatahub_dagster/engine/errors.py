@@ -28,6 +28,10 @@ class UnreadableFileError(FileImportError):
     """The file is corrupt, encrypted, of an unsupported kind or otherwise unreadable."""
 
 
+class LimitExceededError(FileImportError):
+    """The file is larger than a reader limit allows (settings.ReadLimits)."""
+
+
 class SheetNotFoundError(FileImportError):
     """The configured sheet does not exist in the workbook."""
 

@@ -32,6 +32,7 @@ from pgdatahub_dagster.engine.schema import (
     sql_type_of,
 )
 from pgdatahub_dagster.engine.schema.types import cast_to
+from pgdatahub_dagster.engine.settings import ReadLimits
 from pgdatahub_dagster.engine.sources import Source, SourceFile
 from pgdatahub_dagster.engine.warehouse import (
     LINEAGE_COLUMNS,
@@ -80,11 +81,14 @@ class Importer:
         mapping: FolderMapping,
         run_id: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        read_limits: ReadLimits | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.source = source
         self.mapping = mapping
         self.run_id = run_id
+        # Read once, at the start of a run: a broken value stops the run, not each file.
+        self.read_limits = read_limits or ReadLimits.from_env()
         self.batch_rows = batch_rows
         self._folder_tables: FolderTables | None = None
 
@@ -233,6 +237,7 @@ class Importer:
             default_sheet=settings.default_sheet,
             header_row=settings.header_row,
             batch_rows=self.batch_rows,
+            limits=self.read_limits,
         ) as raw:
             counts.sheet = raw.sheet
             names = unique_column_names(raw.headers, reserved=LINEAGE_COLUMNS)

@@ -11,6 +11,8 @@ from urllib.parse import quote, urlencode
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from pgdatahub_dagster.engine.errors import ConfigError
+
 DATABASE_URL_VAR = "PGDATAHUB_DATABASE_URL"
 SOURCE_DIR_VAR = "PGDATAHUB_SOURCE_DIR"
 CONFIG_VAR = "PGDATAHUB_CONFIG"
@@ -47,6 +49,52 @@ class Settings:
             beside = root / MAPPING_FILE_NAME
             mapping = beside if beside.is_file() else None
         return cls(database_url=url, source_dir=root, config_path=mapping)
+
+
+MAX_CELLS_VAR = "PGDATAHUB_MAX_CELLS"
+MAX_COLUMNS_VAR = "PGDATAHUB_MAX_COLUMNS"
+MAX_LINE_MB_VAR = "PGDATAHUB_MAX_LINE_MB"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much one file may ask of the reader; a file over a limit fails alone, before the
+    expensive work, naming the limit and the variable that raises it."""
+
+    #: Cells of the sheet read from a workbook (its rows × columns); calamine holds them all
+    #: at once, about 100 bytes each.
+    max_cells: int = 20_000_000
+    #: Columns of a file. PostgreSQL holds at most 1,600 per table.
+    max_columns: int = 1_600
+    #: Bytes of one line (one row, quoted line breaks included) of delimited text.
+    max_line_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> ReadLimits:
+        defaults = cls()
+        return cls(
+            max_cells=int(_positive(MAX_CELLS_VAR, defaults.max_cells, whole=True)),
+            max_columns=int(_positive(MAX_COLUMNS_VAR, defaults.max_columns, whole=True)),
+            max_line_bytes=int(
+                _positive(MAX_LINE_MB_VAR, defaults.max_line_bytes / 2**20, whole=False) * 2**20
+            ),
+        )
+
+
+def _positive(name: str, default: float, *, whole: bool) -> float:
+    """A positive (``whole``) number from the environment; anything else is a broken
+    configuration, which stops the run."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (0 < value < float("inf") and (value.is_integer() or not whole)):
+        kind = "a positive whole number" if whole else "a positive number"
+        raise ConfigError(f"{name} must be {kind}, not {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

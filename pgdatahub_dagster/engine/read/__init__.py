@@ -10,8 +10,10 @@ from pgdatahub_dagster.engine.errors import UnreadableFileError
 from pgdatahub_dagster.engine.read.delimited import DELIMITED_EXTENSIONS, read_delimited
 from pgdatahub_dagster.engine.read.table import RawTable
 from pgdatahub_dagster.engine.read.workbook import WORKBOOK_EXTENSIONS, read_workbook
+from pgdatahub_dagster.engine.settings import ReadLimits
 
 SUPPORTED_EXTENSIONS = WORKBOOK_EXTENSIONS | DELIMITED_EXTENSIONS
+DEFAULT_LIMITS = ReadLimits()
 
 __all__ = ["SUPPORTED_EXTENSIONS", "RawTable", "is_supported", "open_table"]
 
@@ -30,16 +32,18 @@ def open_table(
     default_sheet: str | None = None,
     header_row: int | None = None,
     batch_rows: int = 100_000,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Iterator[RawTable]:
     """Open ``path`` (shown to users as ``source_file``) and yield its rows in batches.
 
-    ``header_row`` is 1-based, as spreadsheet programs number rows.
+    ``header_row`` is 1-based, as spreadsheet programs number rows. A file over one of the
+    ``limits`` fails with ``LimitExceededError`` before the expensive work.
     """
     extension = path.suffix.lower()
     if extension in WORKBOOK_EXTENSIONS:
-        yield read_workbook(path, source_file, sheet, default_sheet, header_row, batch_rows)
+        yield read_workbook(path, source_file, sheet, default_sheet, header_row, batch_rows, limits)
     elif extension in DELIMITED_EXTENSIONS:
-        with read_delimited(path, source_file, header_row, batch_rows) as table:
+        with read_delimited(path, source_file, header_row, batch_rows, limits) as table:
             yield table
     else:
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))

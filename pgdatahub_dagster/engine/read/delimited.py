@@ -1,17 +1,15 @@
 """Delimited text (csv, tsv, txt) through Polars, streamed in batches.
 
-The encoding is detected (UTF-8 with or without BOM, UTF-16 with BOM, else cp1252, else
-latin-1) and the delimiter is sniffed among ``,`` ``;`` tab and ``|``. Every column is
-read as text; normalising decides the honest types afterwards.
+The encoding is detected (``encoding.py``) and so are the line ending (LF, CRLF, or CR alone
+as old Mac exports have it) and the delimiter (among ``,`` ``;`` tab and ``|``). Every column
+is read as text; normalising decides the honest types afterwards. A line longer than
+``ReadLimits.max_line_bytes`` or more columns than ``max_columns`` fail the file early.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
-import os
-import tempfile
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,56 +18,27 @@ from pathlib import Path
 import polars as pl
 
 from pgdatahub_dagster.engine.errors import UnreadableFileError
+from pgdatahub_dagster.engine.read.encoding import as_utf8, detect_encoding
+from pgdatahub_dagster.engine.read.limits import check_columns, line_too_long
 from pgdatahub_dagster.engine.read.table import RawTable
+from pgdatahub_dagster.engine.settings import ReadLimits
 
 DELIMITED_EXTENSIONS = frozenset({".csv", ".tsv", ".txt"})
 DELIMITERS = (",", ";", "\t", "|")
 
-_CHUNK_BYTES = 1024 * 1024
 # Pieces parsed at once; memory holds about one piece's rows at a time.
 _PIECE_BYTES = 8 * 1024 * 1024
 _QUOTE = b'"'
 _SNIFF_BYTES = 256 * 1024
 _SNIFF_LINES = 50
-
-
-def _detect_encoding(path: Path) -> str:
-    with path.open("rb") as handle:
-        head = handle.read(4)
-        if head.startswith(codecs.BOM_UTF8):
-            return "utf-8-sig"
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            return "utf-16"
-    for encoding in ("utf-8", "cp1252"):
-        decoder = codecs.getincrementaldecoder(encoding)()
-        try:
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK_BYTES):
-                    decoder.decode(chunk)
-                decoder.decode(b"", final=True)
-            return encoding
-        except UnicodeDecodeError:
-            continue
-    return "latin-1"
-
-
-@contextmanager
-def _as_utf8(path: Path, encoding: str) -> Iterator[Path]:
-    """Polars reads UTF-8 only: anything else is transcoded to a temporary file."""
-    if encoding in ("utf-8", "utf-8-sig"):
-        yield path
-        return
-    handle, temporary = tempfile.mkstemp(suffix=".csv", prefix="pgdatahub-")
-    try:
-        with (
-            path.open("r", encoding=encoding, newline="") as source,
-            os.fdopen(handle, "w", encoding="utf-8", newline="") as target,
-        ):
-            while chunk := source.read(_CHUNK_BYTES):
-                target.write(chunk)
-        yield Path(temporary)
-    finally:
-        os.unlink(temporary)
+# Python's csv module (used on the sample only) refuses fields over 128 KiB for its own
+# safety; the reader bounds lines itself (ReadLimits.max_line_bytes), so csv need not.
+csv.field_size_limit(2**31 - 1)
+# The csv module ends a line at CR and at LF alike, where Polars ends it at the file's line
+# ending only: the other one, inside a line, is data. In the sample it is swapped for a
+# Unicode noncharacter (never in interchanged text) and swapped back in the header.
+_CR_INSIDE, _LF_INSIDE = "\ufdd0", "\ufdd1"
+_LONE_CR = re.compile("\r(?!\n)")
 
 
 def _sniff_delimiter(lines: list[str], preferred: str | None) -> str:
@@ -88,39 +57,72 @@ def _sniff_delimiter(lines: list[str], preferred: str | None) -> str:
     return best
 
 
-def _sample_lines(path: Path, skip: int) -> list[str]:
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        text = handle.read(_SNIFF_BYTES)
-    lines = io.StringIO(text).readlines()
-    if len(text) == _SNIFF_BYTES and len(lines) > 1:
-        lines = lines[:-1]  # the last line may be cut off mid-way
+def _sample(path: Path, skip: int, source_file: str, limits: ReadLimits) -> tuple[bytes, bool]:
+    """The file's first bytes, and whether they are all of it: at least ``_SNIFF_BYTES``, and
+    on until the header line is whole (within the line limit)."""
+    sample = bytearray()
+    line_feeds = carriage_returns = 0
+    with path.open("rb") as handle:
+        while block := handle.read(_SNIFF_BYTES):
+            sample += block
+            line_feeds += block.count(b"\n")
+            carriage_returns += block.count(b"\r")
+            lines = max(line_feeds, carriage_returns)
+            if lines > skip:
+                return bytes(sample), False
+            if len(sample) > (skip + 1) * limits.max_line_bytes:
+                raise line_too_long(source_file, lines + 1, limits)
+    return bytes(sample), True
+
+
+def _line_ending(sample: bytes) -> str:
+    """CR when it ends more lines than LF does (old Mac exports), else LF (CRLF included)."""
+    lone_carriage_returns = sample.count(b"\r") - sample.count(b"\r\n")
+    return "\r" if lone_carriage_returns > sample.count(b"\n") else "\n"
+
+
+def _sample_lines(sample: bytes, whole: bool, eol: str, skip: int) -> list[str]:
+    if not whole:
+        sample = sample[: sample.rfind(eol.encode()) + 1]  # the last line may be cut off mid-way
+    # A file with a UTF-8 BOM is not checked beforehand; Polars names a bad byte in it.
+    text = sample.decode("utf-8-sig", errors="replace")
+    text = _LONE_CR.sub(_CR_INSIDE, text) if eol == "\n" else text.replace("\n", _LF_INSIDE)
+    lines = [line + eol for line in text.split(eol)]
+    if lines[-1] == eol:
+        lines.pop()  # what followed the last line ending
     return lines[skip : skip + _SNIFF_LINES]
 
 
 @contextmanager
 def read_delimited(
-    path: Path, source_file: str, header_row: int | None, batch_rows: int
+    path: Path, source_file: str, header_row: int | None, batch_rows: int, limits: ReadLimits
 ) -> Iterator[RawTable]:
     skip = (header_row or 1) - 1
-    encoding = _detect_encoding(path)
-    with _as_utf8(path, encoding) as utf8_path:
-        lines = _sample_lines(utf8_path, skip)
+    encoding = detect_encoding(path, source_file)
+    with as_utf8(path, encoding, source_file) as utf8_path:
+        sample, whole = _sample(utf8_path, skip, source_file, limits)
+        eol = _line_ending(sample)
+        lines = _sample_lines(sample, whole, eol, skip)
         if not lines:
             yield RawTable(headers=[], batches=iter(()))
             return
         preferred = "\t" if path.suffix.lower() == ".tsv" else None
-        delimiter = _sniff_delimiter(lines, preferred)
-        rows = list(csv.reader(lines, delimiter=delimiter))
-        headers = rows[0] if rows else []
+        try:
+            delimiter = _sniff_delimiter(lines, preferred)
+            rows = list(csv.reader(lines, delimiter=delimiter))
+        except csv.Error as error:
+            raise UnreadableFileError(source_file, f"cannot be parsed as delimited text: {error}") from None
+        headers = [name.replace(_CR_INSIDE, "\r").replace(_LF_INSIDE, "\n") for name in rows[0]]
         width = max((len(row) for row in rows), default=0)
+        check_columns(width, source_file, limits)
         headers = headers + [""] * (width - len(headers))
         schema: dict[str, pl.DataType] = {f"c{index}": pl.String() for index in range(width)}
-        batches = _batches(utf8_path, skip, delimiter, schema, batch_rows, source_file)
+        batches = _batches(utf8_path, skip, delimiter, eol, schema, batch_rows, source_file, limits)
         yield RawTable(headers=headers, batches=batches)
 
 
-def _row_end(data: bytearray | bytes, end: int) -> int:
-    """The end (after its newline) of the last complete row in ``data[:end]``, 0 if none.
+def _row_end(data: bytearray | bytes, end: int, eol: bytes) -> int:
+    """The end (after its line ending ``eol``) of the last complete row in ``data[:end]``, 0 if none.
 
     A newline ends a row when an even number of quote characters precede it: quoted fields
     hold their own newlines, and doubled quotes inside them keep the count even. Polars'
@@ -129,7 +131,7 @@ def _row_end(data: bytearray | bytes, end: int) -> int:
     quotes_after = 0
     position = end
     total = data.count(_QUOTE, 0, end)
-    while (newline := data.rfind(b"\n", 0, position)) >= 0:
+    while (newline := data.rfind(eol, 0, position)) >= 0:
         quotes_after += data.count(_QUOTE, newline, position)
         if (total - quotes_after) % 2 == 0:
             return newline + 1
@@ -137,10 +139,10 @@ def _row_end(data: bytearray | bytes, end: int) -> int:
     return 0
 
 
-def _row_ends_at_least(data: bytearray | bytes, end: int, wanted: int) -> bool:
+def _row_ends_at_least(data: bytearray | bytes, end: int, wanted: int, eol: bytes) -> bool:
     """Whether ``data[:end]`` holds at least ``wanted`` complete rows."""
     found, quotes, position = 0, 0, 0
-    while found < wanted and (newline := data.find(b"\n", position, end)) >= 0:
+    while found < wanted and (newline := data.find(eol, position, end)) >= 0:
         quotes += data.count(_QUOTE, position, newline)
         if quotes % 2 == 0:
             found += 1
@@ -148,19 +150,28 @@ def _row_ends_at_least(data: bytearray | bytes, end: int, wanted: int) -> bool:
     return found >= wanted
 
 
-def _pieces(path: Path, first_rows: int, lead: bytes) -> Iterator[bytes]:
+def _pieces(
+    path: Path, first_rows: int, lead: bytes, eol: bytes, source_file: str, limits: ReadLimits
+) -> Iterator[bytes]:
     """The file in pieces of about ``_PIECE_BYTES`` that end where a row ends; the first
     holds at least ``first_rows`` rows when the file has them, every later one starts with
-    the row ``lead``. Each piece is copied once."""
+    the row ``lead``. Each piece is copied once. A row longer than the line limit fails the
+    file as soon as the buffer holds that much of it."""
     buffer = bytearray()
     wanted, floor = first_rows, 0
+    line = 1  # of the file, at the buffer's first row
     with path.open("rb") as handle:
         while block := handle.read(_PIECE_BYTES):
             buffer += block
-            cut = _row_end(buffer, len(buffer))
-            if cut <= floor or (wanted and not _row_ends_at_least(buffer, cut, wanted)):
-                continue  # a row longer than a block, or the first rows not all there yet
+            cut = _row_end(buffer, len(buffer), eol)
+            if cut <= floor or (wanted and not _row_ends_at_least(buffer, cut, wanted, eol)):
+                # A row longer than a block, or the first rows not all there yet.
+                unfinished = max(cut, floor)
+                if len(buffer) - unfinished > limits.max_line_bytes:
+                    raise line_too_long(source_file, line + buffer.count(eol, floor, unfinished), limits)
+                continue
             wanted = 0
+            line += buffer.count(eol, floor, cut)
             yield bytes(memoryview(buffer)[:cut])
             buffer[:cut] = lead
             floor = len(lead)
@@ -169,7 +180,14 @@ def _pieces(path: Path, first_rows: int, lead: bytes) -> Iterator[bytes]:
 
 
 def _batches(
-    path: Path, skip: int, delimiter: str, schema: dict[str, pl.DataType], batch_rows: int, source_file: str
+    path: Path,
+    skip: int,
+    delimiter: str,
+    eol: str,
+    schema: dict[str, pl.DataType],
+    batch_rows: int,
+    source_file: str,
+    limits: ReadLimits,
 ) -> Iterator[pl.DataFrame]:
     """Rows in batches of exactly ``batch_rows`` (the last one smaller).
 
@@ -186,12 +204,13 @@ def _batches(
         "schema": schema,
         "truncate_ragged_lines": False,
         "raise_if_empty": False,
+        "eol_char": eol,
     }
-    filler = (delimiter * (len(schema) - 1) + "\n").encode()
+    filler = (delimiter * (len(schema) - 1) + eol).encode()
     pending: list[pl.DataFrame] = []
     pending_rows = 0
     try:
-        for index, piece in enumerate(_pieces(path, skip + 2, filler)):
+        for index, piece in enumerate(_pieces(path, skip + 2, filler, eol.encode(), source_file, limits)):
             if index == 0:
                 frame = pl.read_csv(piece, skip_rows=skip + 1, **options)  # type: ignore[arg-type]
             else:

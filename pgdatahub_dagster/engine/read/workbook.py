@@ -5,14 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fastexcel
 import polars as pl
 
-from pgdatahub_dagster.engine.errors import SheetNotFoundError, UnreadableFileError
+from pgdatahub_dagster.engine.errors import LimitExceededError, SheetNotFoundError, UnreadableFileError
+from pgdatahub_dagster.engine.read.limits import check_columns
+from pgdatahub_dagster.engine.read.sheet_size import check_sheet_size, check_workbook_size
 from pgdatahub_dagster.engine.read.table import RawTable
+from pgdatahub_dagster.engine.settings import ReadLimits
 
 WORKBOOK_EXTENSIONS = frozenset({".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"})
+# Whose sheets are XML parts with a declared dimension (sheet_size.py).
+_XML_SHEETS = frozenset({".xlsx", ".xlsm"})
 
 _DEDUPLICATED_HEADER = re.compile(r"^(?P<base>.+)_(?P<number>\d+)$")
 
@@ -81,22 +87,30 @@ def read_workbook(
     default_sheet: str | None,
     header_row: int | None,
     batch_rows: int,
+    limits: ReadLimits,
 ) -> RawTable:
+    check_workbook_size(path, source_file, limits)
     try:
         reader = fastexcel.read_excel(path)
         chosen = choose_sheet(reader.sheet_names, sheet, default_sheet, source_file)
+        if path.suffix.lower() in _XML_SHEETS:
+            check_sheet_size(path, reader.sheet_names.index(chosen), chosen, source_file, limits)
         header_index = (header_row or 1) - 1
+
+        def load(**options: Any) -> tuple[fastexcel.ExcelSheet, pl.DataFrame]:
+            loaded = reader.load_sheet(chosen, header_row=header_index, **options)
+            check_columns(loaded.width, source_file, limits, f"sheet {chosen!r} ")
+            return loaded, loaded.to_polars()
+
         try:
             # Every row decides a column's type: a sample would let a late text value be
             # coerced away.
-            loaded = reader.load_sheet(chosen, header_row=header_index, schema_sample_rows=None)
-            frame = loaded.to_polars()
+            loaded, frame = load(schema_sample_rows=None)
         except fastexcel.FastExcelError:
             # Columns mixing kinds calamine cannot unify (dates with durations, error
             # cells): read everything as text and let normalising find honest types.
-            loaded = reader.load_sheet(chosen, header_row=header_index, dtypes="string")
-            frame = loaded.to_polars()
-    except (SheetNotFoundError, UnreadableFileError):
+            loaded, frame = load(dtypes="string")
+    except (SheetNotFoundError, UnreadableFileError, LimitExceededError):
         raise
     except fastexcel.FastExcelError as error:
         raise UnreadableFileError(source_file, _reason(error)) from None

@@ -3,8 +3,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pgdatahub_dagster.engine.errors import UnreadableFileError
+from pgdatahub_dagster.engine.errors import LimitExceededError, UnreadableFileError
 from pgdatahub_dagster.engine.read import open_table
+from pgdatahub_dagster.engine.settings import ReadLimits
 from pgdatahub_dagster_tests.files import write_csv
 
 
@@ -132,3 +133,176 @@ def test_pieces_read_like_one_scan_of_the_whole_file(
         except UnreadableFileError:
             got = "error"
         assert got == expected, (name, batch_rows)
+
+
+# -- line endings, long fields, encodings, files that are not text -------------------------
+
+
+@pytest.mark.parametrize("piece_bytes", [7, 1 << 20])
+def test_cr_only_line_endings_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece_bytes: int
+) -> None:
+    """Old Mac Excel exports end lines with CR alone."""
+    import pgdatahub_dagster.engine.read.delimited as delimited
+
+    monkeypatch.setattr(delimited, "_PIECE_BYTES", piece_bytes)
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'id,val\r1,a\r2,"b\rc"\r3,\r' + b"".join(b"%d,x\r" % i for i in range(4, 40)))
+    headers, frame = _read(path)
+    assert headers == ["id", "val"]
+    assert frame.rows()[:3] == [("1", "a"), ("2", "b\rc"), ("3", None)]
+    assert frame.height == 39
+
+
+def test_a_carriage_return_inside_a_line_is_data(tmp_path: Path) -> None:
+    path = tmp_path / "stray.csv"
+    path.write_bytes(b"id,na\rme\r\n1,a\rb\r\n2,c\r\n")
+    headers, frame = _read(path)
+    assert headers == ["id", "na\rme"]
+    assert frame.rows() == [("1", "a\rb"), ("2", "c")]
+
+
+def test_a_line_feed_inside_a_line_of_a_cr_file_is_data(tmp_path: Path) -> None:
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"id,val\r1,a\nb\r2,c\r3,d\r")
+    headers, frame = _read(path)
+    assert headers == ["id", "val"]
+    assert frame.rows() == [("1", "a\nb"), ("2", "c"), ("3", "d")]
+
+
+def test_cells_and_headers_over_128_kib_are_read_whole(tmp_path: Path) -> None:
+    """Python's csv module refuses fields over 128 KiB; the sample is parsed with it."""
+    long_header, long_value = "h" * 300_000, "v" * 200_000
+    path = write_csv(tmp_path / "long.csv", f"id,{long_header}\n1,{long_value}\n2,b\n")
+    headers, frame = _read(path)
+    assert headers == ["id", long_header]
+    assert frame.rows() == [("1", long_value), ("2", "b")]
+
+
+_JAPANESE = "名前,都市,メモ\n山田太郎,東京,よろしくお願いします\n佐藤花子,大阪,電話してください\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("name,city\nAcme,Oslo\nBlue,Rome\n", "utf-16-le"),
+        ("name,city\nAcme,Oslo\nBlue,Rome\n", "utf-16-be"),
+        (_JAPANESE, "utf-16-le"),
+        (_JAPANESE, "utf-16-be"),
+        (_JAPANESE, "shift_jis"),
+        ("Preis,Straße,Notiz\n5 €,Café Müller,Crème brûlée\n12 €,Größe,naïve „Zitat“\n", "cp1252"),
+        ("nom,ville\nFrançois Lefèvre,Besançon\nHélène Dupré,Orléans\n", "cp1252"),
+        ("Имя,Город\nИван Петров,Москва\nМария Иванова,Санкт-Петербург\n", "cp1251"),
+    ],
+)
+def test_encodings_without_bom(tmp_path: Path, text: str, encoding: str) -> None:
+    headers, frame = _read(write_csv(tmp_path / "f.csv", text, encoding))
+    lines = [line.split(",") for line in text.splitlines()]
+    assert headers == lines[0]
+    assert frame.rows() == [tuple(line) for line in lines[1:]]
+
+
+def test_cp1252_past_the_first_megabyte_is_found(tmp_path: Path) -> None:
+    """The encoding is told from the lines that are not ASCII, wherever they are."""
+    text = "id,name\n" + "".join(f"{i},plain\n" for i in range(200_000)) + "200000,5 € Café\n"
+    _headers, frame = _read(write_csv(tmp_path / "late.csv", text, "cp1252"))
+    assert frame.row(-1) == ("200000", "5 € Café")
+
+
+def test_text_no_encoding_fits_fails_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "garbled.csv"
+    path.write_bytes(b"name,note\n1," + bytes(range(0x80, 0x100)) + b"\n")
+    with pytest.raises(
+        UnreadableFileError,
+        match=r"^garbled\.csv: cannot tell the text encoding of the file; save it as UTF-8",
+    ):
+        _read(path)
+
+
+def test_binary_data_fails_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(bytes(range(256)) * 50)
+    with pytest.raises(UnreadableFileError, match=r"^data\.csv: holds binary data \(NUL bytes\), not text"):
+        _read(path)
+
+
+def test_a_workbook_named_csv_fails_with_the_advice_to_rename_it(tmp_path: Path) -> None:
+    from pgdatahub_dagster_tests.files import write_xlsx
+
+    path = tmp_path / "export.csv"
+    write_xlsx(tmp_path / "book.xlsx", {"Sheet1": [["a", "b"], [1, 2]]}).rename(path)
+    with pytest.raises(
+        UnreadableFileError,
+        match=r"^export\.csv: looks like an Excel workbook, not delimited text; rename it to \.xlsx$",
+    ):
+        _read(path)
+
+
+def test_an_xls_named_csv_fails_with_the_advice_to_rename_it(tmp_path: Path, calamine_fixtures: Path) -> None:
+    path = tmp_path / "old.csv"
+    path.write_bytes((calamine_fixtures / "date.xls").read_bytes())
+    with pytest.raises(UnreadableFileError, match=r"^old\.csv: looks like an Excel 97-2003 workbook.*\.xls$"):
+        _read(path)
+
+
+# -- limits ---------------------------------------------------------------------------------
+
+
+def test_a_line_over_the_limit_fails_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pgdatahub_dagster.engine.read.delimited as delimited
+
+    monkeypatch.setattr(delimited, "_PIECE_BYTES", 4096)  # so that the file is read in several pieces
+    path = write_csv(tmp_path / "long.csv", "a,b\n1,2\n3," + "x" * 100_000)  # no newline at the end
+    with pytest.raises(
+        LimitExceededError,
+        match=r"^long\.csv: line 3 is longer than 10 KB, the limit \(set PGDATAHUB_MAX_LINE_MB to raise it\)",
+    ):
+        _read(path, limits=ReadLimits(max_line_bytes=10 * 1024))
+
+
+def test_a_quote_never_closed_fails_at_the_line_limit(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "quote.csv", 'a,b\n1,"open\n' + "2,3\n" * 5_000)
+    with pytest.raises(LimitExceededError, match=r"line 2 is longer than 1 KB.*a quote that is never closed"):
+        _read(path, limits=ReadLimits(max_line_bytes=1024))
+
+
+def test_a_header_line_over_the_limit_fails(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "wide.csv", ",".join(f"column {i}" for i in range(50_000)) + "\n")
+    with pytest.raises(LimitExceededError, match=r"^wide\.csv: line 1 is longer than 64 KB"):
+        _read(path, limits=ReadLimits(max_line_bytes=64 * 1024))
+
+
+def test_more_columns_than_the_limit_fail_before_reading_the_rows(tmp_path: Path) -> None:
+    header = ",".join(f"c{i}" for i in range(21))
+    path = write_csv(tmp_path / "wide.csv", header + "\n" + ",".join("1" * 21) + "\n")
+    with pytest.raises(
+        LimitExceededError,
+        match=r"^wide\.csv: has 21 columns, more than the limit of 20 \(set PGDATAHUB_MAX_COLUMNS to raise",
+    ):
+        _read(path, limits=ReadLimits(max_columns=20))
+    assert _read(path, limits=ReadLimits(max_columns=21))[0] == header.split(",")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 11, 12, 13])
+def test_utf8_is_checked_across_chunk_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int
+) -> None:
+    """ASCII chunks are not decoded, unless a character began in the chunk before."""
+    import pgdatahub_dagster.engine.read.encoding as encoding
+
+    monkeypatch.setattr(encoding, "_CHUNK_BYTES", chunk_bytes)
+    assert _read(write_csv(tmp_path / "utf8.csv", "id,name\n1,Café\n2,plain\n"))[1].rows() == [
+        ("1", "Café"),
+        ("2", "plain"),
+    ]
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(b"id,name\n1,Caf\xc3\n2,plain\n")  # a UTF-8 character begun, then ASCII
+    assert encoding.detect_encoding(cut, "cut.csv") != "utf-8"
+
+
+def test_nul_characters_in_utf8_text_are_text(tmp_path: Path) -> None:
+    """Only UTF-16 has NUL bytes in a regular pattern; in UTF-8 they are characters, which
+    normalising removes (PostgreSQL cannot store them)."""
+    headers, frame = _read(write_csv(tmp_path / "nul.csv", "n,note,code\n1,a\x00b,\x007\n2,\x00,8\x00\n"))
+    assert headers == ["n", "note", "code"]
+    assert frame.rows() == [("1", "a\x00b", "\x007"), ("2", "\x00", "8\x00")]

@@ -1,0 +1,59 @@
+"""The reader's limits (``settings.ReadLimits``) as the errors a file over one of them fails
+with: each names the limit and the variable that raises it."""
+
+from __future__ import annotations
+
+from pgdatahub_dagster.engine.errors import LimitExceededError
+from pgdatahub_dagster.engine.settings import (
+    MAX_CELLS_VAR,
+    MAX_COLUMNS_VAR,
+    MAX_LINE_MB_VAR,
+    ReadLimits,
+)
+
+
+def check_columns(columns: int, source_file: str, limits: ReadLimits, where: str = "") -> None:
+    if columns > limits.max_columns:
+        raise LimitExceededError(
+            source_file,
+            f"{where}has {columns:,} columns, more than the limit of {limits.max_columns:,} "
+            f"(set {MAX_COLUMNS_VAR} to raise it; PostgreSQL holds at most 1,600 in a table)",
+        )
+
+
+def check_cells(cells: int, what: str, source_file: str, limits: ReadLimits) -> None:
+    """``what`` says how the cells were counted, e.g. ``sheet 'Data' declares 8,192 × 16,384``."""
+    if cells > limits.max_cells:
+        raise LimitExceededError(
+            source_file,
+            f"{what} cells, more than the limit of {limits.max_cells:,} (set {MAX_CELLS_VAR} to raise it; "
+            "reading a sheet takes about 100 bytes of memory per cell)",
+        )
+
+
+def _size(size: float) -> str:
+    """``1.28 GB``, ``64 MB``, ``2 KB``, ``100 bytes``."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:,.3g} {unit}"
+    return f"{size:,.0f} bytes"
+
+
+def line_too_long(source_file: str, line: int, limits: ReadLimits) -> LimitExceededError:
+    return LimitExceededError(
+        source_file,
+        f"line {line:,} is longer than {_size(limits.max_line_bytes)}, the limit "
+        f"(set {MAX_LINE_MB_VAR} to raise it); "
+        "a quote that is never closed also makes the rest of the file one line",
+    )
+
+
+def part_too_large(
+    source_file: str, part: str, size: int, allowed: int, limits: ReadLimits
+) -> LimitExceededError:
+    """A part of a zip-based workbook that unpacks to more than its cells could need."""
+    return LimitExceededError(
+        source_file,
+        f"its part {part} unpacks to {_size(size)}, more than the {_size(allowed)} "
+        f"a sheet of {limits.max_cells:,} cells could need (set {MAX_CELLS_VAR} to raise it)",
+    )
