@@ -7,6 +7,7 @@ test gets a fresh database created through it), otherwise from an embedded serve
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -92,3 +93,16 @@ def calamine_fixtures() -> Path:
     if not CALAMINE_FIXTURES.is_dir():
         pytest.fail(f"the shared calamine fixtures are missing at {CALAMINE_FIXTURES}")
     return CALAMINE_FIXTURES
+
+
+@pytest.fixture
+def new_warehouse(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, or PostgreSQL
+    databases (dropped when the test ends)."""
+    if warehouse_url.startswith("duckdb"):
+        numbers = itertools.count(1)
+        folder = tmp_path / "warehouses"
+        folder.mkdir()
+        return lambda purpose: f"duckdb:///{folder / f'{purpose}-{next(numbers)}.duckdb'}"
+    make_database: Callable[[str], str] = request.getfixturevalue("make_database")
+    return make_database

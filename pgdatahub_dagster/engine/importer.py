@@ -123,6 +123,7 @@ class Importer:
             finished_at=started_at,
             source=self.source.kind,
             modified_at=file.modified_at,
+            read_as=settings.read_as(),
         )
         counts = _Counts()
         try:
@@ -183,7 +184,12 @@ class Importer:
             )
         here = [h for h in earlier if h.table_name == table]
         ownership = RowOwnership(warehouse, table, settings.prefer)
-        unchanged = next((h for h in here if h.file_sha256 == record.file_sha256), None)
+        ownership.apply_prefer()
+        # Same bytes read under the same settings (unknown for imports older than the record).
+        unchanged = next(
+            (h for h in here if h.file_sha256 == record.file_sha256 and h.read_as in (None, record.read_as)),
+            None,
+        )
         if unchanged is not None:
             self._refresh(unchanged, file, ownership, record)
             return
@@ -210,8 +216,10 @@ class Importer:
         record.status = "skipped"
         record.duplicate_of = unchanged.source_file
         now = ("success", file.path, file.modified_at)
-        if (unchanged.status, unchanged.source_file, unchanged.modified_at) != now:
-            warehouse.set_rank(unchanged.id, *now)
+        ranked_anew = (unchanged.status, unchanged.source_file, unchanged.modified_at) != now
+        if ranked_anew or unchanged.read_as != record.read_as:
+            warehouse.set_rank(unchanged.id, *now, record.read_as)
+        if ranked_anew:
             if unchanged.source_file != file.path:
                 ownership.rename(file.file_id, unchanged.file_sha256, file.path)
             ownership.refresh(unchanged.id, file.file_id, unchanged.file_sha256)

@@ -69,6 +69,15 @@ class FolderSettings:
     #: of the ``newest`` file (latest modification time) or the ``oldest``; then the smaller path.
     prefer: str = "newest"
 
+    def read_as(self) -> str:
+        """The settings that decide which rows a file gives, as one short text for the ledger:
+        a file imported under others is read again (its bytes may give other rows now)."""
+        key = "*" if self.unique_key is None else ",".join(self.unique_key)
+        return (
+            f"sheet={self.sheet or ''};default_sheet={self.default_sheet or ''};key={key};"
+            f"header_row={self.header_row or ''};phone_region={self.phone_region}"
+        )
+
 
 @dataclass
 class _Node:

@@ -3,8 +3,7 @@ reuse the code location's assets, jobs and sensors with resources pointed at tes
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,16 +78,3 @@ def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) ->
         raise_on_error=False,
     )
     return result.success
-
-
-@pytest.fixture
-def new_warehouse(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, or PostgreSQL
-    databases (dropped when the test ends)."""
-    if warehouse_url.startswith("duckdb"):
-        numbers = itertools.count(1)
-        folder = tmp_path / "warehouses"
-        folder.mkdir()
-        return lambda purpose: f"duckdb:///{folder / f'{purpose}-{next(numbers)}.duckdb'}"
-    make_database: Callable[[str], str] = request.getfixturevalue("make_database")
-    return make_database

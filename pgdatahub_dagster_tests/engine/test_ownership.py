@@ -219,3 +219,58 @@ def test_the_bytes_hashed_are_the_bytes_loaded(warehouse_url: str, tmp_path: Pat
         stop.set()
         thread.join()
     assert "success" in statuses
+
+
+def _fresh_rows(url: str, root: Path, mapping: str) -> list[tuple[Any, ...]]:
+    """What a from-scratch import of ``root`` under ``mapping`` gives, into ``url``."""
+    fresh = Sync(url, root, mapping)
+    fresh.run()
+    return fresh.rows()
+
+
+def test_a_changed_prefer_decides_the_shared_keys_again(
+    warehouse_url: str, tmp_path: Path, new_warehouse: Any
+) -> None:
+    root = tmp_path / "tree"
+    sync = Sync(warehouse_url, root, KEYED)
+    _write(root, "crm/a.csv", range(6), 1, "a")
+    _write(root, "crm/b.csv", range(3, 9), 2, "b")
+    sync.run()
+    assert sync.rows() == _expected((range(6), "a", "crm/a.csv"), (range(3, 9), "b", "crm/b.csv"))
+    oldest = KEYED + "  prefer: oldest\n"
+    sync.mapping = FolderMapping.parse(oldest)
+    results = sync.run()  # nothing changed in the tree: both files are skipped
+    assert {r.status for r in results.values()} == {"skipped"}
+    assert sync.rows() == _expected((range(3, 9), "b", "crm/b.csv"), (range(6), "a", "crm/a.csv"))
+    assert sync.rows() == _fresh_rows(new_warehouse("fresh"), root, oldest)
+
+
+def test_a_changed_unique_key_reads_the_files_again(
+    warehouse_url: str, tmp_path: Path, new_warehouse: Any
+) -> None:
+    root = tmp_path / "tree"
+    sync = Sync(warehouse_url, root, "crm:\n  on_delete: retract\n")
+    write_csv(root / "crm/a.csv", "id,label\n1,x\n1,y\n2,z\n")
+    sync.run()
+    assert len(sync.rows()) == 3  # every column is the key
+    by_id = "crm:\n  unique_key: [id]\n  on_delete: retract\n"
+    sync.mapping = FolderMapping.parse(by_id)
+    [result] = sync.run().values()
+    assert (result.status, result.record.rows_inserted, result.record.rows_duplicate) == ("success", 2, 1)
+    assert sync.rows() == [(1, "x", "crm/a.csv"), (2, "z", "crm/a.csv")]
+    assert sync.rows() == _fresh_rows(new_warehouse("fresh"), root, by_id)
+    assert {r.status for r in sync.run().values()} == {"skipped"}  # and only once
+
+
+def test_imports_recorded_before_the_settings_were_are_taken_as_read_under_todays(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    sync = Sync(warehouse_url, tmp_path, KEYED)
+    _write(tmp_path, "crm/a.csv", range(3), 1)
+    sync.run()
+    with connect(warehouse_url) as warehouse, warehouse.transaction():
+        warehouse.execute("UPDATE etl_imports SET read_as = NULL")
+    assert sync.run()["crm/a.csv"].status == "skipped"
+    with connect(warehouse_url) as warehouse:
+        stamped = warehouse.fetchall("SELECT read_as FROM etl_imports WHERE status = 'success'")
+    assert stamped == [(FolderMapping.parse(KEYED).settings_for(("crm",), "root").read_as(),)]

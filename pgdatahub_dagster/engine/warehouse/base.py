@@ -31,6 +31,8 @@ REGISTRY_TABLE = "drive_folder_registry"
 ENGINE_TABLES = (LEDGER_TABLE, SCHEMA_CHANGES_TABLE, REGISTRY_TABLE)
 #: Every other name the engine gives a table, view or schema starts with this.
 ENGINE_PREFIX = "pgdatahub_"
+#: The ``prefer`` each data table's shared keys were last decided by.
+TABLE_SETTINGS_TABLE = f"{ENGINE_PREFIX}table_settings"
 #: Where each data table's holders table lives (see ``ownership.py``), under the table's name.
 HOLDERS_SCHEMA = f"{ENGINE_PREFIX}holders"
 #: The temporary table one batch of rows is staged in before it is merged.
@@ -137,6 +139,7 @@ class HoldingImport:
     file_sha256: str
     status: str
     modified_at: datetime | None
+    read_as: str | None = None
 
 
 @dataclass
@@ -169,6 +172,9 @@ class ImportRecord:
     modified_at: datetime | None = None
     #: Distinct row keys (and key-less rows) this import holds, whoever supplies them.
     rows_held: int = 0
+    #: The folder settings that decided which rows the file holds (``FolderSettings.read_as``):
+    #: the same bytes under other settings are read again.
+    read_as: str | None = None
 
 
 #: Ledger statuses. ``success`` imports hold rows in the tables, and so do ``kept`` ones (their
@@ -202,12 +208,15 @@ _LEDGER_DDL = (
         replaced_import_id BIGINT,
         source TEXT,
         modified_at TIMESTAMP WITH TIME ZONE,
-        rows_held BIGINT NOT NULL DEFAULT 0
+        rows_held BIGINT NOT NULL DEFAULT 0,
+        read_as TEXT
     )""",
     # Ledgers written before these columns existed get them.
     f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS source TEXT",
     f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS modified_at TIMESTAMP WITH TIME ZONE",
     f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
+    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS read_as TEXT",
+    f"CREATE TABLE IF NOT EXISTS {TABLE_SETTINGS_TABLE} (table_name TEXT PRIMARY KEY, prefer TEXT NOT NULL)",
     # Every import looks up the file's earlier imports, and every ownership decision the
     # import that supplies a row.
     f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file ON {LEDGER_TABLE} (table_name, source_file_id)",
@@ -508,12 +517,12 @@ class Warehouse(ABC):
         """The imports of a file that hold rows now, in every table, oldest first."""
         p = self.placeholder
         rows = self.fetchall(
-            f"SELECT id, table_name, source_file, file_sha256, status, modified_at FROM {LEDGER_TABLE} "
-            f"WHERE source_file_id = {p} AND status IN {HOLDING_SQL} ORDER BY id",
+            "SELECT id, table_name, source_file, file_sha256, status, modified_at, read_as "
+            f"FROM {LEDGER_TABLE} WHERE source_file_id = {p} AND status IN {HOLDING_SQL} ORDER BY id",
             (source_file_id,),
         )
         return [
-            HoldingImport(int(r[0]), str(r[1]), str(r[2]), source_file_id, str(r[3]), str(r[4]), r[5])
+            HoldingImport(int(r[0]), str(r[1]), str(r[2]), source_file_id, str(r[3]), str(r[4]), r[5], r[6])
             for r in rows
         ]
 
@@ -526,12 +535,30 @@ class Warehouse(ABC):
         )
         return {str(row[0]) for row in rows}
 
-    def set_rank(self, import_id: int, status: str, source_file: str, modified_at: datetime | None) -> None:
-        """What ranks an import among the holders of its keys: live or kept, path, time."""
+    def set_rank(
+        self, import_id: int, status: str, source_file: str, modified_at: datetime | None, read_as: str | None
+    ) -> None:
+        """What ranks an import among the holders of its keys (live or kept, path, time), and
+        the settings it was read under."""
         p = self.placeholder
         self.execute(
-            f"UPDATE {LEDGER_TABLE} SET status = {p}, source_file = {p}, modified_at = {p} WHERE id = {p}",
-            (status, source_file, modified_at, import_id),
+            f"UPDATE {LEDGER_TABLE} SET status = {p}, source_file = {p}, modified_at = {p}, read_as = {p} "
+            f"WHERE id = {p}",
+            (status, source_file, modified_at, read_as, import_id),
+        )
+
+    def decided_prefer(self, table: str) -> str | None:
+        """The ``prefer`` the table's shared keys were last decided by; ``None`` if unknown."""
+        rows = self.fetchall(
+            f"SELECT prefer FROM {TABLE_SETTINGS_TABLE} WHERE table_name = {self.placeholder}", (table,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def record_prefer(self, table: str, prefer: str) -> None:
+        p = self.placeholder
+        self.execute(f"DELETE FROM {TABLE_SETTINGS_TABLE} WHERE table_name = {p}", (table,))
+        self.execute(
+            f"INSERT INTO {TABLE_SETTINGS_TABLE} (table_name, prefer) VALUES ({p}, {p})", (table, prefer)
         )
 
     def ledger(self) -> Iterator[dict[str, Any]]:

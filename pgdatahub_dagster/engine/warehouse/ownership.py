@@ -300,6 +300,21 @@ class RowOwnership:
 
     # -- releasing and re-ranking whole imports --------------------------------------------
 
+    def apply_prefer(self) -> None:
+        """The folder's ``prefer`` may differ from the one the table's shared keys were decided
+        by (the mapping changed, or the table predates the record): a fresh import would
+        decide them by this one, so every key several imports hold is decided again. Only
+        keys with holders can change hands, so the cost is the holders table's size, once."""
+        if self.w.decided_prefer(self.table) == self.prefer:
+            return
+        if self.holders_exist():
+            self._drop(_KEYS)
+            keys = self.w.quote(_KEYS)
+            self.w.execute(f"CREATE TEMPORARY TABLE {keys} AS SELECT DISTINCT {self.key} FROM {self.holders}")
+            self._resolve_keys()
+            self._drop(_KEYS)
+        self.w.record_prefer(self.table, self.prefer)
+
     def retire(self, import_ids: Sequence[int], status: str) -> None:
         """Imports stop holding keys (their ledger status says why). The rows they supply stay
         until ``remove_orphans`` passes them on or removes them."""
