@@ -10,7 +10,7 @@ from dagster import Definitions
 from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_folder_sync, local_spreadsheets
 from pgdatahub_dagster.defs.checks import ledger_matches_tables, unique_keys_hold, warehouse_status
 from pgdatahub_dagster.defs.executor import executor_from_env
-from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
+from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files, sync_local_folder
 from pgdatahub_dagster.defs.operations import handle_deleted_files, revert_imports
 from pgdatahub_dagster.defs.resources import (
     DriveResource,
@@ -26,7 +26,13 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
     return Definitions(
         assets=[local_spreadsheets, local_folder_sync, drive_spreadsheets, warehouse_status],
         asset_checks=[unique_keys_hold, ledger_matches_tables],
-        jobs=[import_local_files, import_drive_files, revert_imports, handle_deleted_files],
+        jobs=[
+            import_local_files,
+            sync_local_folder,
+            import_drive_files,
+            revert_imports,
+            handle_deleted_files,
+        ],
         sensors=[local_folder_sensor, drive_sensor],
         resources=dict(resources),
         executor=executor_from_env(),

@@ -13,6 +13,8 @@ from pgdatahub_dagster.engine.sources.local import LocalFileState
 class LocalFolderCursor:
     changed_ns: int = 0
     handled_at_changed_ns: list[str] = field(default_factory=list)
+    #: The digest of the folder mapping the files were handled under (``FolderMapping.digest``).
+    mapping: str | None = None
 
     @classmethod
     def from_json(cls, text: str | None) -> LocalFolderCursor:

@@ -11,6 +11,10 @@ no half-written file is imported.
 Google Drive: see ``engine/sources/drive/scanner.py``; the cursor is the Changes API page
 token.
 
+An edited folder mapping can change what every file gives (its table, key, sheet, prefer):
+the local sensor then asks for one full sync (``sync_local_folder``), which reads again the
+files whose settings changed and decides shared keys again by a changed ``prefer``.
+
 Both: a file that disappears (deleted, trashed, moved out) loses its partition, and one
 ``handle_deleted_files`` run applies its folder's ``on_delete`` setting.
 """
@@ -31,7 +35,7 @@ from dagster import (
 )
 
 from pgdatahub_dagster.defs.cursors import LocalFolderCursor, drive_state_from_json, drive_state_to_json
-from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files
+from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files, sync_local_folder
 from pgdatahub_dagster.defs.operations import handle_deleted_files
 from pgdatahub_dagster.defs.partitions import (
     DRIVE_FILES,
@@ -41,7 +45,12 @@ from pgdatahub_dagster.defs.partitions import (
     local_files,
     partition_key_for,
 )
-from pgdatahub_dagster.defs.resources import DriveResource, LocalFolderResource, WarehouseResource
+from pgdatahub_dagster.defs.resources import (
+    DriveResource,
+    FolderMappingResource,
+    LocalFolderResource,
+    WarehouseResource,
+)
 from pgdatahub_dagster.engine.sources import SourceFile
 from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
 
@@ -130,12 +139,31 @@ def _result(
     return SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor)
 
 
+def _full_sync_for_mapping(
+    context: SensorEvaluationContext, cursor: LocalFolderCursor, digest: str
+) -> list[RunRequest]:
+    """One full sync when the folder mapping changed since the last tick (none on the very
+    first tick: every file is new then). Its run key holds the cursor the tick started
+    from, as a deletion run's does: the same on a re-evaluated tick, new at each change."""
+    if cursor.mapping is None or cursor.mapping == digest:
+        return []
+    context.log.info("MAPPING CHANGED: a full sync applies it to every file")
+    run_key = hashlib.sha256(f"{context.cursor or ''}\n{digest}".encode()).hexdigest()[:16]
+    return [
+        RunRequest(
+            job_name=sync_local_folder.name, run_key=f"mapping:{run_key}", tags={"pgdatahub/source": "local"}
+        )
+    ]
+
+
 @sensor(
-    jobs=[import_local_files, handle_deleted_files],
+    jobs=[import_local_files, sync_local_folder, handle_deleted_files],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
 )
-def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFolderResource) -> SensorResult:
+def local_folder_sensor(
+    context: SensorEvaluationContext, local_folder: LocalFolderResource, folder_mapping: FolderMappingResource
+) -> SensorResult:
     """Registers each new or changed spreadsheet of the local folder as a partition and
     requests an import run for it; hands deleted files to ``handle_deleted_files``."""
     source = local_folder.source()
@@ -145,6 +173,9 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
             skip_reason=f"the source folder {source.root} does not exist", cursor=context.cursor
         )
     cursor = LocalFolderCursor.from_json(context.cursor)
+    digest = folder_mapping.mapping().digest
+    full_sync = _full_sync_for_mapping(context, cursor, digest)
+    cursor.mapping = digest
     settled_before_ns = time.time_ns() - int(settle_seconds() * 1e9)
     max_runs = max_runs_per_tick()
     states = list(source.scan())
@@ -153,6 +184,7 @@ def local_folder_sensor(context: SensorEvaluationContext, local_folder: LocalFol
     for key in gone:
         context.log.info(f"REMOVED {file_id_for(key)}: no longer in the folder")
     runs, removals = _deletions("local", local_files, gone, context.cursor)
+    runs += full_sync
 
     pending = sorted(
         (state for state in states if cursor.is_unhandled(state)),

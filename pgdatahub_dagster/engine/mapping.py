@@ -22,6 +22,7 @@ that would load into one table by accident (``Leads`` and ``leads``) are found b
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class FolderMapping:
     root: _Node = field(default_factory=_Node)
     default_sheet: str | None = None
     origin: str = "(no mapping file)"
+    #: The sha256 of the mapping's text ("" without a mapping file): sensors compare it to
+    #: notice an edited mapping.
+    digest: str = ""
 
     @classmethod
     def load(cls, path: Path | None) -> FolderMapping:
@@ -110,7 +114,7 @@ class FolderMapping:
             where = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error)
             raise ConfigError(f"{origin}{where}: not valid YAML: {problem}") from None
-        mapping = cls(origin=origin)
+        mapping = cls(origin=origin, digest=hashlib.sha256(text.encode()).hexdigest())
         if document is None:
             return mapping
         if not isinstance(document, yaml.MappingNode):

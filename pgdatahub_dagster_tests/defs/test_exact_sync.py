@@ -75,13 +75,17 @@ from pgdatahub_dagster_tests.files import write_csv
 
 # -- the folder tree -------------------------------------------------------------------------
 
+
 #: crm keys rows by id only, so files can disagree on the other columns; crm/eu inherits that
 #: (table crm_eu by default); shop keys by every column (the default); archive keeps the rows
 #: of deleted files. Folders that share a table must agree on settings, so archive has its own.
-MAPPING = """\
+def mapping_text(crm_prefer: str = "newest") -> str:
+    """The folder mapping, with crm's ``prefer`` (the model may change it)."""
+    return f"""\
 crm:
   unique_key: [id]
   on_delete: retract
+  prefer: {crm_prefer}
 shop:
   on_delete: retract
 archive:
@@ -89,6 +93,8 @@ archive:
   unique_key: [id]
   on_delete: keep
 """
+
+
 FOLDERS = ("crm", "crm/eu", "shop", "archive")
 KEYED_BY_ID = frozenset({"crm", "crm/eu", "archive"})
 KEEP_FOLDERS = frozenset({"archive"})
@@ -211,7 +217,8 @@ class ExactSyncMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(dir=self.world.scratch))
         self.root = self.dir / "inbox"
         self.root.mkdir()
-        (self.root / "pgdatahub.yaml").write_text(MAPPING)
+        self.mapping = mapping_text()
+        (self.root / "pgdatahub.yaml").write_text(self.mapping)
         self.url = self.world.new_warehouse("synced")
         # An in-memory instance: a real DagsterInstance (runs, event log, dynamic partitions)
         # whose runs cost a third of a SQLite one's, which decides how many examples fit.
@@ -428,6 +435,13 @@ class ExactSyncMachine(RuleBasedStateMachine):
         self._set(path, Version(self.files[path].content, mtime))
         self._note(f"touch {path} at {self._t(mtime)}")
 
+    @rule(prefer=st.sampled_from(("newest", "oldest")))
+    def change_crm_prefer(self, prefer: str) -> None:
+        """The mapping is edited: whose values the rows crm's files share show may change."""
+        self.mapping = mapping_text(prefer)
+        (self.root / "pgdatahub.yaml").write_text(self.mapping)
+        self._note(f"mapping: crm prefer: {prefer}")
+
     # -- syncs -------------------------------------------------------------------------------
 
     def _sensor_sync(self, data: st.DataObject) -> str:
@@ -518,7 +532,7 @@ class ExactSyncMachine(RuleBasedStateMachine):
         """Fresh imports of what the warehouse must show now: the live files (each at its
         last importable version), and the files gone from keep folders. A sync that followed
         no file operation reuses the previous ones."""
-        state = (tuple(sorted(self.files.items())), tuple(sorted(self.imported.items())))
+        state = (tuple(sorted(self.files.items())), tuple(sorted(self.imported.items())), self.mapping)
         if self.last_expected is not None and self.last_expected[0] == state:
             return self.last_expected[1]
         number = next(self.fresh_imports)
@@ -526,7 +540,7 @@ class ExactSyncMachine(RuleBasedStateMachine):
         kept_root = self.dir / f"fresh-{number}" / "kept"
         for root in (live_root, kept_root):
             root.mkdir(parents=True)
-            (root / "pgdatahub.yaml").write_text(MAPPING)
+            (root / "pgdatahub.yaml").write_text(self.mapping)
         for path, version in sorted(self.files.items()):
             if version.content.good_in(folder_of(path)):
                 place_file(live_root, path, copy_of=self.root / path, mtime_ns=version.mtime_ns)
@@ -701,7 +715,7 @@ def test_a_file_deleted_twice_is_retracted_twice(
 ) -> None:
     """The same file deleted, brought back and deleted again: the second deletion must be
     handled like the first, whatever run key the first one's run had."""
-    (source_dir / "pgdatahub.yaml").write_text(MAPPING)
+    (source_dir / "pgdatahub.yaml").write_text(mapping_text())
     a = source_dir / "crm" / "a.csv"
     write_csv(source_dir / "crm" / "b.csv", "id,name\n2,Blue\n")
     daemon = SensorDaemon(test_defs, instance, SENSOR)
@@ -723,7 +737,7 @@ def test_a_late_retry_of_a_deletion_does_no_harm(
 ) -> None:
     """At-least-once delivery: the deletion run of crm/a.csv runs again after the file came
     back (a run retry, a re-execution from the UI). The file is there: its rows must stay."""
-    (source_dir / "pgdatahub.yaml").write_text(MAPPING)
+    (source_dir / "pgdatahub.yaml").write_text(mapping_text())
     a = source_dir / "crm" / "a.csv"
     write_csv(a, "id,name\n1,Acme\n")
     daemon = SensorDaemon(test_defs, instance, SENSOR)
@@ -804,7 +818,7 @@ def test_the_comparison_accepts_what_departed_files_leave_and_nothing_else(
     """Retracted files leave a wider column (amount became TEXT), a column only they used
     (note), and an empty table (crm_eu): the comparison must accept all three, read through
     the real warehouses, and still see a changed value or a filled extra column."""
-    (source_dir / "pgdatahub.yaml").write_text(MAPPING)
+    (source_dir / "pgdatahub.yaml").write_text(mapping_text())
     write_csv(source_dir / "shop" / "a.csv", "id,name,amount,note\n1,Acme,n/a,x\n")
     write_csv(source_dir / "shop" / "b.csv", "id,name,amount\n2,Blue,3\n")
     write_csv(source_dir / "crm" / "eu" / "a.csv", "id,name\n1,Acme\n")
@@ -816,7 +830,7 @@ def test_the_comparison_accepts_what_departed_files_leave_and_nothing_else(
 
     fresh_root = tmp_path / "fresh" / source_dir.name
     (fresh_root).mkdir(parents=True)
-    (fresh_root / "pgdatahub.yaml").write_text(MAPPING)
+    (fresh_root / "pgdatahub.yaml").write_text(mapping_text())
     b = source_dir / "shop" / "b.csv"
     place_file(fresh_root, "shop/b.csv", copy_of=b, mtime_ns=b.stat().st_mtime_ns)
     expected = new_warehouse("fresh")

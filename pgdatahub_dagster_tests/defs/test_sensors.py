@@ -217,3 +217,29 @@ def test_a_deletion_run_that_executes_after_the_file_came_back_deletes_nothing(
     assert launch(test_defs, instance, deletion)
     with connect(warehouse_url) as warehouse:
         assert warehouse.fetchall("SELECT v FROM t") == [(1,)]
+
+
+def test_an_edited_mapping_gets_one_full_sync_each_time(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    mapping = source_dir / "pgdatahub.yaml"
+    mapping.write_text("t:\n  unique_key: [id]\n  prefer: newest\n")
+    for name, label, second in (("a.csv", "old", 1), ("b.csv", "new", 2)):
+        write_csv(source_dir / "t" / name, f"id,label\n1,{label}\n")
+        os.utime(source_dir / "t" / name, (1_700_000_000 + second, 1_700_000_000 + second))
+    daemon = SensorDaemon(test_defs, instance, "local_folder_sensor")
+    assert daemon.sync() == ["t/a.csv", "t/b.csv"]
+
+    def shown() -> list[tuple[object, ...]]:
+        with connect(warehouse_url) as warehouse:
+            return warehouse.fetchall("SELECT label, source_file FROM t")
+
+    assert shown() == [("new", "t/b.csv")]
+    mapping.write_text("t:\n  unique_key: [id]\n  prefer: oldest\n")
+    assert daemon.sync() == ["sync_local_folder"]
+    assert shown() == [("old", "t/a.csv")]
+    assert daemon.tick() == ([], [])
+    # Back to the first text: a new full sync, not a run key used before.
+    mapping.write_text("t:\n  unique_key: [id]\n  prefer: newest\n")
+    assert daemon.sync() == ["sync_local_folder"]
+    assert shown() == [("new", "t/b.csv")]
