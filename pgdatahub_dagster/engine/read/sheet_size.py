@@ -16,11 +16,13 @@ from __future__ import annotations
 import html
 import posixpath
 import re
+import struct
 import zipfile
 import zlib
 from pathlib import Path
 from typing import IO
 
+from pgdatahub_dagster.engine.errors import UnreadableFileError
 from pgdatahub_dagster.engine.read.limits import check_cells, check_columns, part_too_large
 from pgdatahub_dagster.engine.settings import ReadLimits
 
@@ -64,6 +66,41 @@ def check_workbook_size(path: Path, source_file: str, limits: ReadLimits) -> Non
     for info in infos:
         if info.file_size > allowed:
             raise part_too_large(source_file, info.filename, info.file_size, allowed, limits)
+
+
+# An xls is an OLE2 compound file; calamine sizes its tables from the header's counts.
+_COMPOUND_SIGNATURE = bytes.fromhex("d0cf11e0a1b11ae1")
+_COMPOUND_HEADER_BYTES = 512
+# The header's sector counts, by offset: FAT, mini FAT and DIFAT sectors (directory sectors
+# are counted only in version 4 files, and 0 in version 3).
+_COMPOUND_COUNTS = {0x2C: "FAT", 0x40: "mini FAT", 0x48: "DIFAT", 0x28: "directory"}
+
+
+def check_compound_file(path: Path, source_file: str) -> None:
+    """An OLE2 compound file (xls) claims no more sectors than the file holds: calamine
+    allocates its tables from these counts before it reads them, and one header of 0xFF
+    bytes made a 610-byte file ask for 16 GB and abort the process."""
+    with path.open("rb") as stream:
+        header = stream.read(_COMPOUND_HEADER_BYTES)
+    if not header.startswith(_COMPOUND_SIGNATURE):
+        return
+    size = path.stat().st_size
+    if len(header) < _COMPOUND_HEADER_BYTES:
+        raise UnreadableFileError(source_file, "not a readable workbook (corrupt): its header is cut short")
+    shift = struct.unpack_from("<H", header, 0x1E)[0]
+    if shift not in (9, 12):
+        raise UnreadableFileError(
+            source_file, f"not a readable workbook (corrupt): its sector size 2^{shift} is not 512 or 4096"
+        )
+    sectors = size // (1 << shift)
+    for offset, name in _COMPOUND_COUNTS.items():
+        count = struct.unpack_from("<I", header, offset)[0]
+        if count > sectors:
+            raise UnreadableFileError(
+                source_file,
+                f"not a readable workbook (corrupt): its header counts {count:,} {name} sectors "
+                f"in a file of {sectors:,}",
+            )
 
 
 def check_sheet_size(path: Path, sheet_index: int, sheet: str, source_file: str, limits: ReadLimits) -> None:

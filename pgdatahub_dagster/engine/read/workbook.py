@@ -12,7 +12,11 @@ import polars as pl
 
 from pgdatahub_dagster.engine.errors import LimitExceededError, SheetNotFoundError, UnreadableFileError
 from pgdatahub_dagster.engine.read.limits import check_columns
-from pgdatahub_dagster.engine.read.sheet_size import check_sheet_size, check_workbook_size
+from pgdatahub_dagster.engine.read.sheet_size import (
+    check_compound_file,
+    check_sheet_size,
+    check_workbook_size,
+)
 from pgdatahub_dagster.engine.read.table import RawTable
 from pgdatahub_dagster.engine.settings import ReadLimits
 
@@ -90,6 +94,7 @@ def read_workbook(
     limits: ReadLimits,
 ) -> RawTable:
     check_workbook_size(path, source_file, limits)
+    check_compound_file(path, source_file)
     try:
         reader = fastexcel.read_excel(path)
         chosen = choose_sheet(reader.sheet_names, sheet, default_sheet, source_file)

@@ -131,6 +131,23 @@ def test_cells_far_apart_fail_instead_of_aborting_the_process(tmp_path: Path) ->
         _read(write_sheet_xml_text(tmp_path / "tall.xlsx", tall))
 
 
+def test_an_xls_whose_header_claims_more_sectors_than_it_holds_fails_as_corrupt(tmp_path: Path) -> None:
+    """Found by the long fuzz test: a 610-byte xls whose header counts 0xFFFFFFFF FAT sectors
+    made calamine allocate 16 GB (23 GB of RSS before the OOM killer ended the run)."""
+    header = bytearray(b"\xff" * 512)
+    header[:8] = bytes.fromhex("d0cf11e0a1b11ae1")
+    header[8:0x18] = bytes(16)
+    header[0x18:0x20] = bytes.fromhex("3e000300feff0900")  # version 3, little-endian, 512-byte sectors
+    header[0x20:0x22] = bytes.fromhex("0600")
+    path = tmp_path / "claims.xls"
+    path.write_bytes(bytes(header) + b"\x00" * 98)
+    with pytest.raises(
+        UnreadableFileError,
+        match=r"^claims\.xls: not a readable workbook \(corrupt\): its header counts 4,294,967,295 FAT",
+    ):
+        _read(path)
+
+
 def test_a_declared_formatted_range_beyond_the_values_does_not_fail(tmp_path: Path) -> None:
     """Writers often declare the formatted range (A1:XFD1048576) around a few values; empty
     formatted cells take no memory, so the values decide."""
