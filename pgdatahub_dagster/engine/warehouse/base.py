@@ -308,14 +308,15 @@ class Warehouse(ABC):
     def next_import_id(self) -> int:
         return int(self.fetchall(f"SELECT nextval('{LEDGER_TABLE}_id_seq')")[0][0])
 
-    def _columns(self, table: str) -> list[tuple[str, str]]:
+    def _columns(self, table: str, schema: str | None = None) -> list[tuple[str, str]]:
+        p = self.placeholder
+        where = f"table_schema = {p}" if schema else "table_schema = current_schema()"
         return [
             (str(name), str(kind))
             for name, kind in self.fetchall(
                 "SELECT column_name, data_type FROM information_schema.columns "
-                f"WHERE table_schema = current_schema() AND table_name = {self.placeholder} "
-                "ORDER BY ordinal_position",
-                (table,),
+                f"WHERE {where} AND table_name = {p} ORDER BY ordinal_position",
+                (schema, table) if schema else (table,),
             )
         ]
 
@@ -337,9 +338,10 @@ class Warehouse(ABC):
             return None
         return f"{self.quote(HOLDERS_SCHEMA)}.{self.quote(table)}"
 
-    def column_names(self, table: str) -> list[str]:
-        """Every column of ``table``, lineage included, in order."""
-        return [name for name, _ in self._columns(table)]
+    def column_names(self, table: str, schema: str | None = None) -> list[str]:
+        """Every column of ``table`` (in ``schema``, by default the current one), lineage
+        included, in order."""
+        return [name for name, _ in self._columns(table, schema)]
 
     def table_columns(self, table: str) -> dict[str, SqlType] | None:
         """The user columns of ``table`` and their types; ``None`` when it does not exist."""
@@ -406,13 +408,6 @@ class Warehouse(ABC):
         """The SQL that converts a column's existing values when it widens."""
         return f"{column_sql}::{new_type.value}"
 
-    def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
-        quoted = self.quote(column)
-        self.execute(
-            f"ALTER TABLE {self.quote(table)} ALTER COLUMN {quoted} TYPE {new_type.value} "
-            f"USING {self.cast_sql(quoted, old_type, new_type)}"
-        )
-
     def drop_column(self, table: str, column: str) -> None:
         self.execute(f"ALTER TABLE {self.quote(table)} DROP COLUMN {self.quote(column)}")
         self.drop_holders_column(table, column)
@@ -431,21 +426,22 @@ class Warehouse(ABC):
             return
         # The holders table keeps the data table's user columns, so that a holder's own
         # values can always take the row's place.
-        holders = self.holders_table(table)
+        for target in filter(None, (self.quote(table), self.holders_table(table))):
+            self._alter(target, changes)
+
+    def _alter(self, target: str, changes: Sequence[SchemaChange]) -> None:
+        """Add and widen columns of ``target`` (a quoted table name) in place."""
         for change in changes:
             assert change.column_name is not None and change.new_type is not None
             column = self.quote(change.column_name)
             if change.change_type == "add_column":
-                for target in filter(None, (self.quote(table), holders)):
-                    self.execute(f"ALTER TABLE {target} ADD COLUMN {column} {change.new_type.value}")
+                self.execute(f"ALTER TABLE {target} ADD COLUMN {column} {change.new_type.value}")
             else:
                 assert change.old_type is not None
-                self.alter_column_type(table, change.column_name, change.old_type, change.new_type)
-                if holders is not None:
-                    self.execute(
-                        f"ALTER TABLE {holders} ALTER COLUMN {column} TYPE {change.new_type.value} "
-                        f"USING {self.cast_sql(column, change.old_type, change.new_type)}"
-                    )
+                self.execute(
+                    f"ALTER TABLE {target} ALTER COLUMN {column} TYPE {change.new_type.value} "
+                    f"USING {self.cast_sql(column, change.old_type, change.new_type)}"
+                )
 
     def record_schema_changes(
         self,

@@ -21,8 +21,10 @@ import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
+from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
+    HOLDERS_SCHEMA,
     LINEAGE_COLUMNS,
     STAGE_TABLE,
     BackgroundLoad,
@@ -103,7 +105,14 @@ class DuckDBWarehouse(Warehouse):
         self._conn.commit()
 
     def lock(self, name: str) -> None:
-        """Nothing to do: a DuckDB file has a single writing process, so writers never race."""
+        """A DuckDB file has a single writing process, so writers never race. But every
+        writer locks a table before it changes it, which makes this the moment to load the
+        table's unique index: DuckDB 1.5 loads an index from the file on first use, and one
+        first used by a DELETE still holds the deleted keys for the rest of the
+        transaction, so re-inserting one of them fails. An empty INSERT loads it."""
+        if self.table_exists(name):
+            quoted = self.quote(name)
+            self.execute(f"INSERT INTO {quoted} SELECT * FROM {quoted} WHERE FALSE")
 
     def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
         if old_type == SqlType.DOUBLE and new_type == SqlType.TEXT:
@@ -120,28 +129,56 @@ class DuckDBWarehouse(Warehouse):
     def _before_deferred_index(self, table: str) -> None:
         """Nothing to undo: DuckDB's fast path is plain INSERTs into the new table."""
 
-    def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
-        if table in self._fresh:  # no index yet
-            super().alter_column_type(table, column, old_type, new_type)
+    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        """DuckDB refuses to alter a column of an indexed table (and an index dropped and
+        built again inside the transaction would still count the rows it deleted), and
+        DuckDB 1.5 cannot commit any ALTER TABLE of a table whose rows the same transaction
+        deleted or updated (the import of a changed file does both). So a table that existed
+        before the transaction, and every holders table, is rebuilt with a batch's changes
+        instead, holding only the live rows: a table new to the transaction has no such
+        past. A table created by this transaction takes them in place."""
+        if any(change.change_type == "create_table" for change in changes):
+            super().apply_schema_changes(table, changes)
             return
-        # DuckDB refuses to alter a column of an indexed table, and an index dropped and built
-        # again inside the transaction still counts the rows it deleted: re-inserting one of
-        # their keys then fails. A rebuilt table holds only the live rows.
-        self._rebuild(
-            table,
-            [
-                f"({self.cast_sql(self.quote(name), old_type, new_type)}) AS {self.quote(name)}"
-                if name == column
-                else self.quote(name)
-                for name in self.column_names(table)
-            ],
-        )
+        if table in self._fresh:
+            self._alter(self.quote(table), changes)  # new to the transaction, no index yet
+        else:
+            self._rebuild(table, self._changed(self.column_names(table), changes))
+        if self.holders_table(table) is not None:
+            self._replace(
+                table, self._changed(self.column_names(table, HOLDERS_SCHEMA), changes), HOLDERS_SCHEMA
+            )
+
+    def _changed(self, columns: Sequence[str], changes: Sequence[SchemaChange]) -> list[str]:
+        """The select list that gives ``columns`` with ``changes`` applied: widened columns
+        cast, added ones (empty) at the end, as ``ALTER TABLE`` would place them."""
+        q = self.quote
+        widened = {c.column_name: c for c in changes if c.change_type == "alter_type"}
+        selected = []
+        for name in columns:
+            change = widened.get(name)
+            if change is None:
+                selected.append(q(name))
+            else:
+                assert change.old_type is not None and change.new_type is not None
+                selected.append(f"({self.cast_sql(q(name), change.old_type, change.new_type)}) AS {q(name)}")
+        for change in changes:
+            if change.change_type == "add_column":
+                assert change.column_name is not None and change.new_type is not None
+                selected.append(f"CAST(NULL AS {change.new_type.value}) AS {q(change.column_name)}")
+        return selected
 
     def drop_column(self, table: str, column: str) -> None:
         # Inside a transaction DuckDB refuses DROP COLUMN on an indexed table even after
         # DROP INDEX, so the table is rebuilt without the column instead.
         self._rebuild(table, [self.quote(name) for name in self.column_names(table) if name != column])
         self.drop_holders_column(table, column)
+
+    def drop_holders_column(self, table: str, column: str) -> None:
+        # The revert that drops the column first released holders' rows: see apply_schema_changes.
+        if self.holders_table(table) is not None:
+            kept = [self.quote(name) for name in self.column_names(table, HOLDERS_SCHEMA) if name != column]
+            self._replace(table, kept, HOLDERS_SCHEMA)
 
     def empty_for_reload(self, table: str) -> int:
         removed = self.count(table)
@@ -151,22 +188,26 @@ class DuckDBWarehouse(Warehouse):
         return removed
 
     def _rebuild(self, table: str, selected: Sequence[str], keep_rows: bool = True) -> None:
-        """Replace ``table`` by ``SELECT selected FROM table`` (no rows unless ``keep_rows``),
-        with its constraints and its unique index (at commit, if the table is empty and
-        this is the outer transaction)."""
-        rebuilt = self.quote(f"{table}__rebuild")
-        self.execute(
-            f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {self.quote(table)}"
-            f"{'' if keep_rows else ' WHERE FALSE'}"
-        )
-        self.execute(f"DROP TABLE {self.quote(table)}")
-        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
+        """Replace data table ``table`` by ``SELECT selected FROM table`` (no rows unless
+        ``keep_rows``), with its constraints and its unique index (at commit, if the table is
+        empty and this is the outer transaction)."""
+        self._replace(table, selected, where="" if keep_rows else " WHERE FALSE")
         for name in LINEAGE_COLUMNS:
             self.execute(f"ALTER TABLE {self.quote(table)} ALTER COLUMN {self.quote(name)} SET NOT NULL")
         if not keep_rows and self._in_outer_transaction():
             self._index_at_commit(table)
         else:
             self.create_row_key_index(table)
+
+    def _replace(
+        self, table: str, selected: Sequence[str], schema: str | None = None, where: str = ""
+    ) -> None:
+        """Replace ``table`` (in ``schema``) by a new table ``SELECT selected FROM table where``."""
+        prefix = f"{self.quote(schema)}." if schema else ""
+        old, rebuilt = prefix + self.quote(table), prefix + self.quote(f"{table}__rebuild")
+        self.execute(f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {old}{where}")
+        self.execute(f"DROP TABLE {old}")
+        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
 
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         columns = frame.columns
