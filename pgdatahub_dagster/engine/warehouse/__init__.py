@@ -30,7 +30,9 @@ __all__ = [
 
 
 def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
-    """``duckdb:///relative/or//absolute/file.duckdb`` or ``postgresql://user:pass@host/db``.
+    """``duckdb:///relative/or//absolute/file.duckdb``, ``postgresql://user:pass@host/db``, or
+    a DuckLake: ``ducklake:///path/meta.ducklake?data=path/data/`` (its catalog a DuckDB file)
+    or ``ducklake+postgresql://user:pass@host/db?data=path/data/`` (its catalog in PostgreSQL).
 
     ``wait_seconds`` bounds the wait for a DuckDB file another process is writing, or for a
     PostgreSQL server to answer.
@@ -45,7 +47,12 @@ def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
             raise ConfigError(
                 f"{display_url}: a DuckDB URL needs a file path, e.g. duckdb:///data/warehouse.duckdb"
             )
-        warehouse: Warehouse = DuckDBWarehouse(Path(path), display_url, wait_seconds)
+        warehouse: Warehouse = DuckDBWarehouse.open(Path(path), display_url, wait_seconds)
+    elif scheme in ("ducklake", "ducklake+postgresql", "ducklake+postgres"):
+        from pgdatahub_dagster.engine.warehouse.ducklake import DuckLakeWarehouse, parse_lake_url
+
+        location = parse_lake_url(url, display_url)
+        warehouse = DuckLakeWarehouse.open_lake(location, display_url, wait_seconds)
     elif scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
 
@@ -53,7 +60,8 @@ def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
         warehouse = PostgresWarehouse("postgresql://" + url.split("://", 1)[1], display_url, wait_seconds)
     else:
         raise ConfigError(
-            f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb or postgresql://user:pass@host/db"
+            f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb, "
+            "postgresql://user:pass@host/db or ducklake:///path/meta.ducklake?data=path/data/"
         )
     try:
         warehouse.ensure_ledger()

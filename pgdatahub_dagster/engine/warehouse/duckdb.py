@@ -11,10 +11,10 @@ uniqueness.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import duckdb
 import polars as pl
@@ -32,21 +32,22 @@ from pgdatahub_dagster.engine.warehouse.base import (
     Warehouse,
 )
 
+T = TypeVar("T")
+
 # Each batch arrives as an Arrow table registered under this name.
 _ARROW_VIEW = "pgdatahub_arrow"
 
 
-def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+def open_waiting(open_database: Callable[[], T], what: str, display_url: str, wait_seconds: float) -> T:
     """DuckDB lets one process write a database file: processes started together take
     turns, each waiting up to ``wait_seconds`` for the file's lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return duckdb.connect(str(path))
+            return open_database()
         except duckdb.IOException as error:
             if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise WarehouseError(f"cannot open DuckDB database {display_url}: {error}") from None
+                raise WarehouseError(f"cannot open {what} {display_url}: {error}") from None
             time.sleep(0.2)
 
 
@@ -63,11 +64,19 @@ class DuckDBWarehouse(Warehouse):
         duckdb.NotImplementedException,
     )
 
-    def __init__(self, path: Path, display_url: str, wait_seconds: float = 120.0) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str) -> None:
         super().__init__(display_url)
         self._in_transaction = False
         self._background = BackgroundLoad()
-        self._conn = _connect(path, display_url, wait_seconds)
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, display_url: str, wait_seconds: float = 120.0) -> DuckDBWarehouse:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(
+            open_waiting(lambda: duckdb.connect(str(path)), "DuckDB database", display_url, wait_seconds),
+            display_url,
+        )
 
     # Every use of the connection first waits for an insert still running in the background.
 
@@ -143,71 +152,71 @@ class DuckDBWarehouse(Warehouse):
         if table in self._fresh:
             self._alter(self.quote(table), changes)  # new to the transaction, no index yet
         else:
-            self._rebuild(table, self._changed(self.column_names(table), changes))
-        if self.holders_table(table) is not None:
-            self._replace(
-                table, self._changed(self.column_names(table, HOLDERS_SCHEMA), changes), HOLDERS_SCHEMA
-            )
-
-    def _changed(self, columns: Sequence[str], changes: Sequence[SchemaChange]) -> list[str]:
-        """The select list that gives ``columns`` with ``changes`` applied: widened columns
-        cast, added ones (empty) at the end, as ``ALTER TABLE`` would place them."""
-        q = self.quote
-        widened = {c.column_name: c for c in changes if c.change_type == "alter_type"}
-        selected = []
-        for name in columns:
-            change = widened.get(name)
-            if change is None:
-                selected.append(q(name))
-            else:
-                assert change.old_type is not None and change.new_type is not None
-                selected.append(f"({self.cast_sql(q(name), change.old_type, change.new_type)}) AS {q(name)}")
-        for change in changes:
-            if change.change_type == "add_column":
-                assert change.column_name is not None and change.new_type is not None
-                selected.append(f"CAST(NULL AS {change.new_type.value}) AS {q(change.column_name)}")
-        return selected
+            self._rebuild(table, changes)
+        self._rebuild_holders(table, changes)
 
     def drop_column(self, table: str, column: str) -> None:
         # Inside a transaction DuckDB refuses DROP COLUMN on an indexed table even after
-        # DROP INDEX, so the table is rebuilt without the column instead.
-        self._rebuild(table, [self.quote(name) for name in self.column_names(table) if name != column])
-        self.drop_holders_column(table, column)
-
-    def drop_holders_column(self, table: str, column: str) -> None:
-        # The revert that drops the column first released holders' rows: see apply_schema_changes.
-        if self.holders_table(table) is not None:
-            kept = [self.quote(name) for name in self.column_names(table, HOLDERS_SCHEMA) if name != column]
-            self._replace(table, kept, HOLDERS_SCHEMA)
+        # DROP INDEX, and the revert that drops it released holders' rows just before.
+        dropped = [SchemaChange("drop_column", column, None, None)]
+        self._rebuild(table, dropped)
+        self._rebuild_holders(table, dropped)
 
     def empty_for_reload(self, table: str) -> int:
         removed = self.count(table)
         # An index DuckDB builds inside the transaction that deleted rows still counts them,
         # so the emptied table is a new one, whose index is built at commit.
-        self._rebuild(table, [self.quote(name) for name in self.column_names(table)], keep_rows=False)
+        self._rebuild(table, (), keep_rows=False)
         return removed
 
-    def _rebuild(self, table: str, selected: Sequence[str], keep_rows: bool = True) -> None:
-        """Replace data table ``table`` by ``SELECT selected FROM table`` (no rows unless
-        ``keep_rows``), with its constraints and its unique index (at commit, if the table is
-        empty and this is the outer transaction)."""
-        self._replace(table, selected, where="" if keep_rows else " WHERE FALSE")
-        for name in LINEAGE_COLUMNS:
-            self.execute(f"ALTER TABLE {self.quote(table)} ALTER COLUMN {self.quote(name)} SET NOT NULL")
+    def _rebuild(self, table: str, changes: Sequence[SchemaChange], keep_rows: bool = True) -> None:
+        """Replace data table ``table`` by a new one with ``changes`` applied (no rows unless
+        ``keep_rows``), and its unique index (at commit, if the table is empty and this is
+        the outer transaction)."""
+        self._replace(table, changes, keep_rows=keep_rows)
         if not keep_rows and self._in_outer_transaction():
             self._index_at_commit(table)
         else:
             self.create_row_key_index(table)
 
+    def _rebuild_holders(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        if self.holders_table(table) is not None:
+            self._replace(table, changes, HOLDERS_SCHEMA)
+
     def _replace(
-        self, table: str, selected: Sequence[str], schema: str | None = None, where: str = ""
+        self, table: str, changes: Sequence[SchemaChange], schema: str | None = None, keep_rows: bool = True
     ) -> None:
-        """Replace ``table`` (in ``schema``) by a new table ``SELECT selected FROM table where``."""
-        prefix = f"{self.quote(schema)}." if schema else ""
-        old, rebuilt = prefix + self.quote(table), prefix + self.quote(f"{table}__rebuild")
-        self.execute(f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {old}{where}")
+        """Replace ``table`` (in ``schema``) by a new table of its columns with ``changes``
+        (add, widen, drop) applied, as ``ALTER TABLE`` would (added columns go last), its
+        rows copied over unless not ``keep_rows``."""
+        q = self.quote
+        dropped = {c.column_name for c in changes if c.change_type == "drop_column"}
+        widened = {c.column_name: c for c in changes if c.change_type == "alter_type"}
+        definitions, selected = [], []
+        for name, kind in self._columns(table, schema):
+            change = widened.get(name)
+            if name in dropped:
+                continue
+            if change is None:
+                not_null = " NOT NULL" if name in LINEAGE_COLUMNS else ""
+                definitions.append(f"{q(name)} {kind}{not_null}")
+                selected.append(q(name))
+            else:
+                assert change.old_type is not None and change.new_type is not None
+                definitions.append(f"{q(name)} {change.new_type.value}")
+                selected.append(self.cast_sql(q(name), change.old_type, change.new_type))
+        for change in changes:
+            if change.change_type == "add_column":
+                assert change.column_name is not None and change.new_type is not None
+                definitions.append(f"{q(change.column_name)} {change.new_type.value}")
+                selected.append("NULL")
+        prefix = f"{q(schema)}." if schema else ""
+        old, rebuilt = prefix + q(table), prefix + q(f"{table}__rebuild")
+        self.execute(f"CREATE TABLE {rebuilt} ({', '.join(definitions)})")
+        if keep_rows:
+            self.execute(f"INSERT INTO {rebuilt} SELECT {', '.join(selected)} FROM {old}")
         self.execute(f"DROP TABLE {old}")
-        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
+        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {q(table)}")
 
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         columns = frame.columns
