@@ -80,12 +80,21 @@ def postgres_url(make_database: Callable[[str], str]) -> str:
     return make_database("test")
 
 
+def url_of_warehouse(kind: str, request: pytest.FixtureRequest, folder: Path) -> str:
+    """A new, empty warehouse of one kind: a DuckDB file, a PostgreSQL database, or a
+    DuckLake (its catalog a DuckDB file, its data a folder) in ``folder``."""
+    if kind == "duckdb":
+        return f"duckdb:///{folder / 'warehouse.duckdb'}"
+    if kind == "ducklake":
+        return f"ducklake:///{folder / 'lake' / 'meta.ducklake'}?data={folder / 'lake' / 'data'}/"
+    return str(request.getfixturevalue("make_database")("test"))
+
+
 @pytest.fixture(params=["duckdb", "postgres"])
 def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every warehouse test runs against both a real DuckDB file and a real PostgreSQL."""
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    return str(request.getfixturevalue("postgres_url"))
+    """Every warehouse test runs against both a real DuckDB file and a real PostgreSQL (and
+    the engine's tests against a DuckLake too: ``engine/conftest.py``)."""
+    return url_of_warehouse(request.param, request, tmp_path)
 
 
 @pytest.fixture

@@ -42,3 +42,8 @@ class BadKeyError(FileImportError):
 
 class WarehouseError(PgDataHubError):
     """The warehouse cannot be reached or refused an operation."""
+
+
+class CommitConflict(WarehouseError):
+    """Another writer committed a conflicting change first (DuckLake's optimistic commits):
+    the transaction was rolled back and may run again."""

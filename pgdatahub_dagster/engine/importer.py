@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +19,7 @@ import polars as pl
 from pgdatahub_dagster.engine.dedup import ROW_KEY_COLUMN, row_keys
 from pgdatahub_dagster.engine.errors import (
     BadKeyError,
+    CommitConflict,
     FileImportError,
     PgDataHubError,
     WarehouseError,
@@ -130,10 +131,20 @@ class Importer:
             self.folder_tables().check(file.path, self.source.root_name_for(file), file.folder)
             with self.source.fetch(file) as copy:
                 record.file_sha256 = copy.sha256
-                with self.warehouse.transaction():
-                    self._import(copy.path, file, settings, record, counts)
+
+                def attempt() -> ImportRecord:
+                    # A transaction that lost a commit race runs again from the start.
+                    nonlocal counts
+                    counts = _Counts()
+                    done = replace(record)
+                    self._import(copy.path, file, settings, done, counts)
+                    return done
+
+                record = self.warehouse.run_transaction(attempt)
         except FileImportError as error:
             record.error = str(error)
+        except CommitConflict as error:
+            record.error = f"{file.path}: not imported: {error}; the next sync imports it"
         except WarehouseError:
             raise
         except self.warehouse.data_errors as error:

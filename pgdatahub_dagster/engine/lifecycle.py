@@ -33,8 +33,9 @@ def record_deletion(
     """Apply ``on_delete`` to every table the file holds rows in; one outcome per table.
     A file that holds no rows (never loaded, or already handled) has nothing to do, so a
     repeated request is harmless."""
-    outcomes = []
-    with warehouse.transaction():
+
+    def apply() -> list[DeletionOutcome]:
+        outcomes = []
         tables = {h.table_name for h in warehouse.holding_imports(source_file_id)}
         for table in sorted(tables):
             warehouse.lock(table)
@@ -69,4 +70,7 @@ def record_deletion(
             outcomes.append(
                 DeletionOutcome(source_file_id, live.source_file, live.table_name, status, removed)
             )
-    return outcomes
+        return outcomes
+
+    # On DuckLake a transaction that lost a commit race runs again from the start.
+    return warehouse.run_transaction(apply)

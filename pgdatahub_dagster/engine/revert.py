@@ -61,6 +61,10 @@ class RevertReport:
 class _DryRun(Exception):
     """Raised inside the transaction to roll a dry run back after measuring it."""
 
+    def __init__(self, report: RevertReport) -> None:
+        super().__init__()
+        self.report = report
+
 
 def revert(
     warehouse: Warehouse,
@@ -78,28 +82,32 @@ def revert(
     if selector not in SELECTORS:
         raise RevertError(f"revert by one of {', '.join(SELECTORS)}, not {selector!r}")
     p = warehouse.placeholder
-    report = RevertReport(dry_run=dry_run)
+
+    def attempt() -> RevertReport:
+        report = RevertReport(dry_run=dry_run)
+        targets = warehouse.fetchall(
+            f"SELECT id, table_name, source_file, source_file_id, file_sha256 FROM {LEDGER_TABLE} "
+            f"WHERE status IN {HOLDING_SQL} AND {SELECTORS[selector]} = {p} ORDER BY id",
+            (value,),
+        )
+        for table in sorted({row[1] for row in targets}):
+            warehouse.lock(table)
+        for import_id, table, source_file, source_file_id, file_sha256 in targets:
+            settings = mapping.settings_for(PurePosixPath(source_file).parent.parts, root_name="")
+            ownership = RowOwnership(warehouse, table, settings.prefer)
+            removed = ownership.release([(import_id, source_file_id, file_sha256)], "reverted")
+            report.imports.append(RevertedImport(import_id, table, source_file, file_sha256, removed))
+        if schema and targets:
+            report.schema = _undo_schema_changes(warehouse, [int(row[0]) for row in targets], run_id)
+        if dry_run:
+            raise _DryRun(report)
+        return report
+
     try:
-        with warehouse.transaction():
-            targets = warehouse.fetchall(
-                f"SELECT id, table_name, source_file, source_file_id, file_sha256 FROM {LEDGER_TABLE} "
-                f"WHERE status IN {HOLDING_SQL} AND {SELECTORS[selector]} = {p} ORDER BY id",
-                (value,),
-            )
-            for table in sorted({row[1] for row in targets}):
-                warehouse.lock(table)
-            for import_id, table, source_file, source_file_id, file_sha256 in targets:
-                settings = mapping.settings_for(PurePosixPath(source_file).parent.parts, root_name="")
-                ownership = RowOwnership(warehouse, table, settings.prefer)
-                removed = ownership.release([(import_id, source_file_id, file_sha256)], "reverted")
-                report.imports.append(RevertedImport(import_id, table, source_file, file_sha256, removed))
-            if schema and targets:
-                report.schema = _undo_schema_changes(warehouse, [int(row[0]) for row in targets], run_id)
-            if dry_run:
-                raise _DryRun
-    except _DryRun:
-        pass
-    return report
+        # On DuckLake a transaction that lost a commit race runs again from the start.
+        return warehouse.run_transaction(attempt)
+    except _DryRun as rolled_back:
+        return rolled_back.report
 
 
 def _undo_schema_changes(warehouse: Warehouse, import_ids: list[int], run_id: str | None) -> list[SchemaUndo]:

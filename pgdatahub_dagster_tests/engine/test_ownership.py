@@ -117,6 +117,44 @@ def test_a_new_version_that_widens_a_column_brings_back_the_keys_it_gave_up(
         assert warehouse.fetchall("SELECT id, amount FROM crm ORDER BY id") == [(0, 1.0), (3, 2.5), (5, 1.0)]
 
 
+def test_a_new_version_that_adds_a_column_after_its_old_rows_left(warehouse_url: str, tmp_path: Path) -> None:
+    """The old version's rows leave (a DELETE in the data table and in the holders table),
+    then the new version adds a column to both: DuckDB 1.5 could not commit an ALTER TABLE
+    of a table the same transaction had deleted rows from."""
+    sync = Sync(warehouse_url, tmp_path, KEYED)
+    _write(tmp_path, "crm/a.csv", range(10), 1, "a")
+    _write(tmp_path, "crm/b.csv", range(5, 15), 2, "b")
+    sync.run()
+    path = write_csv(
+        tmp_path / "crm/a.csv", "id,label,extra\n" + "".join(f"{i},a2-{i},x\n" for i in range(3))
+    )
+    os.utime(path, (_T0 + 3, _T0 + 3))
+    assert sync.run()["crm/a.csv"].status == "success"
+    assert sync.rows() == _expected((range(3), "a2-", "crm/a.csv"), (range(5, 15), "b", "crm/b.csv"))
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT count(*), count(extra) FROM crm") == [(13, 3)]
+
+
+def test_reverting_a_file_that_added_a_column_drops_it_from_the_holders_too(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """The revert releases the file's holders rows (a DELETE), then drops the column it
+    added from the data table and the holders table."""
+    sync = Sync(warehouse_url, tmp_path, KEYED)
+    _write(tmp_path, "crm/a.csv", range(6), 1, "a")
+    path = write_csv(
+        tmp_path / "crm/b.csv", "id,label,score\n" + "".join(f"{i},b{i},1.5\n" for i in range(4))
+    )
+    os.utime(path, (_T0 + 2, _T0 + 2))
+    sync.run()
+    with connect(warehouse_url) as warehouse:
+        report = revert(warehouse, mapping=sync.mapping, selector="file", value="crm/b.csv", schema=True)
+        assert [(undo.column_name, undo.done) for undo in report.schema] == [("score", True)]
+        assert "score" not in warehouse.column_names("crm")
+        assert "score" not in warehouse.column_names("crm", "pgdatahub_holders")
+    assert sync.rows() == _expected((range(6), "a", "crm/a.csv"))
+
+
 def test_touching_a_file_ranks_it_anew_without_reading_it(warehouse_url: str, tmp_path: Path) -> None:
     sync = Sync(warehouse_url, tmp_path, KEYED)
     _write(tmp_path, "crm/a.csv", range(5), 1, "a")

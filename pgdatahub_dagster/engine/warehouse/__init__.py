@@ -31,15 +31,18 @@ __all__ = [
 
 
 def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
-    """``duckdb:///relative/or//absolute/file.duckdb``, ``postgresql://user:pass@host/db`` or a
-    libpq ``host=… dbname=… user=…`` string.
+    """``duckdb:///relative/or//absolute/file.duckdb``, ``postgresql://user:pass@host/db``, a
+    libpq ``host=… dbname=… user=…`` string, or a DuckLake:
+    ``ducklake:///path/meta.ducklake?data=path/data/`` (its catalog a DuckDB file) or
+    ``ducklake+postgresql://user:pass@host/db?data=path/data/`` (its catalog in PostgreSQL).
 
     ``wait_seconds`` bounds the wait for a DuckDB file another process is writing, or for a
     PostgreSQL server to answer.
     """
     display_url = redact_url(url)
+    scheme = url_scheme(url)
     conninfo = postgres_conninfo(url)
-    if url_scheme(url) == "duckdb":
+    if scheme == "duckdb":
         from pgdatahub_dagster.engine.warehouse.duckdb import DuckDBWarehouse
 
         path = url.split("://", 1)[1].removeprefix("/")
@@ -47,7 +50,12 @@ def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
             raise ConfigError(
                 f"{display_url}: a DuckDB URL needs a file path, e.g. duckdb:///data/warehouse.duckdb"
             )
-        warehouse: Warehouse = DuckDBWarehouse(Path(path), display_url, wait_seconds)
+        warehouse: Warehouse = DuckDBWarehouse.open(Path(path), display_url, wait_seconds)
+    elif scheme in ("ducklake", "ducklake+postgresql", "ducklake+postgres"):
+        from pgdatahub_dagster.engine.warehouse.ducklake import DuckLakeWarehouse, parse_lake_url
+
+        location = parse_lake_url(url, display_url)
+        warehouse = DuckLakeWarehouse.open_lake(location, display_url, wait_seconds)
     elif conninfo is not None:
         from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
 
@@ -55,7 +63,8 @@ def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
     else:
         raise ConfigError(
             f"{display_url}: unsupported database URL; use duckdb:///path/file.duckdb, "
-            "postgresql://user:pass@host/db or host=… dbname=… user=…"
+            "postgresql://user:pass@host/db, host=… dbname=… user=… or "
+            "ducklake:///path/meta.ducklake?data=path/data/"
         )
     try:
         warehouse.ensure_ledger()

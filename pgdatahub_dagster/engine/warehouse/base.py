@@ -8,19 +8,33 @@ SQL both databases accept.
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
+from pgdatahub_dagster.engine.errors import CommitConflict
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: How often a transaction that lost a commit race runs (``Warehouse.run_transaction``), and
+#: the mean pause before the second attempt (it grows with each attempt, with jitter so that
+#: writers that collided do not collide again).
+COMMIT_ATTEMPTS = 8
+COMMIT_RETRY_SECONDS = 0.2
 
 LEDGER_TABLE = "etl_imports"
 SCHEMA_CHANGES_TABLE = "etl_schema_changes"
@@ -186,10 +200,14 @@ HOLDING_STATUSES = ("success", "kept")
 #: The same, as SQL: ``status IN HOLDING_SQL``.
 HOLDING_SQL = "(" + ", ".join(f"'{status}'" for status in HOLDING_STATUSES) + ")"
 
-_LEDGER_DDL = (
-    f"CREATE SEQUENCE IF NOT EXISTS {LEDGER_TABLE}_id_seq",
-    f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
-        id BIGINT PRIMARY KEY,
+
+def _ledger_ddl(indexed: bool) -> list[str]:
+    """The ledger's tables, with their sequences and indexes where the database has them
+    (``indexed``); without, ids come from ``Warehouse.next_id``."""
+    key = "PRIMARY KEY" if indexed else "NOT NULL"
+    tables = [
+        f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+        id BIGINT {key},
         table_name TEXT NOT NULL,
         source_file TEXT NOT NULL,
         source_file_id TEXT NOT NULL,
@@ -211,19 +229,14 @@ _LEDGER_DDL = (
         rows_held BIGINT NOT NULL DEFAULT 0,
         read_as TEXT
     )""",
-    # Ledgers written before these columns existed get them.
-    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS source TEXT",
-    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS modified_at TIMESTAMP WITH TIME ZONE",
-    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
-    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS read_as TEXT",
-    f"CREATE TABLE IF NOT EXISTS {TABLE_SETTINGS_TABLE} (table_name TEXT PRIMARY KEY, prefer TEXT NOT NULL)",
-    # Every import looks up the file's earlier imports, and every ownership decision the
-    # import that supplies a row.
-    f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file ON {LEDGER_TABLE} (table_name, source_file_id)",
-    f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file_id ON {LEDGER_TABLE} (source_file_id)",
-    f"CREATE SEQUENCE IF NOT EXISTS {SCHEMA_CHANGES_TABLE}_id_seq",
-    f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES_TABLE} (
-        id BIGINT PRIMARY KEY DEFAULT nextval('{SCHEMA_CHANGES_TABLE}_id_seq'),
+        # Ledgers written before these columns existed get them.
+        f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS source TEXT",
+        f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS modified_at TIMESTAMP WITH TIME ZONE",
+        f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
+        f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS read_as TEXT",
+        f"CREATE TABLE IF NOT EXISTS {TABLE_SETTINGS_TABLE} (table_name TEXT {key}, prefer TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES_TABLE} (
+        id BIGINT {key},
         import_id BIGINT NOT NULL,
         table_name TEXT NOT NULL,
         change_type TEXT NOT NULL,
@@ -234,7 +247,26 @@ _LEDGER_DDL = (
         run_id TEXT,
         changed_at TIMESTAMP WITH TIME ZONE NOT NULL
     )""",
-)
+    ]
+    if not indexed:
+        return tables
+    sequences = [
+        f"CREATE SEQUENCE IF NOT EXISTS {name}_id_seq" for name in (LEDGER_TABLE, SCHEMA_CHANGES_TABLE)
+    ]
+    indexes = [
+        # Every import looks up the file's earlier imports, and every ownership decision the
+        # import that supplies a row.
+        f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file ON {LEDGER_TABLE} (table_name, source_file_id)",
+        f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file_id ON {LEDGER_TABLE} (source_file_id)",
+    ]
+    return sequences + tables + indexes
+
+
+def _in_schema(schema: str | None, placeholder: str) -> str:
+    """The information_schema condition for ``schema`` (a parameter) or the current schema, of
+    the warehouse's own catalog: a DuckDB session also lists its temporary tables there."""
+    named = f"table_schema = {placeholder}" if schema else "table_schema = current_schema()"
+    return f"table_catalog = current_database() AND {named}"
 
 
 class Warehouse(ABC):
@@ -247,6 +279,9 @@ class Warehouse(ABC):
     #: Driver exceptions that mean the database refused one file's data or DDL (as
     #: opposed to a lost connection), so that file fails and the others go on.
     data_errors: ClassVar[tuple[type[Exception], ...]]
+    #: Whether the database has unique indexes and sequences. DuckLake has neither: row keys
+    #: are kept unique by ``insert_new_keys`` and a check before commit, ids come from the clock.
+    has_indexes: ClassVar[bool] = True
 
     def __init__(self, display_url: str) -> None:
         #: The URL without its password, for logs and metadata.
@@ -325,29 +360,74 @@ class Warehouse(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def run_transaction(self, work: Callable[[], T]) -> T:
+        """``work()`` in one transaction. A transaction whose commit lost a race with another
+        writer (``CommitConflict``: DuckLake's optimistic commits) runs again from the start,
+        as it would have run after the other writer, up to ``COMMIT_ATTEMPTS`` times."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                with self.transaction():
+                    return work()
+            except CommitConflict as conflict:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.info(
+                    "%s; commit conflict: running the transaction again (attempt %d)", conflict, attempt + 1
+                )
+                time.sleep(COMMIT_RETRY_SECONDS * attempt * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
     def ensure_ledger(self) -> None:
-        with self.transaction():
+        def create() -> None:
             self.lock(LEDGER_TABLE)
-            for statement in _LEDGER_DDL:
+            for statement in _ledger_ddl(self.has_indexes):
                 self.execute(statement)
 
-    def next_import_id(self) -> int:
-        return int(self.fetchall(f"SELECT nextval('{LEDGER_TABLE}_id_seq')")[0][0])
+        self.run_transaction(create)
 
-    def _columns(self, table: str) -> list[tuple[str, str]]:
+    def next_id(self, table: str) -> int:
+        """A new id for a row of ``table`` (the ledger, the audit of schema changes)."""
+        return int(self.fetchall(f"SELECT nextval('{table}_id_seq')")[0][0])
+
+    def next_import_id(self) -> int:
+        return self.next_id(LEDGER_TABLE)
+
+    def upsert(self, table: str, key: str, row: Mapping[str, Any]) -> None:
+        """Insert ``row`` into ``table``, or replace the row with the same ``key`` (a column
+        with a unique index)."""
+        names = list(row)
+        values = ", ".join([self.placeholder] * len(names))
+        updates = ", ".join(f"{name} = excluded.{name}" for name in names if name != key)
+        self.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}",
+            list(row.values()),
+        )
+
+    def insert_new_keys(self, table: str, columns: str, values: str, source: str) -> str:
+        """The statement ``INSERT INTO table (columns) SELECT values FROM source``, leaving
+        out the rows whose ``_row_key`` the table holds already (rows without a key all go
+        in): here by the table's unique index."""
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} "
+            f"ON CONFLICT ({self.quote(ROW_KEY_COLUMN)}) DO NOTHING"
+        )
+
+    def _columns(self, table: str, schema: str | None = None) -> list[tuple[str, str]]:
+        p = self.placeholder
+        where = _in_schema(schema, p)
         return [
             (str(name), str(kind))
             for name, kind in self.fetchall(
                 "SELECT column_name, data_type FROM information_schema.columns "
-                f"WHERE table_schema = current_schema() AND table_name = {self.placeholder} "
-                "ORDER BY ordinal_position",
-                (table,),
+                f"WHERE {where} AND table_name = {p} ORDER BY ordinal_position",
+                (schema, table) if schema else (table,),
             )
         ]
 
     def table_exists(self, table: str, schema: str | None = None) -> bool:
         p = self.placeholder
-        where = f"table_schema = {p}" if schema else "table_schema = current_schema()"
+        where = _in_schema(schema, p)
         rows = self.fetchall(
             f"SELECT 1 FROM information_schema.tables WHERE {where} AND table_name = {p}",
             (schema, table) if schema else (table,),
@@ -363,9 +443,10 @@ class Warehouse(ABC):
             return None
         return f"{self.quote(HOLDERS_SCHEMA)}.{self.quote(table)}"
 
-    def column_names(self, table: str) -> list[str]:
-        """Every column of ``table``, lineage included, in order."""
-        return [name for name, _ in self._columns(table)]
+    def column_names(self, table: str, schema: str | None = None) -> list[str]:
+        """Every column of ``table`` (in ``schema``, by default the current one), lineage
+        included, in order."""
+        return [name for name, _ in self._columns(table, schema)]
 
     def table_columns(self, table: str) -> dict[str, SqlType] | None:
         """The user columns of ``table`` and their types; ``None`` when it does not exist."""
@@ -398,8 +479,9 @@ class Warehouse(ABC):
             return
         if self._fresh.pop(table, None) is not None:
             self._before_deferred_index(table)
-        index = self.quote(self.row_key_index_name(table))
-        self.execute(f"CREATE UNIQUE INDEX {index} ON {self.quote(table)} ({self.quote(ROW_KEY_COLUMN)})")
+        if self.has_indexes:
+            index = self.quote(self.row_key_index_name(table))
+            self.execute(f"CREATE UNIQUE INDEX {index} ON {self.quote(table)} ({self.quote(ROW_KEY_COLUMN)})")
 
     def _index_at_commit(self, table: str) -> None:
         """Leave ``table``, which holds only this transaction's rows, without its unique index
@@ -432,13 +514,6 @@ class Warehouse(ABC):
         """The SQL that converts a column's existing values when it widens."""
         return f"{column_sql}::{new_type.value}"
 
-    def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
-        quoted = self.quote(column)
-        self.execute(
-            f"ALTER TABLE {self.quote(table)} ALTER COLUMN {quoted} TYPE {new_type.value} "
-            f"USING {self.cast_sql(quoted, old_type, new_type)}"
-        )
-
     def drop_column(self, table: str, column: str) -> None:
         self.execute(f"ALTER TABLE {self.quote(table)} DROP COLUMN {self.quote(column)}")
         self.drop_holders_column(table, column)
@@ -457,21 +532,22 @@ class Warehouse(ABC):
             return
         # The holders table keeps the data table's user columns, so that a holder's own
         # values can always take the row's place.
-        holders = self.holders_table(table)
+        for target in filter(None, (self.quote(table), self.holders_table(table))):
+            self._alter(target, changes)
+
+    def _alter(self, target: str, changes: Sequence[SchemaChange]) -> None:
+        """Add and widen columns of ``target`` (a quoted table name) in place."""
         for change in changes:
             assert change.column_name is not None and change.new_type is not None
             column = self.quote(change.column_name)
             if change.change_type == "add_column":
-                for target in filter(None, (self.quote(table), holders)):
-                    self.execute(f"ALTER TABLE {target} ADD COLUMN {column} {change.new_type.value}")
+                self.execute(f"ALTER TABLE {target} ADD COLUMN {column} {change.new_type.value}")
             else:
                 assert change.old_type is not None
-                self.alter_column_type(table, change.column_name, change.old_type, change.new_type)
-                if holders is not None:
-                    self.execute(
-                        f"ALTER TABLE {holders} ALTER COLUMN {column} TYPE {change.new_type.value} "
-                        f"USING {self.cast_sql(column, change.old_type, change.new_type)}"
-                    )
+                self.execute(
+                    f"ALTER TABLE {target} ALTER COLUMN {column} TYPE {change.new_type.value} "
+                    f"USING {self.cast_sql(column, change.old_type, change.new_type)}"
+                )
 
     def record_schema_changes(
         self,
@@ -482,12 +558,13 @@ class Warehouse(ABC):
         run_id: str | None,
         changed_at: datetime,
     ) -> None:
-        values = ", ".join([self.placeholder] * 9)
+        values = ", ".join([self.placeholder] * 10)
         for change in changes:
             self.execute(
-                f"INSERT INTO {SCHEMA_CHANGES_TABLE} (import_id, table_name, change_type, column_name, "
+                f"INSERT INTO {SCHEMA_CHANGES_TABLE} (id, import_id, table_name, change_type, column_name, "
                 f"old_type, new_type, source_file, run_id, changed_at) VALUES ({values})",
                 (
+                    self.next_id(SCHEMA_CHANGES_TABLE),
                     import_id,
                     table,
                     change.change_type,

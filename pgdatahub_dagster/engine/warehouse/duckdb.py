@@ -11,19 +11,21 @@ uniqueness.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import duckdb
 import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import WarehouseError
+from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
     ENGINE_PREFIX,
+    HOLDERS_SCHEMA,
     LINEAGE_COLUMNS,
     STAGE_TABLE,
     BackgroundLoad,
@@ -31,21 +33,22 @@ from pgdatahub_dagster.engine.warehouse.base import (
     Warehouse,
 )
 
+T = TypeVar("T")
+
 # Each batch arrives as an Arrow table registered under this name.
 _ARROW_VIEW = f"{ENGINE_PREFIX}arrow"
 
 
-def _connect(path: Path, display_url: str, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+def open_waiting(open_database: Callable[[], T], what: str, display_url: str, wait_seconds: float) -> T:
     """DuckDB lets one process write a database file: processes started together take
     turns, each waiting up to ``wait_seconds`` for the file's lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return duckdb.connect(str(path))
+            return open_database()
         except duckdb.IOException as error:
             if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise WarehouseError(f"cannot open DuckDB database {display_url}: {error}") from None
+                raise WarehouseError(f"cannot open {what} {display_url}: {error}") from None
             time.sleep(0.2)
 
 
@@ -62,11 +65,19 @@ class DuckDBWarehouse(Warehouse):
         duckdb.NotImplementedException,
     )
 
-    def __init__(self, path: Path, display_url: str, wait_seconds: float = 120.0) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str) -> None:
         super().__init__(display_url)
         self._in_transaction = False
         self._background = BackgroundLoad()
-        self._conn = _connect(path, display_url, wait_seconds)
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, display_url: str, wait_seconds: float = 120.0) -> DuckDBWarehouse:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(
+            open_waiting(lambda: duckdb.connect(str(path)), "DuckDB database", display_url, wait_seconds),
+            display_url,
+        )
 
     # Every use of the connection first waits for an insert still running in the background.
 
@@ -104,7 +115,14 @@ class DuckDBWarehouse(Warehouse):
         self._conn.commit()
 
     def lock(self, name: str) -> None:
-        """Nothing to do: a DuckDB file has a single writing process, so writers never race."""
+        """A DuckDB file has a single writing process, so writers never race. But every
+        writer locks a table before it changes it, which makes this the moment to load the
+        table's unique index: DuckDB 1.5 loads an index from the file on first use, and one
+        first used by a DELETE still holds the deleted keys for the rest of the
+        transaction, so re-inserting one of them fails. An empty INSERT loads it."""
+        if self.table_exists(name):
+            quoted = self.quote(name)
+            self.execute(f"INSERT INTO {quoted} SELECT * FROM {quoted} WHERE FALSE")
 
     def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
         if old_type == SqlType.DOUBLE and new_type == SqlType.TEXT:
@@ -121,53 +139,85 @@ class DuckDBWarehouse(Warehouse):
     def _before_deferred_index(self, table: str) -> None:
         """Nothing to undo: DuckDB's fast path is plain INSERTs into the new table."""
 
-    def alter_column_type(self, table: str, column: str, old_type: SqlType, new_type: SqlType) -> None:
-        if table in self._fresh:  # no index yet
-            super().alter_column_type(table, column, old_type, new_type)
+    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        """DuckDB refuses to alter a column of an indexed table (and an index dropped and
+        built again inside the transaction would still count the rows it deleted), and
+        DuckDB 1.5 cannot commit any ALTER TABLE of a table whose rows the same transaction
+        deleted or updated (the import of a changed file does both). So a table that existed
+        before the transaction, and every holders table, is rebuilt with a batch's changes
+        instead, holding only the live rows: a table new to the transaction has no such
+        past. A table created by this transaction takes them in place."""
+        if any(change.change_type == "create_table" for change in changes):
+            super().apply_schema_changes(table, changes)
             return
-        # DuckDB refuses to alter a column of an indexed table, and an index dropped and built
-        # again inside the transaction still counts the rows it deleted: re-inserting one of
-        # their keys then fails. A rebuilt table holds only the live rows.
-        self._rebuild(
-            table,
-            [
-                f"({self.cast_sql(self.quote(name), old_type, new_type)}) AS {self.quote(name)}"
-                if name == column
-                else self.quote(name)
-                for name in self.column_names(table)
-            ],
-        )
+        if table in self._fresh:
+            self._alter(self.quote(table), changes)  # new to the transaction, no index yet
+        else:
+            self._rebuild(table, changes)
+        self._rebuild_holders(table, changes)
 
     def drop_column(self, table: str, column: str) -> None:
         # Inside a transaction DuckDB refuses DROP COLUMN on an indexed table even after
-        # DROP INDEX, so the table is rebuilt without the column instead.
-        self._rebuild(table, [self.quote(name) for name in self.column_names(table) if name != column])
-        self.drop_holders_column(table, column)
+        # DROP INDEX, and the revert that drops it released holders' rows just before.
+        dropped = [SchemaChange("drop_column", column, None, None)]
+        self._rebuild(table, dropped)
+        self._rebuild_holders(table, dropped)
 
     def empty_for_reload(self, table: str) -> int:
         removed = self.count(table)
         # An index DuckDB builds inside the transaction that deleted rows still counts them,
         # so the emptied table is a new one, whose index is built at commit.
-        self._rebuild(table, [self.quote(name) for name in self.column_names(table)], keep_rows=False)
+        self._rebuild(table, (), keep_rows=False)
         return removed
 
-    def _rebuild(self, table: str, selected: Sequence[str], keep_rows: bool = True) -> None:
-        """Replace ``table`` by ``SELECT selected FROM table`` (no rows unless ``keep_rows``),
-        with its constraints and its unique index (at commit, if the table is empty and
-        this is the outer transaction)."""
-        rebuilt = self.quote(f"{table}__rebuild")
-        self.execute(
-            f"CREATE TABLE {rebuilt} AS SELECT {', '.join(selected)} FROM {self.quote(table)}"
-            f"{'' if keep_rows else ' WHERE FALSE'}"
-        )
-        self.execute(f"DROP TABLE {self.quote(table)}")
-        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {self.quote(table)}")
-        for name in LINEAGE_COLUMNS:
-            self.execute(f"ALTER TABLE {self.quote(table)} ALTER COLUMN {self.quote(name)} SET NOT NULL")
+    def _rebuild(self, table: str, changes: Sequence[SchemaChange], keep_rows: bool = True) -> None:
+        """Replace data table ``table`` by a new one with ``changes`` applied (no rows unless
+        ``keep_rows``), and its unique index (at commit, if the table is empty and this is
+        the outer transaction)."""
+        self._replace(table, changes, keep_rows=keep_rows)
         if not keep_rows and self._in_outer_transaction():
             self._index_at_commit(table)
         else:
             self.create_row_key_index(table)
+
+    def _rebuild_holders(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        if self.holders_table(table) is not None:
+            self._replace(table, changes, HOLDERS_SCHEMA)
+
+    def _replace(
+        self, table: str, changes: Sequence[SchemaChange], schema: str | None = None, keep_rows: bool = True
+    ) -> None:
+        """Replace ``table`` (in ``schema``) by a new table of its columns with ``changes``
+        (add, widen, drop) applied, as ``ALTER TABLE`` would (added columns go last), its
+        rows copied over unless not ``keep_rows``."""
+        q = self.quote
+        dropped = {c.column_name for c in changes if c.change_type == "drop_column"}
+        widened = {c.column_name: c for c in changes if c.change_type == "alter_type"}
+        definitions, selected = [], []
+        for name, kind in self._columns(table, schema):
+            change = widened.get(name)
+            if name in dropped:
+                continue
+            if change is None:
+                not_null = " NOT NULL" if name in LINEAGE_COLUMNS else ""
+                definitions.append(f"{q(name)} {kind}{not_null}")
+                selected.append(q(name))
+            else:
+                assert change.old_type is not None and change.new_type is not None
+                definitions.append(f"{q(name)} {change.new_type.value}")
+                selected.append(self.cast_sql(q(name), change.old_type, change.new_type))
+        for change in changes:
+            if change.change_type == "add_column":
+                assert change.column_name is not None and change.new_type is not None
+                definitions.append(f"{q(change.column_name)} {change.new_type.value}")
+                selected.append("NULL")
+        prefix = f"{q(schema)}." if schema else ""
+        old, rebuilt = prefix + q(table), prefix + q(f"{table}__rebuild")
+        self.execute(f"CREATE TABLE {rebuilt} ({', '.join(definitions)})")
+        if keep_rows:
+            self.execute(f"INSERT INTO {rebuilt} SELECT {', '.join(selected)} FROM {old}")
+        self.execute(f"DROP TABLE {old}")
+        self.execute(f"ALTER TABLE {rebuilt} RENAME TO {q(table)}")
 
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         columns = frame.columns

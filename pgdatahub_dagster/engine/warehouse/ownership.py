@@ -17,7 +17,7 @@ files before files deleted under ``on_delete: keep``, then the folder's ``prefer
 smaller path, then the smaller file id. ``resolve`` applies it to a set of keys after any
 change of their holders, in a handful of set-based statements.
 
-Everything here is SQL that PostgreSQL and DuckDB both accept, written once.
+Everything here is SQL that PostgreSQL, DuckDB and DuckLake all accept, written once.
 """
 
 from __future__ import annotations
@@ -176,8 +176,9 @@ class RowOwnership:
         lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
         placed = max(
             w.execute(
-                f"INSERT INTO {self.data} ({quoted}, {lineage_columns}) "
-                f"SELECT {quoted}, {p}, {p}, {p}, {p} FROM {s} ON CONFLICT ({self.key}) DO NOTHING",
+                w.insert_new_keys(
+                    self.data, f"{quoted}, {lineage_columns}", f"{quoted}, {p}, {p}, {p}, {p}", s
+                ),
                 lineage_values,
             ),
             0,

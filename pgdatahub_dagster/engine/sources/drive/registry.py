@@ -17,7 +17,7 @@ from pgdatahub_dagster.engine.sources.drive.client import DriveItem
 from pgdatahub_dagster.engine.warehouse import REGISTRY_TABLE, Warehouse
 
 _DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
-    folder_id TEXT PRIMARY KEY,
+    folder_id TEXT {{key}},
     parent_id TEXT,
     root_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -37,7 +37,7 @@ class FolderRegistry:
         self.warehouse = warehouse
         with warehouse.transaction():
             warehouse.lock(REGISTRY_TABLE)
-            warehouse.execute(_DDL)
+            warehouse.execute(_DDL.format(key="PRIMARY KEY" if warehouse.has_indexes else "NOT NULL"))
 
     def _p(self, count: int) -> str:
         return ", ".join([self.warehouse.placeholder] * count)
@@ -75,13 +75,16 @@ class FolderRegistry:
     def _write(
         self, folder_id: str, parent_id: str | None, root_id: str, name: str, path: str, listed: bool
     ) -> None:
-        self.warehouse.execute(
-            f"INSERT INTO {REGISTRY_TABLE} (folder_id, parent_id, root_id, name, path, listed, updated_at) "
-            f"VALUES ({self._p(7)}) ON CONFLICT (folder_id) DO UPDATE SET parent_id = excluded.parent_id, "
-            "root_id = excluded.root_id, name = excluded.name, path = excluded.path, "
-            "listed = excluded.listed, updated_at = excluded.updated_at",
-            (folder_id, parent_id, root_id, name, path, listed, datetime.now(UTC)),
-        )
+        row = {
+            "folder_id": folder_id,
+            "parent_id": parent_id,
+            "root_id": root_id,
+            "name": name,
+            "path": path,
+            "listed": listed,
+            "updated_at": datetime.now(UTC),
+        }
+        self.warehouse.upsert(REGISTRY_TABLE, "folder_id", row)
 
     def set_roots(self, roots: list[DriveItem]) -> None:
         """Start a full walk: forget everything, then register the roots as unlisted."""

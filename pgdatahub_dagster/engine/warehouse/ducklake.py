@@ -1,0 +1,281 @@
+"""DuckLake: the tables as Parquet files, their catalog in a DuckDB file or in PostgreSQL.
+
+It is DuckDB with the ``ducklake`` extension, so the DuckDB warehouse does the work (Arrow
+loads, staging, the shared SQL of ``ownership.py``); what differs is written here.
+
+DuckLake has no unique indexes, so no ``ON CONFLICT``: a batch goes in by an anti-join
+(``insert_new_keys``), and before commit every table the transaction changed is checked for
+a row key that occurs twice, which fails the file as a unique index would. That holds for
+one writer. Several writers (processes or machines sharing a PostgreSQL catalog) do not
+see each other's uncommitted rows, and DuckLake commits optimistically: two transactions
+that only append never conflict, even with the same keys. So every writer of a table also
+changes that table's one-row lock table (``lock``): of two concurrent writers of a table
+the second to commit then conflicts, is rolled back, and runs again from the start, now
+seeing the first writer's rows (``Warehouse.run_transaction``). The end is the same as if
+they had run one after the other.
+
+DuckLake has no sequences either: ledger ids come from the clock (``next_id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import duckdb
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
+from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, WarehouseError
+from pgdatahub_dagster.engine.schema.evolve import SchemaChange
+from pgdatahub_dagster.engine.schema.types import SqlType
+from pgdatahub_dagster.engine.warehouse.base import Warehouse
+from pgdatahub_dagster.engine.warehouse.duckdb import DuckDBWarehouse, open_waiting
+
+#: The name the lake is attached under; every statement runs in it (``USE``).
+LAKE = "lake"
+#: Where each locked name's lock table lives, under the name (see ``lock``).
+LOCKS_SCHEMA = "pgdatahub_locks"
+
+# The extensions, as PyPI packages for this duckdb version: INSTALL would download them.
+_EXTENSIONS = {
+    "ducklake": "duckdb_extension_ducklake",
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+}
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    """Where a lake's catalog and data are, from its URL."""
+
+    #: What follows ``ducklake:`` in ATTACH: a DuckDB file path, or ``postgres:`` and a
+    #: libpq connection string.
+    catalog: str
+    #: The folder (or ``s3://`` prefix) of the Parquet files; ``None``: DuckLake's default,
+    #: beside a DuckDB catalog file.
+    data_path: str | None
+    #: The PostgreSQL schema of the catalog's tables; ``None``: DuckLake's default.
+    metadata_schema: str | None
+    #: The password inside ``catalog``, to keep out of error messages.
+    password: str | None = None
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.catalog.startswith("postgres:")
+
+
+def parse_lake_url(url: str, display_url: str) -> LakeLocation:
+    """``ducklake:///relative/or//absolute/meta.ducklake?data=folder/`` (a DuckDB catalog
+    file) or ``ducklake+postgresql://user:pass@host:port/db?data=…&schema=…`` (a
+    PostgreSQL catalog; other query parameters go to libpq, e.g. ``host=/socket/dir``)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    data_path = query.pop("data", None) or None
+    metadata_schema = query.pop("schema", None) or None
+    if parts.scheme.lower() == "ducklake":
+        path = url.split("://", 1)[1].split("?", 1)[0].removeprefix("/")
+        if not path or query:
+            raise ConfigError(
+                f"{display_url}: a DuckLake URL with a DuckDB catalog names its file and, if you like, "
+                "its data folder: ducklake:///lake/meta.ducklake?data=lake/data/"
+            )
+        return LakeLocation(path, data_path, metadata_schema)
+    postgres_url = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
+    try:
+        keywords = conninfo_to_dict(postgres_url)
+    except Exception:  # the parser's message quotes the URL, password and all
+        raise ConfigError(f"{display_url}: malformed PostgreSQL catalog URL") from None
+    password = keywords.get("password")
+    return LakeLocation(
+        "postgres:" + make_conninfo(**{k: str(v) for k, v in keywords.items()}),
+        data_path,
+        metadata_schema,
+        str(password) if password else None,
+    )
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    package = _EXTENSIONS[name]
+    requirement = f"pip install {package.replace('_', '-')}=={duckdb.__version__}"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(
+            f"DuckLake needs the {name} extension for duckdb {duckdb.__version__}: {requirement}"
+        ) from None
+    assert module.__file__ is not None
+    path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.is_file():
+        raise ConfigError(f"the {name} extension for duckdb {duckdb.__version__} is missing: {requirement}")
+    conn.execute(f"LOAD {_literal(str(path))}")
+
+
+class _ClockIds:
+    """Ids that grow with time, unique across writers without a shared sequence: the
+    microseconds since 1970 times 1024, plus 10 random bits (two writers would have to
+    draw the same microsecond and the same bits), never smaller than the last one here."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            candidate = time.time_ns() // 1000 * 1024 + secrets.randbelow(1024)
+            self._last = max(candidate, self._last + 1)
+            return self._last
+
+
+_CLOCK_IDS = _ClockIds()
+
+
+class DuckLakeWarehouse(DuckDBWarehouse):
+    has_indexes: ClassVar[bool] = False
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str) -> None:
+        super().__init__(conn, display_url)
+        #: The names this transaction locked: the tables it changes.
+        self._locked: set[str] = set()
+
+    @classmethod
+    def open_lake(
+        cls, location: LakeLocation, display_url: str, wait_seconds: float = 120.0
+    ) -> DuckLakeWarehouse:
+        if not location.on_postgres:
+            Path(location.catalog).parent.mkdir(parents=True, exist_ok=True)
+        if location.data_path is not None and "://" not in location.data_path:
+            Path(location.data_path).mkdir(parents=True, exist_ok=True)
+        # Connections to one lake in one process share a DuckDB instance, as connections to
+        # one DuckDB file do: a catalog file cannot be attached twice in a process.
+        digest = hashlib.sha256(repr(location).encode()).hexdigest()[:16]
+        conn = duckdb.connect(f":memory:pgdatahub-lake-{digest}")
+        try:
+            # Nothing is ever downloaded: the extensions come from their PyPI packages.
+            conn.execute("SET autoinstall_known_extensions = false")
+            _load_extension(conn, "ducklake")
+            if location.on_postgres:
+                _load_extension(conn, "postgres_scanner")
+            options = []
+            if location.data_path:
+                options.append(f"DATA_PATH {_literal(location.data_path)}")
+            if location.metadata_schema:
+                options.append(f"METADATA_SCHEMA {_literal(location.metadata_schema)}")
+            attach = f"ATTACH IF NOT EXISTS {_literal('ducklake:' + location.catalog)} AS {LAKE}"
+            attach += f" ({', '.join(options)})" if options else ""
+
+            def open_catalog() -> duckdb.DuckDBPyConnection:
+                conn.execute(attach)
+                return conn
+
+            try:
+                open_waiting(open_catalog, "the DuckLake catalog of", display_url, wait_seconds)
+            except (duckdb.Error, WarehouseError) as error:
+                # DuckDB's message quotes the catalog's connection string, password and all.
+                reason = str(error)
+                if location.password:
+                    reason = reason.replace(location.password, "***")
+                raise WarehouseError(
+                    reason
+                    if isinstance(error, WarehouseError)
+                    else f"cannot open the DuckLake {display_url}: {reason}"
+                ) from None
+            conn.execute(f"USE {LAKE}")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, display_url)
+
+    # -- keys without indexes --------------------------------------------------------------
+
+    def insert_new_keys(self, table: str, columns: str, values: str, source: str) -> str:
+        # The anti-join leaves out keys the table holds; rows without a key (NULL) match
+        # nothing, so they all go in, as with ON CONFLICT.
+        key = self.quote(ROW_KEY_COLUMN)
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = {source}.{key})"
+        )
+
+    def upsert(self, table: str, key: str, row: Mapping[str, Any]) -> None:
+        # Callers hold the table's lock, so no other writer can insert the key meanwhile.
+        self.execute(f"DELETE FROM {table} WHERE {key} = ?", [row[key]])
+        names = list(row)
+        values = ", ".join(["?"] * len(names))
+        self.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values})", list(row.values()))
+
+    def build_deferred_indexes(self) -> None:
+        """Before commit: instead of unique indexes, every table the transaction changed is
+        checked for a key that occurs twice, which fails the transaction."""
+        super().build_deferred_indexes()
+        key = self.quote(ROW_KEY_COLUMN)
+        for table in sorted(self._locked):
+            if ROW_KEY_COLUMN not in self.column_names(table):
+                continue  # not a data table (the ledger), or gone
+            repeated = self.fetchall(
+                f"SELECT CAST({key} AS VARCHAR) FROM {self.quote(table)} WHERE {key} IS NOT NULL "
+                f"GROUP BY {key} HAVING count(*) > 1 LIMIT 1"
+            )
+            if repeated:
+                raise duckdb.ConstraintException(
+                    f'Duplicate key "_row_key: {repeated[0][0]}" in {table}: the load would store it twice'
+                )
+
+    def next_id(self, table: str) -> int:
+        return _CLOCK_IDS.next()
+
+    def lock(self, name: str) -> None:
+        """Make concurrent writers of ``name`` conflict at commit (see the module's doc): its
+        lock table's one row is updated, and DuckLake refuses to commit a change to a table
+        another transaction changed since this one began. The first writer creates it, and
+        two creating it at once conflict likewise."""
+        self._locked.add(name)
+        q = self.quote
+        locks = f"{q(LOCKS_SCHEMA)}.{q(name)}"
+        if self.table_exists(name, schema=LOCKS_SCHEMA):
+            self.execute(f"UPDATE {locks} SET writes = writes + 1")
+        else:
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {q(LOCKS_SCHEMA)}")
+            self.execute(f"CREATE TABLE {locks} AS SELECT CAST(1 AS BIGINT) AS writes")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with super().transaction():
+                yield
+        except duckdb.TransactionException as error:
+            if "conflict" not in str(error).lower():
+                raise
+            first_line = str(error).splitlines()[-1]
+            raise CommitConflict(
+                f"{self.display_url}: another writer changed the same tables: {first_line}"
+            ) from None
+        finally:
+            self._locked.clear()
+
+    # -- schema changes --------------------------------------------------------------------
+
+    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        """DuckLake alters tables in place, in its catalog (the limits of DuckDB's own file
+        do not apply), but changes a column's type only losslessly: a column that becomes
+        text needs the table rebuilt."""
+        if any(c.change_type == "alter_type" and c.new_type == SqlType.TEXT for c in changes):
+            self._rebuild(table, changes)
+            self._rebuild_holders(table, changes)
+        else:
+            Warehouse.apply_schema_changes(self, table, changes)
+
+    def drop_column(self, table: str, column: str) -> None:
+        Warehouse.drop_column(self, table, column)
