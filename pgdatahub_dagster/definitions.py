@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import click
 from dagster import Definitions
 
 from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_folder_sync, local_spreadsheets
@@ -19,6 +20,14 @@ from pgdatahub_dagster.defs.resources import (
     WarehouseResource,
 )
 from pgdatahub_dagster.defs.sensors import drive_sensor, local_folder_sensor
+from pgdatahub_dagster.engine.errors import ConfigError
+
+
+class CodeLocationConfigError(click.ClickException):
+    """A broken configuration, found while the code location loads. Dagster's commands are
+    click's, and click prints such an error as ``Error: <message>`` alone, without the
+    traceback of the import machinery, and exits with 1; the UI shows it as the code
+    location's load error."""
 
 
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
@@ -41,7 +50,10 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
 
 # A broken folder mapping stops the code location from loading, naming the key and line,
 # instead of failing every run later.
-FolderMappingResource().mapping()
+try:
+    FolderMappingResource().mapping()
+except ConfigError as error:
+    raise CodeLocationConfigError(str(error)) from None
 
 defs = build_defs(
     {

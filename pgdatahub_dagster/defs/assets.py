@@ -5,11 +5,14 @@ request them per file and backfills import many files per run
 (``BackfillPolicy.multi_run``). ``local_folder_sync`` is a full sync of the folder in one
 run (imports, and ``on_delete`` for files gone): the command for CI and the quick start.
 Both report each file's outcome as metadata and fail the run when any file failed, after
-every other file has been imported and committed.
+every other file has been imported and committed. A system fault (the warehouse lost, a full
+disk) stops the run at once with its own message; ``local_folder_sync`` has reported every file
+committed before it already.
 """
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import (
@@ -36,6 +39,7 @@ from pgdatahub_dagster.defs.resources import (
     LocalFolderResource,
     WarehouseResource,
 )
+from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
@@ -105,9 +109,28 @@ def _summary(results: list[ImportResult]) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _system_faults_stop_the_run() -> Iterator[None]:
+    """What escapes the engine is a system fault or a broken configuration (a file's own
+    errors fail only that file): the run fails with the engine's message alone, not with the
+    driver's traceback."""
+    try:
+        yield
+    except PgDataHubError as error:
+        raise Failure(
+            description=f"{error} (the run stopped; the files it imported before stay imported, "
+            "and a new run goes on from there)"
+        ) from None
+
+
 def _import(
-    context: AssetExecutionContext, importer: Importer, files: Iterable[SourceFile]
+    context: AssetExecutionContext,
+    importer: Importer,
+    files: Iterable[SourceFile],
+    committed: Callable[[SourceFile, ImportResult], None] | None = None,
 ) -> list[ImportResult]:
+    """Import the files one by one; ``committed`` hears of each file imported or skipped,
+    as soon as it is, so a run that stops later has reported it already."""
     results = []
     for file in files:
         result = importer.import_file(file)
@@ -121,6 +144,8 @@ def _import(
                 f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "
                 f"{record.rows_duplicate} duplicates, {len(result.schema_changes)} schema changes"
             )
+        if committed is not None and not result.failed:
+            committed(file, result)
         results.append(result)
     return results
 
@@ -202,7 +227,7 @@ def local_spreadsheets(
 ) -> MaterializeResult[None]:
     """The spreadsheets of the local folder tree, one partition per file, loaded into the
     warehouse tables the folder mapping names."""
-    with warehouse.open() as opened:
+    with _system_faults_stop_the_run(), warehouse.open() as opened:
         return _import_partitions(context, opened, local_folder.source(), folder_mapping.mapping())
 
 
@@ -228,23 +253,24 @@ def local_folder_sync(
     new_keys = sorted(present - known)
     if new_keys:
         context.instance.add_dynamic_partitions(LOCAL_FILES, new_keys)
+
+    def committed(file: SourceFile, result: ImportResult) -> None:
+        context.log_event(
+            AssetMaterialization(
+                asset_key=local_spreadsheets.key,
+                partition=partition_key_for(file.file_id),
+                metadata=file_metadata(result),
+            )
+        )
+
     mapping = folder_mapping.mapping()
-    with warehouse.open() as opened:
+    with _system_faults_stop_the_run(), warehouse.open() as opened:
         importer = Importer(opened, source, mapping, run_id=context.run.run_id)
-        results = _import(context, importer, files)
+        results = _import(context, importer, files, committed)
         gone = sorted(opened.live_file_ids(source.kind) - {file.file_id for file in files})
         deletions = apply_deletions(context, opened, mapping, gone)
     for key in sorted(known - present):
         context.instance.delete_dynamic_partition(LOCAL_FILES, key)
-    for file, result in zip(files, results, strict=True):
-        if not result.failed:
-            context.log_event(
-                AssetMaterialization(
-                    asset_key=local_spreadsheets.key,
-                    partition=partition_key_for(file.file_id),
-                    metadata=file_metadata(result),
-                )
-            )
     metadata = _summary(results)
     metadata["files_gone"] = len(gone)
     metadata["rows_retracted"] = sum(outcome.rows_deleted for outcome in deletions)
@@ -266,5 +292,5 @@ def drive_spreadsheets(
 ) -> MaterializeResult[None]:
     """The spreadsheets of the watched Google Drive folders (Google Sheets exported as
     xlsx), one partition per Drive file id."""
-    with warehouse.open() as opened:
+    with _system_faults_stop_the_run(), warehouse.open() as opened:
         return _import_partitions(context, opened, drive.source(opened), folder_mapping.mapping())

@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
+from pgdatahub_dagster.defs.crashed_runs import end_crashed_runs, record_process
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.settings import DriveSettings, Settings
 from pgdatahub_dagster.engine.sources import LocalFolderSource
@@ -33,6 +34,17 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
 
     def url(self) -> str:
         return Settings.from_env(database_url=self.database_url).database_url
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Before the step asks for its slot of the ``warehouse`` pool (the in-process executor
+        sets resources up first): runs of this machine whose process died are marked failed and
+        give their slots back, and this run records its own process for the runs after it
+        (``crashed_runs``)."""
+        if context.instance is not None and context.run is not None:
+            for crashed in end_crashed_runs(context.instance, context.run):
+                if context.log is not None:
+                    context.log.warning(f"Run {crashed.run_id} had died; marked it failed, freed its slots")
+            record_process(context.instance, context.run)
 
     @contextmanager
     def open(self, wait_seconds: float = 120.0) -> Iterator[Warehouse]:

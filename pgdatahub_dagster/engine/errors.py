@@ -40,10 +40,22 @@ class BadKeyError(FileImportError):
     """The configured unique key names columns the file does not have."""
 
 
-class WarehouseError(PgDataHubError):
-    """The warehouse cannot be reached or refused an operation."""
+class SystemFaultError(PgDataHubError):
+    """Not the fault of the file being imported: it stops the run (the file is rolled back and
+    imported by the next run), with a message that says what failed and why."""
+
+
+class WarehouseError(SystemFaultError):
+    """The warehouse cannot be reached, lost the connection, has no disk space left or refused
+    permission. The message names the warehouse by its redacted URL."""
 
 
 class CommitConflict(WarehouseError):
     """Another writer committed a conflicting change first (DuckLake's optimistic commits):
     the transaction was rolled back and may run again."""
+
+
+class DataRefusedError(PgDataHubError):
+    """The warehouse refused the data or the schema one file brought (a value it cannot store,
+    too many columns): that file fails, the others go on. The message says why, without the
+    file, which the importer adds."""

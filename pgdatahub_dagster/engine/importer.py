@@ -1,13 +1,17 @@
 """One file through every stage: read → normalise → dedup → evolve the schema → load.
 
 Each file is one transaction: its rows, its ownership records, its schema changes and its
-``success`` ledger row commit together. On any error all of it rolls back and a ``failed``
-ledger row records the file and the reason; the caller goes on with the next file, and
-the file's earlier version, if any, keeps its rows.
+``success`` ledger row commit together. On any error all of it rolls back. An error of the
+file's own — anything reading, normalising or loading its data raises, the warehouse refusing
+its data included — writes a ``failed`` ledger row with the file and the reason; the caller
+goes on with the next file, and the file's earlier version, if any, keeps its rows. A system
+fault (``SYSTEM_FAULTS``: the warehouse or the source lost, a full disk, a broken
+configuration) is raised instead: no file is to blame, and the next run imports this one.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,9 +24,10 @@ from pgdatahub_dagster.engine.dedup import ROW_KEY_COLUMN, row_keys
 from pgdatahub_dagster.engine.errors import (
     BadKeyError,
     CommitConflict,
+    ConfigError,
+    DataRefusedError,
     FileImportError,
-    PgDataHubError,
-    WarehouseError,
+    SystemFaultError,
 )
 from pgdatahub_dagster.engine.mapping import FolderMapping, FolderSettings, FolderTables
 from pgdatahub_dagster.engine.normalise import normalise_frame, unique_column_names
@@ -34,7 +39,7 @@ from pgdatahub_dagster.engine.schema import (
 )
 from pgdatahub_dagster.engine.schema.types import cast_to
 from pgdatahub_dagster.engine.settings import ReadLimits
-from pgdatahub_dagster.engine.sources import Source, SourceFile
+from pgdatahub_dagster.engine.sources import Source, SourceFile, SourceUnavailableError
 from pgdatahub_dagster.engine.warehouse import (
     LINEAGE_COLUMNS,
     HoldingImport,
@@ -47,6 +52,10 @@ from pgdatahub_dagster.engine.warehouse.ownership import Holder, RowOwnership
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_ROWS = 100_000
+
+#: What stops a run rather than failing the file being imported.
+SYSTEM_FAULTS = (SystemFaultError, SourceUnavailableError, ConfigError, MemoryError)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -141,15 +150,22 @@ class Importer:
                     return done
 
                 record = self.warehouse.run_transaction(attempt)
-        except FileImportError as error:
-            record.error = str(error)
         except CommitConflict as error:
             record.error = f"{file.path}: not imported: {error}; the next sync imports it"
-        except WarehouseError:
+        except SYSTEM_FAULTS:
             raise
-        except self.warehouse.data_errors as error:
-            record.error = f"{file.path}: the database refused the data: {str(error).splitlines()[0]}"
-        except (OSError, PgDataHubError, pl.exceptions.PolarsError, ValueError) as error:
+        except FileImportError as error:
+            record.error = str(error)
+        except DataRefusedError as error:
+            record.error = f"{file.path}: {error}"
+        except OSError as error:
+            if error.errno in _DISK_FULL:  # the private snapshot of the file (Source.fetch)
+                raise SystemFaultError(f"no disk space left to import {file.path}: {error}") from error
+            record.error = f"{file.path}: {type(error).__name__}: {error}"
+        except Exception as error:
+            # Whatever else the file's data sets off fails that file alone; the traceback is
+            # logged, as it may be a bug worth reporting.
+            log.warning("unexpected error importing %s", file.path, exc_info=True)
             record.error = f"{file.path}: {type(error).__name__}: {error}"
         if record.error is None:
             if record.status == "skipped":

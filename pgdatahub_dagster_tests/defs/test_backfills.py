@@ -47,8 +47,9 @@ from pgdatahub_dagster.definitions import defs
 from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL, local_folder_sync, local_spreadsheets
 from pgdatahub_dagster.defs.partitions import local_files
 from pgdatahub_dagster.defs.resources import FolderMappingResource, LocalFolderResource, WarehouseResource
-from pgdatahub_dagster.engine.warehouse import Warehouse, connect
+from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.deploy.conftest import BIN, Processes, base_env, wait_for
+from pgdatahub_dagster_tests.faults import TableLock
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,25 +95,6 @@ def _write_files(root: Path) -> list[str]:
         else:
             write_csv(root / "stock" / f"shelf_{n}.csv", "".join(",".join(map(str, r)) + "\n" for r in rows))
     return sorted(str(path.relative_to(root)) for path in root.glob("*/*"))
-
-
-class TableLock:
-    """Holds the lock the importer takes on a PostgreSQL table (imports into one table
-    serialise on it), as a long import into that table would. An import of another file of
-    the table waits inside its transaction until the lock is released."""
-
-    def __init__(self, url: str, table: str) -> None:
-        self._warehouse: Warehouse | None = connect(url)
-        self._transaction = self._warehouse.transaction()
-        self._transaction.__enter__()
-        self._warehouse.lock(table)
-        self.pid = int(self._warehouse.fetchall("SELECT pg_backend_pid()")[0][0])
-
-    def release(self) -> None:
-        if self._warehouse is not None:
-            self._transaction.__exit__(None, None, None)
-            self._warehouse.close()
-            self._warehouse = None
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
-from pgdatahub_dagster.engine.errors import CommitConflict
+from pgdatahub_dagster.engine.errors import CommitConflict, DataRefusedError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 
@@ -269,16 +269,29 @@ def _in_schema(schema: str | None, placeholder: str) -> str:
     return f"table_catalog = current_database() AND {named}"
 
 
-class Warehouse(ABC):
-    """A database the importer loads into. Use as a context manager to close it."""
+def first_line(error: BaseException) -> str:
+    """A driver's message without the context lines (hints, the statement) that follow it."""
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
 
+
+class Warehouse(ABC):
+    """A database the importer loads into. Use as a context manager to close it.
+
+    Every primitive that talks to the driver raises the engine's typed errors, never the
+    driver's own (``translated``): ``DataRefusedError`` when the database refused one file's
+    data or DDL, ``WarehouseError`` for a system fault, which stops the run.
+    """
+
+    #: The database's name in messages.
+    name: ClassVar[str]
     #: The parameter placeholder of the driver.
     placeholder: ClassVar[str]
-    #: The driver's exception for a violated unique constraint.
-    unique_violation: ClassVar[tuple[type[Exception], ...]]
-    #: Driver exceptions that mean the database refused one file's data or DDL (as
-    #: opposed to a lost connection), so that file fails and the others go on.
-    data_errors: ClassVar[tuple[type[Exception], ...]]
+    #: The base class of everything the driver raises.
+    driver_error: ClassVar[type[Exception]]
+    #: The most columns a table may have, pgdatahub's own included (``None``: no limit a
+    #: spreadsheet could reach).
+    max_columns: ClassVar[int | None] = None
     #: Whether the database has unique indexes and sequences. DuckLake has neither: row keys
     #: are kept unique by ``insert_new_keys`` and a check before commit, ids come from the clock.
     has_indexes: ClassVar[bool] = True
@@ -351,6 +364,28 @@ class Warehouse(ABC):
     @abstractmethod
     def lock(self, name: str) -> None:
         """Serialise writers of ``name`` until the transaction ends."""
+
+    @abstractmethod
+    def classify(self, error: Exception) -> PgDataHubError:
+        """The engine's error for one of the driver's: ``refused`` if the database refused the
+        data or schema of the file being imported (a value it cannot store, a limit the file
+        exceeds), else a ``system_fault`` (a lost connection, a full disk, a permission)."""
+
+    # -- errors ----------------------------------------------------------------------------
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """Driver errors raised inside leave as the engine's typed errors (``classify``)."""
+        try:
+            yield
+        except self.driver_error as error:
+            raise self.classify(error) from error
+
+    def refused(self, error: Exception) -> DataRefusedError:
+        return DataRefusedError(f"{self.name} refused the data: {first_line(error)}")
+
+    def system_fault(self, what: str, error: Exception) -> WarehouseError:
+        return WarehouseError(f"warehouse {self.display_url}: {what}: {first_line(error)}")
 
     # -- shared SQL ------------------------------------------------------------------------
 
@@ -523,8 +558,30 @@ class Warehouse(ABC):
         if holders is not None:
             self.execute(f"ALTER TABLE {holders} DROP COLUMN {self.quote(column)}")
 
+    def _check_column_limit(self, table: str, changes: Sequence[SchemaChange], creating: bool) -> None:
+        """Refuse, with the numbers, a file that needs more columns than a table may have."""
+        added = sum(change.change_type == "add_column" for change in changes)
+        if self.max_columns is None or added == 0:
+            return
+        columns = added + (0 if creating else len(self.table_columns(table) or {}))
+        if columns + len(SYSTEM_COLUMNS) <= self.max_columns:
+            return
+        limit = (
+            f"{self.name} allows at most {self.max_columns:,} per table, {len(SYSTEM_COLUMNS)} of "
+            f"which pgdatahub uses for lineage and the row key"
+        )
+        if creating:
+            raise DataRefusedError(
+                f"has {columns:,} columns; {limit}: split it into files of at most "
+                f"{self.max_columns - len(SYSTEM_COLUMNS):,} columns"
+            )
+        raise DataRefusedError(
+            f"would give table {table} {columns:,} columns ({added:,} of them new); {limit}"
+        )
+
     def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
         creating = [c for c in changes if c.change_type == "create_table"]
+        self._check_column_limit(table, changes, creating=bool(creating))
         if creating:
             self._create_table(
                 table, {c.column_name: c.new_type for c in changes if c.column_name and c.new_type}

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
-from pgdatahub_dagster.engine.errors import WarehouseError
+from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
@@ -52,18 +52,18 @@ def open_waiting(open_database: Callable[[], T], what: str, display_url: str, wa
             time.sleep(0.2)
 
 
+#: What the data or schema of one file causes: a value that does not convert or fit (DataError),
+#: a violated constraint (IntegrityError), a statement its names or types make invalid
+#: (ProgrammingError), something DuckDB does not support (NotSupportedError). Everything else is
+#: the system's: an I/O error (a full disk), running out of memory, a failed commit, an
+#: invalidated database (FatalException), DuckDB's own internal errors.
+_DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, duckdb.ProgrammingError, duckdb.NotSupportedError)
+
+
 class DuckDBWarehouse(Warehouse):
+    name = "DuckDB"
     placeholder = "?"
-    unique_violation: ClassVar[tuple[type[Exception], ...]] = (duckdb.ConstraintException,)
-    data_errors: ClassVar[tuple[type[Exception], ...]] = (
-        duckdb.ConversionException,
-        duckdb.ConstraintException,
-        duckdb.InvalidInputException,
-        duckdb.OutOfRangeException,
-        duckdb.BinderException,
-        duckdb.CatalogException,
-        duckdb.NotImplementedException,
-    )
+    driver_error = duckdb.Error
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str) -> None:
         super().__init__(display_url)
@@ -82,37 +82,58 @@ class DuckDBWarehouse(Warehouse):
     # Every use of the connection first waits for an insert still running in the background.
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
-        self._background.wait()
-        result = self._conn.execute(query, list(params)).fetchall()
+        with self.translated():
+            self._background.wait()
+            result = self._conn.execute(query, list(params)).fetchall()
         # DuckDB answers DML with one row holding the affected count.
         if len(result) == 1 and len(result[0]) == 1 and isinstance(result[0][0], int):
             return result[0][0]
         return -1
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        self._background.wait()
-        return self._conn.execute(query, list(params)).fetchall()
+        with self.translated():
+            self._background.wait()
+            return self._conn.execute(query, list(params)).fetchall()
 
     def quote(self, identifier: str) -> str:
         return str(duckdb.ColumnExpression(identifier))
 
+    def classify(self, error: Exception) -> PgDataHubError:
+        if isinstance(error, _DATA_ERRORS):
+            return self.refused(error)
+        if "No space left on device" in str(error):
+            return self.system_fault("the disk is full", error)
+        if isinstance(error, duckdb.PermissionException) or "Permission denied" in str(error):
+            return self.system_fault("permission denied", error)
+        if isinstance(error, duckdb.IOException):
+            return self.system_fault("cannot read or write the database file", error)
+        if isinstance(error, duckdb.OutOfMemoryException):
+            return self.system_fault("out of memory", error)
+        return self.system_fault("the database failed", error)
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._background.wait()
-        self._conn.begin()
+        with self.translated():
+            self._background.wait()
+            self._conn.begin()
         self._in_transaction = True
         try:
-            yield
-            self._background.wait()
-            self.build_deferred_indexes()
+            with self.translated():
+                yield
+                self._background.wait()
+                self.build_deferred_indexes()
         except BaseException:
             self._background.wait(raise_error=False)
-            self._conn.rollback()
+            # The first error is the one raised: a rollback that fails as well (the database
+            # was invalidated by a failed write) only confirms that nothing was committed.
+            with suppress(duckdb.Error):
+                self._conn.rollback()
             raise
         finally:
             self._in_transaction = False
             self._fresh.clear()
-        self._conn.commit()
+        with self.translated():
+            self._conn.commit()
 
     def lock(self, name: str) -> None:
         """A DuckDB file has a single writing process, so writers never race. But every
@@ -235,16 +256,14 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> Iterator[str]:
         statement = (
-            f"CREATE TEMPORARY TABLE {self.quote(STAGE_TABLE)} AS "
+            f"CREATE OR REPLACE TEMPORARY TABLE {self.quote(STAGE_TABLE)} AS "
             f"SELECT {self._selected(frame.columns)} FROM {self.quote(_ARROW_VIEW)}"
         )
         self._background.wait()
         self._with_arrow(frame, statement, [])
-        try:
-            yield STAGE_TABLE
-        finally:
-            if self._usable():
-                self._conn.execute(f"DROP TABLE IF EXISTS {self.quote(STAGE_TABLE)}").fetchall()
+        yield STAGE_TABLE
+        # Not after an error: the transaction is aborted then, and its rollback drops the table.
+        self.execute(f"DROP TABLE {self.quote(STAGE_TABLE)}")
 
     def analyze(self, table: str) -> None:
         """Nothing to do: DuckDB plans with the true size of a temporary table."""
@@ -262,21 +281,13 @@ class DuckDBWarehouse(Warehouse):
     def _with_arrow(self, frame: pl.DataFrame, statement: str, params: list[Any]) -> None:
         """Run ``statement`` over ``frame`` registered as an Arrow view. Touches nothing but
         the connection, so it may run in the background."""
-        self._conn.register(_ARROW_VIEW, frame.to_arrow())
-        try:
+        with self.translated():
+            self._conn.register(_ARROW_VIEW, frame.to_arrow())
             self._conn.execute(statement, params).fetchall()
-        finally:
-            # An aborted transaction refuses even this; the real error is already on its way.
-            if self._usable():
-                self._conn.unregister(_ARROW_VIEW)
-
-    def _usable(self) -> bool:
-        """Whether the connection still accepts statements (not inside an aborted transaction)."""
-        try:
-            self._conn.execute("SELECT 1").fetchall()
-        except duckdb.Error:
-            return False
-        return True
+            # Only after success: a failed statement aborts the transaction, which then
+            # refuses even this, and that refusal must not replace the statement's own error.
+            # The view goes with the rollback; the next batch registers its own in its place.
+            self._conn.unregister(_ARROW_VIEW)
 
     def close(self) -> None:
         self._background.wait(raise_error=False)

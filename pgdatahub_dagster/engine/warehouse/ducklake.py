@@ -35,7 +35,7 @@ import duckdb
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
-from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, WarehouseError
+from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import Warehouse
@@ -250,18 +250,19 @@ class DuckLakeWarehouse(DuckDBWarehouse):
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {q(LOCKS_SCHEMA)}")
             self.execute(f"CREATE TABLE {locks} AS SELECT CAST(1 AS BIGINT) AS writes")
 
+    def classify(self, error: Exception) -> PgDataHubError:
+        """A commit that lost the race with another writer may run again (``CommitConflict``,
+        see ``Warehouse.run_transaction``); the rest as on DuckDB."""
+        if isinstance(error, duckdb.TransactionException) and "conflict" in str(error).lower():
+            last_line = str(error).splitlines()[-1]
+            return CommitConflict(f"{self.display_url}: another writer changed the same tables: {last_line}")
+        return super().classify(error)
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         try:
             with super().transaction():
                 yield
-        except duckdb.TransactionException as error:
-            if "conflict" not in str(error).lower():
-                raise
-            first_line = str(error).splitlines()[-1]
-            raise CommitConflict(
-                f"{self.display_url}: another writer changed the same tables: {first_line}"
-            ) from None
         finally:
             self._locked.clear()
 

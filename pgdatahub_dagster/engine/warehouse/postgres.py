@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import polars as pl
 import psycopg
@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
-from pgdatahub_dagster.engine.errors import WarehouseError
+from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
     LINEAGE_COLUMNS,
@@ -33,16 +33,23 @@ from pgdatahub_dagster.engine.warehouse.base import (
 
 _COPY_SLICE_ROWS = 50_000
 
+#: SQLSTATE classes of errors the data or schema of one file causes: data exception (22),
+#: integrity constraint violation (23), syntax error or access rule violation (42, but for
+#: 42501, a missing privilege), program limit exceeded (54: too many columns, a row too big),
+#: feature not supported (0A), cardinality violation (21). Every other class is the system's:
+#: connection exception (08), insufficient resources (53: a full disk), operator intervention
+#: (57: a terminated backend), system error (58), transaction rollback (40: a deadlock, worth a
+#: new run rather than failing the file).
+_DATA_ERROR_CLASSES = frozenset({"22", "23", "42", "54", "0A", "21"})
+#: Errors psycopg raises itself, without a SQLSTATE, about the values it was given.
+_CLIENT_DATA_ERRORS = (psycopg.DataError, psycopg.ProgrammingError, psycopg.NotSupportedError)
+
 
 class PostgresWarehouse(Warehouse):
+    name = "PostgreSQL"
     placeholder = "%s"
-    unique_violation: ClassVar[tuple[type[Exception], ...]] = (psycopg.errors.UniqueViolation,)
-    data_errors: ClassVar[tuple[type[Exception], ...]] = (
-        psycopg.DataError,
-        psycopg.IntegrityError,
-        psycopg.ProgrammingError,
-        psycopg.NotSupportedError,
-    )
+    driver_error = psycopg.Error
+    max_columns = 1600
 
     def __init__(self, conninfo: str, display_url: str, wait_seconds: float = 120.0) -> None:
         super().__init__(display_url)
@@ -71,27 +78,47 @@ class PostgresWarehouse(Warehouse):
     # Every use of the connection first waits for a COPY still running in the background.
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
-        self._background.wait()
-        with self._conn.cursor() as cursor:
-            cursor.execute(query.encode(), params or None)  # bytes: a trusted, composed statement
-            return cursor.rowcount
+        with self.translated():
+            self._background.wait()
+            with self._conn.cursor() as cursor:
+                cursor.execute(query.encode(), params or None)  # bytes: a trusted, composed statement
+                return cursor.rowcount
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        self._background.wait()
-        with self._conn.cursor() as cursor:
-            cursor.execute(query.encode(), params or None)
-            return cursor.fetchall()
+        with self.translated():
+            self._background.wait()
+            with self._conn.cursor() as cursor:
+                cursor.execute(query.encode(), params or None)
+                return cursor.fetchall()
 
     def quote(self, identifier: str) -> str:
-        self._background.wait()
-        return sql.Identifier(identifier).as_string(self._conn)
+        with self.translated():
+            self._background.wait()
+            return sql.Identifier(identifier).as_string(self._conn)
+
+    def classify(self, error: Exception) -> PgDataHubError:
+        state = getattr(error, "sqlstate", None) or ""
+        if state == "42501":
+            return self.system_fault("permission denied", error)
+        if state[:2] in _DATA_ERROR_CLASSES or (not state and isinstance(error, _CLIENT_DATA_ERRORS)):
+            return self.refused(error)
+        if state == "53100":
+            return self.system_fault("the disk is full", error)
+        if state[:2] == "53":
+            return self.system_fault("out of resources", error)
+        if state[:2] == "08" or state in ("57P01", "57P02", "57P03") or self._conn.broken:
+            return self.system_fault("the connection was lost", error)
+        return self.system_fault("the database failed", error)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._background.wait()
+        with self.translated():
+            self._background.wait()
         self._depth += 1
         try:
-            with self._conn.transaction():
+            # psycopg rolls back on an error and, if the rollback fails too (the connection is
+            # gone), only logs that: the first error is the one raised.
+            with self.translated(), self._conn.transaction():
                 try:
                     yield
                     self._background.wait()
@@ -182,7 +209,7 @@ class PostgresWarehouse(Warehouse):
 
     def _write(self, statement: bytes, frame: pl.DataFrame) -> None:
         """The COPY itself; touches nothing but the connection, so it may run in the background."""
-        with self._conn.cursor() as cursor, cursor.copy(statement) as copy:
+        with self.translated(), self._conn.cursor() as cursor, cursor.copy(statement) as copy:
             for part in frame.iter_slices(_COPY_SLICE_ROWS):
                 copy.write(part.write_csv(include_header=False))
 
