@@ -186,7 +186,8 @@ def drive_sensor(
 ) -> SensorResult:
     """Follows the Drive Changes API from its stored page token: registers each new or
     changed spreadsheet under the watched folders as a partition and requests a run for it
-    (run key: file id and content version); hands removed files to ``handle_deleted_files``."""
+    (run key: file id and the number of times the scanner reported it, new at every report);
+    hands removed files to ``handle_deleted_files``."""
     settings = drive.settings()
     if not settings.configured:
         return SensorResult(
@@ -203,16 +204,15 @@ def drive_sensor(
     for line in result.log:
         context.log.info(line)
     known = set(context.instance.get_dynamic_partitions(DRIVE_FILES))
-    gone = sorted({partition_key_for(file_id) for file_id, _ in result.removed} & known)
-    names = dict(result.removed)
+    gone = sorted({partition_key_for(file_id) for file_id in result.removed} & known)
     for key in gone:
         file_id = file_id_for(key)
         context.log.info(
-            f"REMOVED {names[file_id]} ({file_id}): trashed, deleted or moved out of the watched folders"
+            f"REMOVED {result.removed[file_id]} ({file_id}): trashed, deleted, unshared or moved out of "
+            "the watched folders"
         )
-    skipped = result.ignored + len(result.removed) - len(gone)
-    if skipped:
-        context.log.info(f"SKIPPED {skipped} changes outside the watched folders or not spreadsheets")
+    if result.ignored:
+        context.log.info(f"SKIPPED {result.ignored} changes outside the watched folders or not spreadsheets")
     runs, removals = _deletions("drive", drive_files, gone, context.cursor)
     if result.found:
         context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")

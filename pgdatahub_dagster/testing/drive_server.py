@@ -385,6 +385,8 @@ class _Item:
     target_mime_type: str | None = None
     trashed: bool = False
     version: int = 1
+    #: Not visible to the caller any more (``unshare``).
+    hidden: bool = False
 
     def resource(self) -> dict[str, Any]:
         """The full File resource; ``fields`` selection trims it afterwards."""
@@ -732,22 +734,36 @@ class DriveTestServer:
                 self._items[moved_id].drive_id = parent.drive_id
             self._touch(item)
 
-    def trash(self, file_id: str) -> None:
-        """Trash an item; like Drive, everything beneath a folder goes too."""
+    def trash(self, file_id: str, *, descendants_reported: bool = True) -> None:
+        """Trash an item; like Drive, everything beneath a folder goes too. Drive may report
+        only the folder (``descendants_reported=False``): its contents are trashed with it
+        all the same."""
         with self._lock:
-            for item_id in [file_id, *self._descendant_ids(file_id)]:
+            for position, item_id in enumerate([file_id, *self._descendant_ids(file_id)]):
                 item = self._get(item_id)
                 if not item.trashed:
                     item.trashed = True
-                    self._touch(item)
+                    if position == 0 or descendants_reported:
+                        self._touch(item)
 
-    def delete(self, file_id: str) -> None:
-        """Permanently delete an item and, for folders, its descendants."""
+    def delete(self, file_id: str, *, descendants_reported: bool = True) -> None:
+        """Permanently delete an item and, for folders, its descendants (reported one by
+        one, or only the folder)."""
         with self._lock:
             self._get(file_id)
-            for item_id in [file_id, *self._descendant_ids(file_id)]:
+            for position, item_id in enumerate([file_id, *self._descendant_ids(file_id)]):
                 del self._items[item_id]
-                self._changes.append(_Change(item_id, self._tick(), None))
+                if position == 0 or descendants_reported:
+                    self._changes.append(_Change(item_id, self._tick(), None))
+
+    def unshare(self, item_id: str) -> None:
+        """Take the caller's access to an item away (it stops being shared with the service
+        account): it and everything beneath it disappear from every answer, and the change
+        log reports the item alone as removed, as Drive does on a loss of access."""
+        with self._lock:
+            for hidden_id in [item_id, *self._descendant_ids(item_id)]:
+                self._get(hidden_id).hidden = True
+            self._changes.append(_Change(item_id, self._tick(), None))
 
     # -- change tokens -------------------------------------------------------
 
@@ -857,7 +873,8 @@ class DriveTestServer:
     def _touch(self, item: _Item) -> None:
         item.version += 1
         item.modified = self._tick()
-        self._changes.append(_Change(item.id, item.modified, item.resource()))
+        if not item.hidden:
+            self._changes.append(_Change(item.id, item.modified, item.resource()))
 
     def _get(self, item_id: str) -> _Item:
         try:
@@ -937,7 +954,7 @@ class DriveTestServer:
                 return self._list_changes(query)
             if len(segments) in (2, 3) and segments[0] == "files":
                 item = self._items.get(segments[1])
-                if item is None:
+                if item is None or item.hidden:
                     return _error(404, "notFound", f"File not found: {segments[1]}.")
                 if len(segments) == 2 and query.get("alt") == "media":
                     return self._media(item, headers.get("Range"))
@@ -1005,7 +1022,7 @@ class DriveTestServer:
                 return _invalid_parameter("pageToken")
             offset = token_offset
         matches = sorted(
-            (i for i in self._items.values() if predicate is None or predicate(i)),
+            (i for i in self._items.values() if not i.hidden and (predicate is None or predicate(i))),
             key=lambda i: (i.name, i.id),
         )
         payload: dict[str, Any] = {

@@ -41,6 +41,17 @@ def drive_tree(
     return ids
 
 
+@pytest.fixture
+def synced_retracting(
+    test_defs: Definitions, instance: DagsterInstance, drive_tree: dict[str, str], source_dir: Path
+) -> SensorDaemon:
+    """A sensor daemon that has synced the tree once, with Leads under ``on_delete: retract``."""
+    (source_dir / "pgdatahub.yaml").write_text("Leads:\n  on_delete: retract\n")
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    return daemon
+
+
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
     with connect(url) as warehouse:
         return warehouse.fetchall(sql)
@@ -116,16 +127,13 @@ def test_add_rename_move_modify_and_trash(
 
 
 def test_on_delete_retract_removes_a_trashed_files_rows(
-    test_defs: Definitions,
+    synced_retracting: SensorDaemon,
     instance: DagsterInstance,
     drive_server: DriveTestServer,
     drive_tree: dict[str, str],
-    source_dir: Path,
     warehouse_url: str,
 ) -> None:
-    (source_dir / "pgdatahub.yaml").write_text("Leads:\n  on_delete: retract\n")
-    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
-    daemon.sync()
+    daemon = synced_retracting
     drive_server.trash(drive_tree["a"])
     drive_server.move(drive_tree["shortcut"], drive_tree["elsewhere"])  # moved out of the tree
     daemon.sync()
@@ -190,3 +198,57 @@ def test_an_unconfigured_drive_sensor_says_so(test_defs: Definitions, instance: 
     result = SensorDaemon(test_defs, instance, "drive_sensor").evaluate()
     assert not result.run_requests
     assert "PGDATAHUB_DRIVE_FOLDER_ID" in str(result.skip_reason)
+
+
+def test_folders_carry_their_files_renamed_moved_out_and_in(
+    synced_retracting: SensorDaemon,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    """Drive reports a folder's rename or move, never the files inside: the sensor makes
+    them follow, as a fresh import of the tree would."""
+    daemon = synced_retracting
+
+    # Renamed: the rows take the new path (leads_eu becomes leads_europe), nothing is read.
+    drive_server.rename(drive_tree["eu"], "Europe")
+    assert daemon.sync() == [drive_tree["eu_file"]]
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads_europe") == [
+        ("Café Zürich", "Leads/Europe/eu.xlsx")
+    ]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads_eu") == [(0,)]
+
+    # Moved out: every file below leaves (on_delete: retract).
+    drive_server.move(drive_tree["eu"], drive_tree["elsewhere"])
+    daemon.sync()
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads_europe") == [(0,)]
+    assert drive_tree["eu_file"] not in instance.get_dynamic_partitions(drive_files.name)
+
+    # Moved back in: its files come back, although none of them changed.
+    drive_server.move(drive_tree["eu"], drive_tree["leads"])
+    assert daemon.sync() == [drive_tree["eu_file"]]
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads_europe") == [
+        ("Café Zürich", "Leads/Europe/eu.xlsx")
+    ]
+
+
+def test_a_file_moved_out_and_back_in_one_tick_keeps_its_rows(
+    synced_retracting: SensorDaemon,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    daemon = synced_retracting
+    # Into a folder outside the tree, then that folder into the tree, in one tick.
+    box = drive_server.add_folder("Box", drive_tree["elsewhere"])
+    drive_server.move(drive_tree["a"], box)
+    drive_server.move(box, drive_tree["leads"])
+    daemon.sync()
+    assert drive_tree["a"] in instance.get_dynamic_partitions(drive_files.name)
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads_box ORDER BY name") == [
+        ("Acme", "Leads/Box/a.csv"),
+        ("Blue", "Leads/Box/a.csv"),
+    ]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Acme'") == [(0,)]

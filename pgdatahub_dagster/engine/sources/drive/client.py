@@ -27,20 +27,25 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
-from pgdatahub_dagster.engine.sources.base import SourceFile
 
 DRIVE_SCOPES = ["https://www.googleapis.com/auth/drive.readonly"]
 FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
 SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
 SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
+#: Docs Editors files (Docs, Sheets, Slides …) and other Google types: no stored bytes.
+GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
 XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 # Drive returns only the fields asked for; these are all the scanner and source read.
 ITEM_FIELDS = (
-    "id, name, mimeType, parents, md5Checksum, version, modifiedTime, size, trashed, shortcutDetails"
+    "id, name, mimeType, parents, md5Checksum, version, modifiedTime, size, trashed, driveId, shortcutDetails"
 )
 _LIST_FIELDS = f"nextPageToken, files({ITEM_FIELDS})"
-_CHANGES_FIELDS = f"nextPageToken, newStartPageToken, changes(fileId, removed, file({ITEM_FIELDS}))"
+# A change of changeType "drive" (a shared drive renamed, deleted …) has no fileId.
+_CHANGES_FIELDS = (
+    "nextPageToken, newStartPageToken, "
+    f"changes(changeType, fileId, driveId, removed, time, file({ITEM_FIELDS}))"
+)
 _PAGE_SIZE = 1000
 _HTTP_TIMEOUT_SECONDS = 120
 # Statuses with which Drive rejects a changes page token that is invalid or too old.
@@ -74,6 +79,8 @@ class DriveItem:
     trashed: bool
     shortcut_target_id: str | None = None
     shortcut_target_mime_type: str | None = None
+    #: The shared drive the item is in; None in a My Drive.
+    drive_id: str | None = None
 
     @classmethod
     def from_api(cls, resource: dict[str, Any]) -> DriveItem:
@@ -85,11 +92,13 @@ class DriveItem:
             mime_type=resource.get("mimeType", ""),
             parent_id=parents[0] if parents else None,
             md5=resource.get("md5Checksum"),
-            version=resource.get("version"),
+            # A string in Drive's answers; some emulators send a JSON number.
+            version=None if resource.get("version") is None else str(resource["version"]),
             modified_time=resource.get("modifiedTime"),
             trashed=bool(resource.get("trashed", False)),
             shortcut_target_id=shortcut.get("targetId"),
             shortcut_target_mime_type=shortcut.get("targetMimeType"),
+            drive_id=resource.get("driveId"),
         )
 
     @property
@@ -112,21 +121,28 @@ class DriveItem:
         return f"v{self.version}" if self.version else f"t{self.modified_time or '0'}"
 
     @property
+    def fingerprint(self) -> str:
+        """What changes when the content or its modification time does and, as far as Drive
+        allows, not when the file is only renamed, moved or shared: a stored file's md5; a
+        native Sheet has none, so its modification time alone stands for its content."""
+        modified = self.modified_time or ""
+        if self.md5:
+            return f"md5:{self.md5}@{modified}"
+        if self.is_native_sheet and modified:
+            return f"sheet@{modified}"
+        return f"{self.revision}@{modified}"
+
+    @property
     def modified_at(self) -> datetime | None:
         if not self.modified_time:
             return None
         return datetime.fromisoformat(self.modified_time.replace("Z", "+00:00"))
 
-    def as_source_file(self, path: str, content: DriveItem | None = None) -> SourceFile:
-        """This item at ``path``; ``content`` is the item its bytes come from (a shortcut's
-        target), by default itself."""
-        content = content or self
-        return SourceFile(self.id, path, content.revision, content.modified_at)
-
 
 @dataclass(frozen=True)
 class DriveChange:
-    file_id: str
+    #: None for a change to a shared drive itself (``changeType: drive``).
+    file_id: str | None
     removed: bool
     item: DriveItem | None
 
@@ -264,7 +280,7 @@ class DriveClient:
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
         changes = [
             DriveChange(
-                file_id=change["fileId"],
+                file_id=change.get("fileId") if change.get("changeType", "file") == "file" else None,
                 removed=bool(change.get("removed", False)),
                 item=DriveItem.from_api(change["file"]) if change.get("file") else None,
             )

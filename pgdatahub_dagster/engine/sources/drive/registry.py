@@ -1,24 +1,36 @@
-"""The registry of watched Drive folders, kept in the warehouse (``drive_folder_registry``).
+"""What the Drive sensor knows of the watched tree, kept in the warehouse.
 
-Drive tells a file's parent folder id, not its path; the registry maps folder ids to
-paths below their root, and so files to tables through the folder mapping. Changes keep
-it current: a folder renamed or moved changes where files imported *later* go, while
-rows already loaded keep the path they were imported under.
+``drive_folders`` maps folder ids to paths below their root (Drive tells a file's parent
+folder id, not its path), and so files to tables through the folder mapping; it also
+remembers which folders the walk of the tree has listed, so a walk too large for one sensor
+tick continues on the next one, even after a restart.
 
-It also remembers which folders the walk of the tree has listed, so a walk too large
-for one sensor tick continues on the next one, even after a restart.
+``drive_files`` holds every spreadsheet the sensor has reported, with the path and content
+fingerprint it reported: Drive reports a change for a folder renamed, moved or removed, not
+for the files inside it, so this is where the scanner finds them. A row stays (``present``
+false) after its file left the tree, so a file coming back is recognised.
+
+The scanner writes both inside one transaction per tick (so a tick that fails leaves them as
+they were); the mutating methods here expect the caller to hold it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pgdatahub_dagster.engine.sources.drive.client import DriveItem
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
-REGISTRY_TABLE = "drive_folder_registry"
+FOLDERS_TABLE = "drive_folders"
+FILES_TABLE = "drive_files"
+#: The folder registry of earlier versions, without the file index: dropped, and the tree
+#: walked again to fill the new tables.
+_LEGACY_TABLE = "drive_folder_registry"
 
-_DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
+_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {FOLDERS_TABLE} (
     folder_id TEXT PRIMARY KEY,
     parent_id TEXT,
     root_id TEXT NOT NULL,
@@ -26,34 +38,81 @@ _DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
     path TEXT NOT NULL,
     listed BOOLEAN NOT NULL,
     updated_at TIMESTAMP WITH TIME ZONE NOT NULL
-)"""
+)""",
+    f"""CREATE TABLE IF NOT EXISTS {FILES_TABLE} (
+    file_id TEXT PRIMARY KEY,
+    parent_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    modified_time TEXT,
+    target_id TEXT,
+    present BOOLEAN NOT NULL,
+    walked BOOLEAN NOT NULL,
+    reported INTEGER NOT NULL
+)""",
+)
+_FILE_COLUMNS = "file_id, parent_id, name, path, fingerprint, modified_time, target_id, present, reported"
+# Parent ids per query: few queries for large folders, and a statement every database takes.
+_IDS_PER_QUERY = 200
 
 
-def _segment(name: str) -> str:
-    # A "/" inside a Drive name must not read as a sub-folder.
+def segment(name: str) -> str:
+    """A Drive name as one path segment: a "/" inside it must not read as a sub-folder."""
     return name.replace("/", "_")
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """A spreadsheet as the sensor last saw it."""
+
+    file_id: str
+    parent_id: str
+    name: str
+    path: str
+    #: What changes when the content (or its modification time) changes; empty when a
+    #: shortcut's target is gone, so there is nothing to import.
+    fingerprint: str
+    modified_time: str | None
+    #: The file a shortcut points at; None for other files.
+    target_id: str | None
+    #: Inside the watched tree.
+    present: bool
+    #: How many times the sensor has reported this file: a run key part that is new at
+    #: every report, whatever the file's own version.
+    reported: int
+
+    @property
+    def live(self) -> bool:
+        """In the tree, with content to import."""
+        return self.present and bool(self.fingerprint)
 
 
 class FolderRegistry:
     def __init__(self, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
         with warehouse.transaction():
-            warehouse.lock(REGISTRY_TABLE)
-            warehouse.execute(_DDL)
+            warehouse.lock(FOLDERS_TABLE)
+            if warehouse.table_exists(_LEGACY_TABLE):
+                warehouse.execute(f"DROP TABLE {_LEGACY_TABLE}")
+            for statement in _DDL:
+                warehouse.execute(statement)
 
     def _p(self, count: int) -> str:
         return ", ".join([self.warehouse.placeholder] * count)
 
+    # -- folders -----------------------------------------------------------------------------
+
     def folder(self, folder_id: str) -> tuple[str, str] | None:
         """``(root_id, path)`` of a watched folder; ``None`` when it is not watched."""
         rows = self.warehouse.fetchall(
-            f"SELECT root_id, path FROM {REGISTRY_TABLE} WHERE folder_id = {self._p(1)}", (folder_id,)
+            f"SELECT root_id, path FROM {FOLDERS_TABLE} WHERE folder_id = {self._p(1)}", (folder_id,)
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
     def root_name(self, root_id: str) -> str:
         rows = self.warehouse.fetchall(
-            f"SELECT name FROM {REGISTRY_TABLE} WHERE folder_id = {self._p(1)}", (root_id,)
+            f"SELECT name FROM {FOLDERS_TABLE} WHERE folder_id = {self._p(1)}", (root_id,)
         )
         return str(rows[0][0]) if rows else root_id
 
@@ -64,13 +123,13 @@ class FolderRegistry:
         folder = self.folder(item.parent_id)
         if folder is None:
             return None
-        return f"{folder[1]}/{_segment(item.name)}" if folder[1] else _segment(item.name)
+        return f"{folder[1]}/{segment(item.name)}" if folder[1] else segment(item.name)
 
     def _write(
         self, folder_id: str, parent_id: str | None, root_id: str, name: str, path: str, listed: bool
     ) -> None:
         self.warehouse.execute(
-            f"INSERT INTO {REGISTRY_TABLE} (folder_id, parent_id, root_id, name, path, listed, updated_at) "
+            f"INSERT INTO {FOLDERS_TABLE} (folder_id, parent_id, root_id, name, path, listed, updated_at) "
             f"VALUES ({self._p(7)}) ON CONFLICT (folder_id) DO UPDATE SET parent_id = excluded.parent_id, "
             "root_id = excluded.root_id, name = excluded.name, path = excluded.path, "
             "listed = excluded.listed, updated_at = excluded.updated_at",
@@ -78,50 +137,54 @@ class FolderRegistry:
         )
 
     def set_roots(self, roots: list[DriveItem]) -> None:
-        """Start a full walk: forget everything, then register the roots as unlisted."""
-        with self.warehouse.transaction():
-            self.warehouse.execute(f"DELETE FROM {REGISTRY_TABLE}")
-            for root in roots:
-                self._write(root.id, None, root.id, root.name, "", listed=False)
+        """Start a full walk: forget every folder, register the roots as unlisted, and mark
+        every file as not met yet (the walk's end tells which files are gone)."""
+        self.warehouse.execute(f"DELETE FROM {FOLDERS_TABLE}")
+        self.warehouse.execute(f"UPDATE {FILES_TABLE} SET walked = FALSE")
+        for root in roots:
+            self._write(root.id, None, root.id, root.name, "", listed=False)
 
     def is_root(self, folder_id: str) -> bool:
         folder = self.folder(folder_id)
         return folder is not None and folder[0] == folder_id
 
-    def upsert(self, item: DriveItem) -> bool:
+    def upsert(self, item: DriveItem) -> str:
         """Register a folder found under a watched folder, or follow its rename or move.
 
-        Returns ``True`` when it is new to the registry: its contents must be listed.
+        Returns ``"new"`` when it is new to the registry (its contents must be listed),
+        ``"moved"`` when its path changed (every folder below follows), else ``"same"``.
         """
         assert item.parent_id is not None
         parent = self.folder(item.parent_id)
         assert parent is not None
         root_id, parent_path = parent
-        path = f"{parent_path}/{_segment(item.name)}" if parent_path else _segment(item.name)
+        path = f"{parent_path}/{segment(item.name)}" if parent_path else segment(item.name)
         existing = self.folder(item.id)
-        with self.warehouse.transaction():
-            if existing is None:
-                self._write(item.id, item.parent_id, root_id, item.name, path, listed=False)
-                return True
-            listed = bool(
-                self.warehouse.fetchall(
-                    f"SELECT listed FROM {REGISTRY_TABLE} WHERE folder_id = {self._p(1)}", (item.id,)
-                )[0][0]
-            )
-            self._write(item.id, item.parent_id, root_id, item.name, path, listed)
-            if existing != (root_id, path):
-                self._repath_descendants(item.id, root_id, path)
-        return False
+        if existing is None:
+            self._write(item.id, item.parent_id, root_id, item.name, path, listed=False)
+            return "new"
+        listed = bool(
+            self.warehouse.fetchall(
+                f"SELECT listed FROM {FOLDERS_TABLE} WHERE folder_id = {self._p(1)}", (item.id,)
+            )[0][0]
+        )
+        self._write(item.id, item.parent_id, root_id, item.name, path, listed)
+        if existing == (root_id, path):
+            return "same"
+        self._repath_descendants(item.id, root_id, path)
+        return "moved"
 
     def rename_root(self, item: DriveItem) -> None:
+        """A root's name (its table's name) may change; its contents are listed again, which
+        brings back what a root trashed and restored holds."""
         self.warehouse.execute(
-            f"UPDATE {REGISTRY_TABLE} SET name = {self._p(1)} WHERE folder_id = {self._p(1)}",
+            f"UPDATE {FOLDERS_TABLE} SET name = {self._p(1)}, listed = FALSE WHERE folder_id = {self._p(1)}",
             (item.name, item.id),
         )
 
     def _children(self, folder_id: str) -> list[tuple[str, str]]:
         rows = self.warehouse.fetchall(
-            f"SELECT folder_id, name FROM {REGISTRY_TABLE} WHERE parent_id = {self._p(1)}", (folder_id,)
+            f"SELECT folder_id, name FROM {FOLDERS_TABLE} WHERE parent_id = {self._p(1)}", (folder_id,)
         )
         return [(str(child), str(name)) for child, name in rows]
 
@@ -130,42 +193,109 @@ class FolderRegistry:
         while pending:
             parent_id, parent_path = pending.pop()
             for child_id, name in self._children(parent_id):
-                child_path = f"{parent_path}/{_segment(name)}"
+                child_path = f"{parent_path}/{segment(name)}"
                 self.warehouse.execute(
-                    f"UPDATE {REGISTRY_TABLE} SET root_id = {self._p(1)}, path = {self._p(1)} "
+                    f"UPDATE {FOLDERS_TABLE} SET root_id = {self._p(1)}, path = {self._p(1)} "
                     f"WHERE folder_id = {self._p(1)}",
                     (root_id, child_path, child_id),
                 )
                 pending.append((child_id, child_path))
 
-    def remove(self, folder_id: str) -> None:
-        """Stop watching a folder (trashed, deleted or moved out) and everything below it."""
-        with self.warehouse.transaction():
-            pending = [folder_id]
-            while pending:
-                current = pending.pop()
-                pending += [child for child, _ in self._children(current)]
-                self.warehouse.execute(
-                    f"DELETE FROM {REGISTRY_TABLE} WHERE folder_id = {self._p(1)}", (current,)
-                )
+    def subtree(self, folder_id: str) -> list[str]:
+        """The folder and every registered folder below it."""
+        found, pending = [], [folder_id]
+        while pending:
+            current = pending.pop()
+            found.append(current)
+            pending += [child for child, _ in self._children(current)]
+        return found
+
+    def remove(self, folder_ids: Sequence[str]) -> None:
+        """Stop watching these folders (trashed, deleted or moved out)."""
+        for folder_id in folder_ids:
+            self.warehouse.execute(
+                f"DELETE FROM {FOLDERS_TABLE} WHERE folder_id = {self._p(1)}", (folder_id,)
+            )
 
     def unlisted(self, limit: int) -> list[str]:
         rows = self.warehouse.fetchall(
-            f"SELECT folder_id FROM {REGISTRY_TABLE} WHERE NOT listed "
+            f"SELECT folder_id FROM {FOLDERS_TABLE} WHERE NOT listed "
             f"ORDER BY path, folder_id LIMIT {int(limit)}"
         )
         return [str(row[0]) for row in rows]
 
     def mark_listed(self, folder_ids: list[str]) -> None:
-        with self.warehouse.transaction():
-            for folder_id in folder_ids:
-                self.warehouse.execute(
-                    f"UPDATE {REGISTRY_TABLE} SET listed = TRUE WHERE folder_id = {self._p(1)}", (folder_id,)
-                )
+        for folder_id in folder_ids:
+            self.warehouse.execute(
+                f"UPDATE {FOLDERS_TABLE} SET listed = TRUE WHERE folder_id = {self._p(1)}", (folder_id,)
+            )
 
     def folder_ids(self) -> list[str]:
-        rows = self.warehouse.fetchall(f"SELECT folder_id FROM {REGISTRY_TABLE} ORDER BY path, folder_id")
+        rows = self.warehouse.fetchall(f"SELECT folder_id FROM {FOLDERS_TABLE} ORDER BY path, folder_id")
         return [str(row[0]) for row in rows]
 
     def count(self) -> int:
-        return int(self.warehouse.fetchall(f"SELECT count(*) FROM {REGISTRY_TABLE}")[0][0])
+        return int(self.warehouse.fetchall(f"SELECT count(*) FROM {FOLDERS_TABLE}")[0][0])
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _files(self, where: str, params: Sequence[object]) -> list[IndexedFile]:
+        rows = self.warehouse.fetchall(
+            f"SELECT {_FILE_COLUMNS} FROM {FILES_TABLE} WHERE {where} ORDER BY file_id", params
+        )
+        return [
+            IndexedFile(
+                file_id=str(row[0]),
+                parent_id=str(row[1]),
+                name=str(row[2]),
+                path=str(row[3]),
+                fingerprint=str(row[4]),
+                modified_time=None if row[5] is None else str(row[5]),
+                target_id=None if row[6] is None else str(row[6]),
+                present=bool(row[7]),
+                reported=int(row[8]),
+            )
+            for row in rows
+        ]
+
+    def indexed(self, file_id: str) -> IndexedFile | None:
+        found = self._files(f"file_id = {self._p(1)}", (file_id,))
+        return found[0] if found else None
+
+    def files_in(self, folder_ids: Sequence[str]) -> list[IndexedFile]:
+        """The files in the tree directly inside any of ``folder_ids``."""
+        found: list[IndexedFile] = []
+        for start in range(0, len(folder_ids), _IDS_PER_QUERY):
+            batch = folder_ids[start : start + _IDS_PER_QUERY]
+            found += self._files(f"present AND parent_id IN ({self._p(len(batch))})", batch)
+        return found
+
+    def shortcuts_to(self, target_id: str) -> list[IndexedFile]:
+        """The shortcuts in the tree that point at ``target_id``."""
+        return self._files(f"present AND target_id = {self._p(1)}", (target_id,))
+
+    def not_walked(self) -> list[IndexedFile]:
+        """Files in the tree that the walk now ending did not meet: they are gone."""
+        return self._files("present AND NOT walked", ())
+
+    def put(self, file: IndexedFile) -> None:
+        """Record a file's state; a file written while the tree is walked has been met."""
+        self.warehouse.execute(
+            f"INSERT INTO {FILES_TABLE} ({_FILE_COLUMNS}, walked) VALUES ({self._p(10)}) "
+            "ON CONFLICT (file_id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, "
+            "path = excluded.path, fingerprint = excluded.fingerprint, "
+            "modified_time = excluded.modified_time, target_id = excluded.target_id, "
+            "present = excluded.present, walked = excluded.walked, reported = excluded.reported",
+            (
+                file.file_id,
+                file.parent_id,
+                file.name,
+                file.path,
+                file.fingerprint,
+                file.modified_time,
+                file.target_id,
+                file.present,
+                file.reported,
+                True,
+            ),
+        )
