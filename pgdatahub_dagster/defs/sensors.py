@@ -42,8 +42,8 @@ from pgdatahub_dagster.defs.partitions import (
     partition_key_for,
 )
 from pgdatahub_dagster.defs.resources import DriveResource, LocalFolderResource, WarehouseResource
-from pgdatahub_dagster.engine.sources import SourceFile
-from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
+from pgdatahub_dagster.engine.sources import SourceFile, SourceUnavailableError
+from pgdatahub_dagster.engine.sources.drive import DriveError, DriveScanner, FolderRegistry
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30"))
 # The Drive sensor reads and updates the folder registry in the warehouse. A DuckDB file
@@ -196,11 +196,20 @@ def drive_sensor(
             cursor=context.cursor,
         )
     state = drive_state_from_json(context.cursor)
-    with warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS) as opened:
-        scanner = DriveScanner(
-            drive.client(), FolderRegistry(opened), settings.folder_ids, budget_seconds=settings.tick_seconds
-        )
-        result = scanner.scan(state)
+    try:
+        with warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS) as opened:
+            scanner = DriveScanner(
+                drive.client(),
+                FolderRegistry(opened),
+                settings.folder_ids,
+                budget_seconds=settings.tick_seconds,
+            )
+            result = scanner.scan(state)
+    except (SourceUnavailableError, DriveError) as error:
+        # Refused credentials, Drive failing after every retry: one clear line, and the next
+        # tick starts from the same cursor (the failed tick changed nothing).
+        context.log.error(str(error))
+        return SensorResult(skip_reason=str(error), cursor=context.cursor)
     for line in result.log:
         context.log.info(line)
     known = set(context.instance.get_dynamic_partitions(DRIVE_FILES))

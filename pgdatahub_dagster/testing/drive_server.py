@@ -36,7 +36,7 @@ FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
 SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
 SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
 XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-FAULT_KINDS = frozenset({"429", "503", "403_rate", "slow", "drop"})
+FAULT_KINDS = frozenset({"429", "503", "403_rate", "400", "404", "410", "slow", "drop"})
 
 _GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
 _JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -51,6 +51,7 @@ _STATUS_NAMES = {
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
+    410: "GONE",
     416: "OUT_OF_RANGE",
     429: "RESOURCE_EXHAUSTED",
     501: "UNIMPLEMENTED",
@@ -463,22 +464,22 @@ def _error(
     *,
     domain: str = "global",
     location: str | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> _Response:
     detail: dict[str, str] = {"domain": domain, "reason": reason, "message": message}
     if location is not None:
         detail["locationType"] = "parameter"
         detail["location"] = location
-    return _json_response(
-        {
-            "error": {
-                "code": status,
-                "message": message,
-                "errors": [detail],
-                "status": _STATUS_NAMES[status],
-            }
-        },
-        status,
-    )
+    body: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "errors": [detail],
+        "status": _STATUS_NAMES[status],
+    }
+    if details is not None:
+        # Newer Drive answers carry google.rpc details too, listed before ``errors``.
+        body = {"code": status, "message": message, "details": details, **body}
+    return _json_response({"error": body}, status)
 
 
 def _invalid_parameter(name: str, message: str = "Invalid Value") -> _Response:
@@ -490,6 +491,12 @@ def _fault_response(kind: str) -> _Response:
         return _error(429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
     if kind == "503":
         return _error(503, "backendError", "Backend Error")
+    if kind == "400":
+        return _error(400, "badRequest", "Bad Request")
+    if kind == "404":
+        return _error(404, "notFound", "Shared drive not found.")
+    if kind == "410":
+        return _error(410, "deleted", "The page token is too old.", location="pageToken")
     return _error(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits")
 
 
@@ -541,13 +548,19 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(target.query, keep_blank_values=True))
         fault = drive._begin_request(method, target.path, query, self.path)
         if method != "GET":
-            # Unread request bodies would corrupt the next request on a
-            # kept-alive connection, so give up on the connection instead.
+            # The body is read (the token endpoint needs the client to finish sending it),
+            # and the connection closed after the answer.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.close_connection = True
         if fault == "slow":
             time.sleep(drive.slow_seconds)
-        if fault in ("429", "503", "403_rate"):
+        if fault in ("429", "503", "403_rate", "400", "404", "410"):
             response = _fault_response(fault)
+        elif method == "POST" and target.path == "/token":
+            # The OAuth token endpoint: every refresh is refused, as for a revoked grant.
+            response = _json_response(
+                {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, 400
+            )
         elif method != "GET":
             response = _error(501, "notImplemented", f"DriveTestServer does not implement {method}.")
         else:
@@ -655,6 +668,14 @@ class DriveTestServer:
             raise RuntimeError("DriveTestServer is not running; call start()")
         return f"http://127.0.0.1:{self._server.server_address[1]}/drive/v3/"
 
+    @property
+    def token_uri(self) -> str:
+        """An OAuth token endpoint that refuses every refresh (``invalid_grant``), as Google's
+        does for revoked or expired credentials."""
+        if self._server is None:
+            raise RuntimeError("DriveTestServer is not running; call start()")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
     # -- state mutation ----------------------------------------------------
 
     def add_folder(
@@ -696,6 +717,13 @@ class DriveTestServer:
     def add_google_sheet(self, name: str, parent_id: str, xlsx_bytes: bytes) -> str:
         """Create a native Sheet whose xlsx export returns ``xlsx_bytes``."""
         return self._create(name, parent_id, SHEET_MIME_TYPE, content=xlsx_bytes)
+
+    def add_google_file(self, name: str, parent_id: str, mime_type: str) -> str:
+        """Create another Docs Editors file (``application/vnd.google-apps.document``, a Doc;
+        ``…presentation``, Slides): it has no bytes to download, whatever its name says."""
+        if not mime_type.startswith(_GOOGLE_APPS_PREFIX) or mime_type in (FOLDER_MIME_TYPE, SHEET_MIME_TYPE):
+            raise ValueError("use add_folder/add_google_sheet for folders and Sheets")
+        return self._create(name, parent_id, mime_type)
 
     def add_shortcut(self, name: str, parent_id: str, target_id: str) -> str:
         with self._lock:
@@ -834,6 +862,7 @@ class DriveTestServer:
         item_id: str | None = None,
         modified_time: datetime | None = None,
     ) -> str:
+        explicit = item_id is not None
         with self._lock:
             if parent_id is not None:
                 if drive_id is not None:
@@ -841,12 +870,13 @@ class DriveTestServer:
                 drive_id = self._get_folder(parent_id).drive_id
             elif mime_type != FOLDER_MIME_TYPE:
                 raise ValueError("only folders may be roots")
-            if item_id is None:
+            # A new id never takes one given explicitly before (a rebuilt tree mixes both).
+            while item_id is None or (item_id in self._items and not explicit):
                 self._id_counter += 1
                 digest = hashlib.sha256(f"drive-test:{self._id_counter}".encode()).digest()
                 # Real ids look like "1AbC...": 33 url-safe characters.
                 item_id = "1" + base64.urlsafe_b64encode(digest).decode()[:32]
-            elif item_id in self._items:
+            if explicit and item_id in self._items:
                 raise ValueError(f"an item with id {item_id} exists already")
             now = self._tick()
             stamp = now if modified_time is None else modified_time
@@ -1115,7 +1145,12 @@ class DriveTestServer:
                 location="mimeType",
             )
         if len(item.content) > self.export_limit_bytes:
-            return _error(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
+            return _error(
+                403,
+                "exportSizeLimitExceeded",
+                "This file is too large to be exported.",
+                details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "FORBIDDEN"}],
+            )
         # Range is deliberately ignored: the whole workbook comes back with a
         # 200, and MediaIoBaseDownload then finishes on Content-Length alone.
         return _Response(200, item.content, XLSX_MIME_TYPE)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import google.auth.exceptions
 import google.oauth2.credentials
 import google_auth_httplib2
 import httplib2
@@ -27,6 +28,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
+from pgdatahub_dagster.engine.sources.base import SourceUnavailableError
 
 DRIVE_SCOPES = ["https://www.googleapis.com/auth/drive.readonly"]
 FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
@@ -48,7 +50,8 @@ _CHANGES_FIELDS = (
 )
 _PAGE_SIZE = 1000
 _HTTP_TIMEOUT_SECONDS = 120
-# Statuses with which Drive rejects a changes page token that is invalid or too old.
+# Drive rejects a changes page token that is invalid or too old with 400 ("Invalid Value" at
+# location pageToken), or 410 (gone); any other 400 or 404 is a fault of its own.
 _REJECTED_TOKEN_STATUSES = (400, 404, 410)
 _EXPORT_TOO_LARGE = (
     "this Google Sheet is over Drive's 10 MB export limit, so it cannot be exported as xlsx; "
@@ -63,6 +66,11 @@ class DriveError(PgDataHubError):
 
 class InvalidPageToken(DriveError):
     """The stored changes page token was rejected; the tree must be walked again."""
+
+
+class CredentialsRefused(SourceUnavailableError):
+    """Google refused the credentials (revoked, expired, deleted key): nothing in Drive can
+    be read until they are replaced."""
 
 
 @dataclass(frozen=True)
@@ -176,10 +184,27 @@ def load_credentials(path: Path) -> Any:
     raise ConfigError(f"{path}: not a service-account key or an OAuth authorized-user token file")
 
 
-def _reason(error: HttpError) -> str:
-    details = error.error_details if isinstance(error.error_details, list) else []
-    reasons = [d.get("reason", "") for d in details if isinstance(d, dict)]
-    return reasons[0] if reasons else ""
+def _error_entries(error: HttpError) -> list[dict[str, Any]]:
+    """Every entry of the error body's ``errors`` and ``details`` lists: Drive may send
+    both, and googleapiclient's ``error_details`` keeps only one of them."""
+    try:
+        body = json.loads(error.content.decode("utf-8")).get("error", {})
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return []
+    entries = [*(body.get("errors") or []), *(body.get("details") or [])] if isinstance(body, dict) else []
+    return [entry for entry in entries if isinstance(entry, dict)]
+
+
+def _has_reason(error: HttpError, reason: str) -> bool:
+    return any(entry.get("reason") == reason for entry in _error_entries(error))
+
+
+def _is_rejected_token(error: HttpError) -> bool:
+    if error.status_code == 410:
+        return True
+    return error.status_code in _REJECTED_TOKEN_STATUSES and any(
+        entry.get("location") == "pageToken" for entry in _error_entries(error)
+    )
 
 
 class DriveClient:
@@ -189,9 +214,12 @@ class DriveClient:
         num_retries: int = 5,
         chunk_bytes: int = 8 * 1024 * 1024,
         page_size: int = _PAGE_SIZE,
+        credentials_name: str = "the Google credentials",
     ) -> None:
         self._files = service.files()
         self._changes = service.changes()
+        #: Named in the message when Google refuses the credentials.
+        self.credentials_name = credentials_name
         self.num_retries = num_retries
         self.chunk_bytes = chunk_bytes
         self.page_size = page_size
@@ -219,18 +247,44 @@ class DriveClient:
             cache_discovery=False,
             client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
         )
-        return cls(service, num_retries=num_retries, chunk_bytes=chunk_bytes, page_size=page_size)
+        return cls(
+            service,
+            num_retries=num_retries,
+            chunk_bytes=chunk_bytes,
+            page_size=page_size,
+            credentials_name=str(credentials_file),
+        )
+
+    def _refused(self) -> CredentialsRefused:
+        # google-auth's message may quote the token endpoint's answer: never shown.
+        return CredentialsRefused(
+            f"{self.credentials_name}: Google refused these credentials (revoked, expired, or the key "
+            "was deleted); create a new service-account key or authorized-user token file and point "
+            "PGDATAHUB_DRIVE_CREDENTIALS at it"
+        )
+
+    def _send(self, request: Any) -> Any:
+        """``request.execute`` with retries; refused credentials raise ``CredentialsRefused``."""
+        try:
+            return request.execute(num_retries=self.num_retries)
+        except google.auth.exceptions.RefreshError:
+            raise self._refused() from None
+        except google.auth.exceptions.TransportError:
+            raise SourceUnavailableError(
+                f"{self.credentials_name}: Google's token endpoint cannot be reached to refresh "
+                "these credentials; check the network"
+            ) from None
 
     def _execute(self, request: Any) -> Any:
         try:
-            return request.execute(num_retries=self.num_retries)
+            return self._send(request)
         except HttpError as error:
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
 
     def get(self, file_id: str) -> DriveItem:
         request = self._files.get(fileId=file_id, fields=ITEM_FIELDS, supportsAllDrives=True)
         try:
-            return DriveItem.from_api(request.execute(num_retries=self.num_retries))
+            return DriveItem.from_api(self._send(request))
         except HttpError as error:
             if error.status_code == 404:
                 raise FileNotFoundError(f"{file_id}: no such file in Drive, or no access to it") from None
@@ -273,9 +327,9 @@ class DriveClient:
             includeItemsFromAllDrives=True,
         )
         try:
-            response = request.execute(num_retries=self.num_retries)
+            response = self._send(request)
         except HttpError as error:
-            if error.status_code in _REJECTED_TOKEN_STATUSES:
+            if _is_rejected_token(error):
                 raise InvalidPageToken(f"Drive rejected the changes page token: {error.reason}") from None
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
         changes = [
@@ -302,6 +356,8 @@ class DriveClient:
         while not done:
             try:
                 _, done = downloader.next_chunk(num_retries=self.num_retries)
+            except google.auth.exceptions.RefreshError:
+                raise self._refused() from None
             except _DROPPED_CONNECTION:
                 # The client's retry loop does not cover a body cut off mid-way; the
                 # downloader only advances after a whole chunk, so asking again resumes.
@@ -310,7 +366,7 @@ class DriveClient:
                     raise FileImportError(display_name, "the download from Drive kept breaking off") from None
                 time.sleep(min(2**dropped, 30) * 0.1)
             except HttpError as error:
-                if _reason(error) == "exportSizeLimitExceeded":
+                if _has_reason(error, "exportSizeLimitExceeded"):
                     raise FileImportError(display_name, _EXPORT_TOO_LARGE) from None
                 raise FileImportError(
                     display_name, f"Drive answered {error.status_code}: {error.reason}"

@@ -260,3 +260,33 @@ def test_tick_cost_grows_with_changes_not_with_the_tree(
     assert len(result.found) == 10
     assert calls <= 2 * 10 + pages
     assert calls == 1
+
+
+def test_shortcuts_follow_their_targets_changes(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids, scanner, state = _walked(drive_server, client, registry)
+    shortcut = drive_server.add_shortcut("link.csv", ids["leads"], ids["outside"])
+    folder_link = drive_server.add_shortcut("folder link", ids["leads"], ids["other"])
+    result = scanner.scan(state)
+    assert [f.path for f in result.found.values()] == ["Leads/link.csv"]
+    assert folder_link not in result.found  # folder shortcuts are not followed
+
+    # The target, outside the tree, changes: the shortcut's content did.
+    drive_server.update_content(ids["outside"], b"x\n2\n")
+    result = scanner.scan(result.state)
+    assert list(result.found) == [shortcut]
+    # The target goes to the trash: nothing left to import, the shortcut counts as removed.
+    drive_server.trash(ids["outside"])
+    result = scanner.scan(result.state)
+    assert (result.found, result.removed) == ({}, {shortcut: "Leads/link.csv"})
+
+
+def test_spreadsheets_are_told_by_mime_type_first(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    drive_server.add_google_file("notes.csv", ids["leads"], "application/vnd.google-apps.document")
+    drive_server.add_google_file("deck.txt", ids["leads"], "application/vnd.google-apps.presentation")
+    result = _scanner(client, registry, ids["root"]).scan(ScanState())
+    assert {f.path for f in result.found.values()} == {"Leads/a.csv", "Leads/2024/b.xlsx", "top.csv"}
