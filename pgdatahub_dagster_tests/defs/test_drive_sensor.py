@@ -252,3 +252,27 @@ def test_a_file_moved_out_and_back_in_one_tick_keeps_its_rows(
         ("Blue", "Leads/Box/a.csv"),
     ]
     assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Acme'") == [(0,)]
+
+
+def test_an_import_asks_for_the_file_once_and_removals_log_the_path(
+    test_defs: Definitions,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    instance: DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    drive_server.update_content(drive_tree["a"], b"name,city\nAcme,Oslo\n")
+    drive_server.reset_request_log()
+    assert daemon.sync() == [drive_tree["a"]]
+    metadata_gets = [
+        query for _, path, query in drive_server.request_log if path.endswith(f"/files/{drive_tree['a']}")
+    ]
+    assert [query.get("alt") for query in metadata_gets] == ["json", "media"]  # one files.get, one download
+
+    drive_server.trash(drive_tree["a"])
+    capfd.readouterr()
+    daemon.tick()
+    # The sensor's log goes to Dagster's handler on stderr.
+    assert f"REMOVED Leads/a.csv ({drive_tree['a']})" in capfd.readouterr().err
