@@ -424,8 +424,24 @@ class _Change:
     # A snapshot taken when the change happened, so a consumer replaying the
     # log sees each intermediate state; None marks a permanent deletion.
     file: dict[str, Any] | None
+    #: The shared drive the item was in: its changes are in that drive's change log.
+    drive_id: str | None = None
+    #: A change to a shared drive itself (``changeType: drive``; ``file_id`` is its id).
+    of_drive: bool = False
 
     def resource(self) -> dict[str, Any]:
+        if self.of_drive:
+            # No fileId and no file: what a client must not trip over.
+            drive: dict[str, Any] = {
+                "kind": "drive#change",
+                "changeType": "drive",
+                "driveId": self.file_id,
+                "removed": self.file is None,
+                "time": _rfc3339(self.time),
+            }
+            if self.file is not None:
+                drive["drive"] = self.file
+            return drive
         resource: dict[str, Any] = {
             "kind": "drive#change",
             "changeType": "file",
@@ -433,6 +449,8 @@ class _Change:
             "removed": self.file is None,
             "time": _rfc3339(self.time),
         }
+        if self.drive_id is not None:
+            resource["driveId"] = self.drive_id
         if self.file is not None:
             resource["file"] = self.file
         return resource
@@ -598,6 +616,13 @@ class DriveTestServer:
     ) -> None:
         self.export_limit_bytes = export_limit_bytes
         self.slow_seconds = slow_seconds
+        #: Whether the caller is a member of the shared drives (then their files' changes
+        #: are in each drive's change log only); otherwise it sees their items as shared with
+        #: it, in its own change log, and cannot read the drives' logs.
+        self.shared_drive_members = True
+        #: Answer ``corpora=allDrives`` listings with ``incompleteSearch: true``, leaving the
+        #: shared drives out, as Drive may when the caller has many.
+        self.incomplete_all_drives_search = False
         self._clock = clock_start
         self._lock = threading.Lock()
         self._items: dict[str, _Item] = {}
@@ -780,9 +805,9 @@ class DriveTestServer:
         with self._lock:
             self._get(file_id)
             for position, item_id in enumerate([file_id, *self._descendant_ids(file_id)]):
-                del self._items[item_id]
+                gone = self._items.pop(item_id)
                 if position == 0 or descendants_reported:
-                    self._changes.append(_Change(item_id, self._tick(), None))
+                    self._changes.append(_Change(item_id, self._tick(), None, gone.drive_id))
 
     def unshare(self, item_id: str) -> None:
         """Take the caller's access to an item away (it stops being shared with the service
@@ -791,7 +816,14 @@ class DriveTestServer:
         with self._lock:
             for hidden_id in [item_id, *self._descendant_ids(item_id)]:
                 self._get(hidden_id).hidden = True
-            self._changes.append(_Change(item_id, self._tick(), None))
+            self._changes.append(_Change(item_id, self._tick(), None, self._get(item_id).drive_id))
+
+    def change_shared_drive(self, drive_id: str, *, removed: bool = False) -> None:
+        """Record a change to a shared drive itself (renamed, or deleted with ``removed``):
+        an entry of ``changeType: drive`` in the user's change log."""
+        with self._lock:
+            drive = None if removed else {"kind": "drive#drive", "id": drive_id, "name": "renamed"}
+            self._changes.append(_Change(drive_id, self._tick(), drive, of_drive=True))
 
     # -- change tokens -------------------------------------------------------
 
@@ -893,7 +925,7 @@ class DriveTestServer:
                 target_mime_type=target_mime_type,
             )
             self._items[item_id] = item
-            self._changes.append(_Change(item_id, now, item.resource()))
+            self._changes.append(_Change(item_id, now, item.resource(), drive_id))
             return item_id
 
     def _tick(self) -> datetime:
@@ -904,7 +936,7 @@ class DriveTestServer:
         item.version += 1
         item.modified = self._tick()
         if not item.hidden:
-            self._changes.append(_Change(item.id, item.modified, item.resource()))
+            self._changes.append(_Change(item.id, item.modified, item.resource(), item.drive_id))
 
     def _get(self, item_id: str) -> _Item:
         try:
@@ -1051,13 +1083,28 @@ class DriveTestServer:
             if token_digest != query_digest or not isinstance(token_offset, int) or token_offset < 0:
                 return _invalid_parameter("pageToken")
             offset = token_offset
+        corpora = query.get("corpora", "user")
+        if corpora == "drive":
+            if not query.get("driveId") or query.get("includeItemsFromAllDrives") != "true":
+                return _invalid_parameter("corpora", "driveId and includeItemsFromAllDrives are required")
+            if not self.shared_drive_members:
+                return _error(404, "notFound", f"Shared drive not found: {query['driveId']}")
+        elif corpora not in ("user", "allDrives"):
+            return _invalid_parameter("corpora")
+        incomplete = corpora == "allDrives" and self.incomplete_all_drives_search
         matches = sorted(
-            (i for i in self._items.values() if not i.hidden and (predicate is None or predicate(i))),
+            (
+                i
+                for i in self._items.values()
+                if not i.hidden
+                and (predicate is None or predicate(i))
+                and self._in_corpus(i, corpora, query.get("driveId"), incomplete)
+            ),
             key=lambda i: (i.name, i.id),
         )
         payload: dict[str, Any] = {
             "kind": "drive#fileList",
-            "incompleteSearch": False,
+            "incompleteSearch": incomplete,
             "files": [i.resource() for i in matches[offset : offset + page_size]],
         }
         if offset + page_size < len(matches):
@@ -1065,7 +1112,25 @@ class DriveTestServer:
             payload["nextPageToken"] = base64.urlsafe_b64encode(next_token).decode()
         return self._respond_with_fields(payload, query, _FILE_LIST_SCHEMA, _DEFAULT_FILE_LIST_FIELDS)
 
+    def _in_corpus(self, item: _Item, corpora: str, drive_id: str | None, incomplete: bool) -> bool:
+        if corpora == "drive":
+            return item.drive_id == drive_id
+        if corpora == "user":
+            # Items of shared drives the caller is no member of count as shared with it.
+            return item.drive_id is None or not self.shared_drive_members
+        # allDrives: an incomplete search left the shared drives out.
+        return not (incomplete and item.drive_id is not None)
+
+    def _in_change_log(self, change: _Change, drive_id: str | None) -> bool:
+        """Whether the change is in the user's change log (``drive_id`` None) or that shared
+        drive's. A member's changes to shared-drive files are in the drive's log only."""
+        if drive_id is not None:
+            return change.drive_id == drive_id and not change.of_drive
+        return change.of_drive or change.drive_id is None or not self.shared_drive_members
+
     def _start_page_token(self, query: Mapping[str, str]) -> _Response:
+        if query.get("driveId") and not self.shared_drive_members:
+            return _error(404, "notFound", f"Shared drive not found: {query['driveId']}")
         payload = {
             "kind": "drive#startPageToken",
             "startPageToken": str(len(self._changes)),
@@ -1090,13 +1155,16 @@ class DriveTestServer:
         if page_size is None:
             return _invalid_parameter("pageSize")
         include_removed = query.get("includeRemoved", "true") != "false"
+        drive_id = query.get("driveId")
+        if drive_id and not self.shared_drive_members:
+            return _error(404, "notFound", f"Shared drive not found: {drive_id}")
         end = min(start + page_size, len(self._changes))
         payload: dict[str, Any] = {
             "kind": "drive#changeList",
             "changes": [
                 change.resource()
                 for change in self._changes[start:end]
-                if include_removed or change.file is not None
+                if (include_removed or change.file is not None) and self._in_change_log(change, drive_id)
             ],
         }
         if end < len(self._changes):

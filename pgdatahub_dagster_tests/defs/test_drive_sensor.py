@@ -225,9 +225,12 @@ def test_folders_carry_their_files_renamed_moved_out_and_in(
     assert _rows(warehouse_url, "SELECT count(*) FROM leads_europe") == [(0,)]
     assert drive_tree["eu_file"] not in instance.get_dynamic_partitions(drive_files.name)
 
-    # Moved back in: its files come back, although none of them changed.
+    # Moved back in: its files come back, although none of them changed; the run the log
+    # announces is one the daemon launches (its run key is new), never one it drops.
     drive_server.move(drive_tree["eu"], drive_tree["leads"])
-    assert daemon.sync() == [drive_tree["eu_file"]]
+    kept, dropped = daemon.tick()
+    assert ([request.partition_key for request in kept], dropped) == ([drive_tree["eu_file"]], [])
+    assert all(daemon.launch(request) for request in kept)
     assert _rows(warehouse_url, "SELECT name, source_file FROM leads_europe") == [
         ("Café Zürich", "Leads/Europe/eu.xlsx")
     ]

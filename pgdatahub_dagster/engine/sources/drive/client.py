@@ -12,7 +12,7 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sh
 ITEM_FIELDS = (
     "id, name, mimeType, parents, md5Checksum, version, modifiedTime, size, trashed, driveId, shortcutDetails"
 )
-_LIST_FIELDS = f"nextPageToken, files({ITEM_FIELDS})"
+_LIST_FIELDS = f"nextPageToken, incompleteSearch, files({ITEM_FIELDS})"
 # A change of changeType "drive" (a shared drive renamed, deleted …) has no fileId.
 _CHANGES_FIELDS = (
     "nextPageToken, newStartPageToken, "
@@ -207,6 +207,20 @@ def _is_rejected_token(error: HttpError) -> bool:
     )
 
 
+def _service(credentials: Any, api_endpoint: str | None) -> Any:
+    # A socket timeout, so a hung connection fails (and is retried) instead of blocking a
+    # sensor tick or a run forever.
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=_HTTP_TIMEOUT_SECONDS))
+    return build(
+        "drive",
+        "v3",
+        http=http,
+        static_discovery=True,
+        cache_discovery=False,
+        client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
+    )
+
+
 class DriveClient:
     def __init__(
         self,
@@ -233,26 +247,35 @@ class DriveClient:
         chunk_bytes: int = 8 * 1024 * 1024,
         page_size: int = _PAGE_SIZE,
     ) -> DriveClient:
-        credentials = load_credentials(credentials_file)
-        # A socket timeout, so a hung connection fails (and is retried) instead of
-        # blocking a sensor tick or a run forever.
-        http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=httplib2.Http(timeout=_HTTP_TIMEOUT_SECONDS)
-        )
-        service = build(
-            "drive",
-            "v3",
-            http=http,
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
-        )
         return cls(
-            service,
+            _service(load_credentials(credentials_file), api_endpoint),
             num_retries=num_retries,
             chunk_bytes=chunk_bytes,
             page_size=page_size,
             credentials_name=str(credentials_file),
+        )
+
+    @classmethod
+    def connect_to_emulator(
+        cls,
+        access_token: str,
+        api_endpoint: str | None,
+        num_retries: int = 5,
+        chunk_bytes: int = 8 * 1024 * 1024,
+    ) -> DriveClient:
+        """A client that sends a plain access token, never refreshed, to a Drive emulator;
+        production always uses a credentials file."""
+        if not api_endpoint:
+            raise ConfigError(
+                "PGDATAHUB_DRIVE_ACCESS_TOKEN is for Drive emulators only: set PGDATAHUB_DRIVE_API_ENDPOINT "
+                "to the emulator's URL, or use PGDATAHUB_DRIVE_CREDENTIALS for Google Drive"
+            )
+        credentials = google.oauth2.credentials.Credentials(token=access_token)  # type: ignore[no-untyped-call]
+        return cls(
+            _service(credentials, api_endpoint),
+            num_retries=num_retries,
+            chunk_bytes=chunk_bytes,
+            credentials_name="PGDATAHUB_DRIVE_ACCESS_TOKEN",
         )
 
     def _refused(self) -> CredentialsRefused:
@@ -290,10 +313,30 @@ class DriveClient:
                 raise FileNotFoundError(f"{file_id}: no such file in Drive, or no access to it") from None
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
 
-    def list_children(self, folder_ids: Sequence[str]) -> Iterator[DriveItem]:
-        """Everything not trashed directly inside any of ``folder_ids``, all pages."""
+    def list_children(self, folder_ids: Sequence[str], drive_id: str | None = None) -> list[DriveItem]:
+        """Everything not trashed directly inside any of ``folder_ids`` (all in the shared
+        drive ``drive_id``, or all outside shared drives), all pages.
+
+        Searched across all drives first; when Drive says that search was incomplete (it
+        may leave shared drives out), again within the folders' own drive (or the caller's
+        corpus), and if that is incomplete too the listing fails: files are never missed
+        silently."""
         parents = " or ".join(f"'{folder_id}' in parents" for folder_id in folder_ids)
         query = f"({parents}) and trashed = false"
+        items, incomplete = self._list(query, corpora="allDrives")
+        if incomplete:
+            narrow = {"corpora": "drive", "driveId": drive_id} if drive_id else {"corpora": "user"}
+            items, incomplete = self._list(query, **narrow)
+        if incomplete:
+            raise DriveError(
+                "Drive could not search every drive for the watched folders (incompleteSearch), not "
+                "even one drive at a time; nothing was changed, the next tick tries again"
+            )
+        return items
+
+    def _list(self, query: str, **corpus: str) -> tuple[list[DriveItem], bool]:
+        items: list[DriveItem] = []
+        incomplete = False
         page_token = None
         while True:
             page = self._execute(
@@ -304,20 +347,33 @@ class DriveClient:
                     pageToken=page_token,
                     supportsAllDrives=True,
                     includeItemsFromAllDrives=True,
-                    corpora="allDrives",
+                    **corpus,
                 )
             )
-            for resource in page.get("files", []):
-                yield DriveItem.from_api(resource)
+            items += [DriveItem.from_api(resource) for resource in page.get("files", [])]
+            incomplete = incomplete or bool(page.get("incompleteSearch"))
             page_token = page.get("nextPageToken")
             if not page_token:
-                return
+                return items, incomplete
 
     def start_page_token(self) -> str:
+        """The token of the caller's own change log, from now on."""
         response = self._execute(self._changes.getStartPageToken(supportsAllDrives=True))
         return str(response["startPageToken"])
 
-    def changes(self, page_token: str) -> ChangePage:
+    def drive_start_page_token(self, drive_id: str) -> str | None:
+        """The token of a shared drive's change log, from now on; None when the caller may
+        not read it (no member: its items' changes are in the caller's own log then)."""
+        request = self._changes.getStartPageToken(supportsAllDrives=True, driveId=drive_id)
+        try:
+            return str(self._send(request)["startPageToken"])
+        except HttpError as error:
+            if error.status_code in (403, 404):
+                return None
+            raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
+
+    def changes(self, page_token: str, drive_id: str | None = None) -> ChangePage:
+        """A page of the caller's change log, or of the shared drive ``drive_id``'s."""
         request = self._changes.list(
             pageToken=page_token,
             pageSize=self.page_size,
@@ -325,6 +381,7 @@ class DriveClient:
             includeRemoved=True,
             supportsAllDrives=True,
             includeItemsFromAllDrives=True,
+            **({"driveId": drive_id} if drive_id else {}),
         )
         try:
             response = self._send(request)

@@ -34,6 +34,7 @@ _DDL = (
     folder_id TEXT PRIMARY KEY,
     parent_id TEXT,
     root_id TEXT NOT NULL,
+    drive_id TEXT,
     name TEXT NOT NULL,
     path TEXT NOT NULL,
     listed BOOLEAN NOT NULL,
@@ -128,12 +129,29 @@ class FolderRegistry:
     def _write(
         self, folder_id: str, parent_id: str | None, root_id: str, name: str, path: str, listed: bool
     ) -> None:
+        """A folder's row; it is in its root's shared drive (None: in no shared drive)."""
+        drive = self.warehouse.fetchall(
+            f"SELECT drive_id FROM {FOLDERS_TABLE} WHERE folder_id = {self._p(1)}", (root_id,)
+        )
+        self._write_row(folder_id, parent_id, root_id, drive[0][0] if drive else None, name, path, listed)
+
+    def _write_row(
+        self,
+        folder_id: str,
+        parent_id: str | None,
+        root_id: str,
+        drive_id: str | None,
+        name: str,
+        path: str,
+        listed: bool,
+    ) -> None:
         self.warehouse.execute(
-            f"INSERT INTO {FOLDERS_TABLE} (folder_id, parent_id, root_id, name, path, listed, updated_at) "
-            f"VALUES ({self._p(7)}) ON CONFLICT (folder_id) DO UPDATE SET parent_id = excluded.parent_id, "
-            "root_id = excluded.root_id, name = excluded.name, path = excluded.path, "
-            "listed = excluded.listed, updated_at = excluded.updated_at",
-            (folder_id, parent_id, root_id, name, path, listed, datetime.now(UTC)),
+            f"INSERT INTO {FOLDERS_TABLE} "
+            "(folder_id, parent_id, root_id, drive_id, name, path, listed, updated_at) "
+            f"VALUES ({self._p(8)}) ON CONFLICT (folder_id) DO UPDATE SET parent_id = excluded.parent_id, "
+            "root_id = excluded.root_id, drive_id = excluded.drive_id, name = excluded.name, "
+            "path = excluded.path, listed = excluded.listed, updated_at = excluded.updated_at",
+            (folder_id, parent_id, root_id, drive_id, name, path, listed, datetime.now(UTC)),
         )
 
     def set_roots(self, roots: list[DriveItem]) -> None:
@@ -142,7 +160,7 @@ class FolderRegistry:
         self.warehouse.execute(f"DELETE FROM {FOLDERS_TABLE}")
         self.warehouse.execute(f"UPDATE {FILES_TABLE} SET walked = FALSE")
         for root in roots:
-            self._write(root.id, None, root.id, root.name, "", listed=False)
+            self._write_row(root.id, None, root.id, root.drive_id, root.name, "", listed=False)
 
     def is_root(self, folder_id: str) -> bool:
         folder = self.folder(folder_id)
@@ -217,22 +235,37 @@ class FolderRegistry:
                 f"DELETE FROM {FOLDERS_TABLE} WHERE folder_id = {self._p(1)}", (folder_id,)
             )
 
-    def unlisted(self, limit: int) -> list[str]:
+    def unlisted(self, limit: int) -> tuple[str | None, list[str]]:
+        """Up to ``limit`` folders not listed yet, all in one shared drive (or in none): the
+        drive, and their ids."""
+        first = self.warehouse.fetchall(
+            f"SELECT drive_id FROM {FOLDERS_TABLE} WHERE NOT listed ORDER BY path, folder_id LIMIT 1"
+        )
+        if not first:
+            return None, []
+        drive_id = first[0][0]
         rows = self.warehouse.fetchall(
             f"SELECT folder_id FROM {FOLDERS_TABLE} WHERE NOT listed "
-            f"ORDER BY path, folder_id LIMIT {int(limit)}"
+            f"AND drive_id IS NOT DISTINCT FROM {self._p(1)} ORDER BY path, folder_id LIMIT {int(limit)}",
+            (drive_id,),
         )
-        return [str(row[0]) for row in rows]
+        return drive_id, [str(row[0]) for row in rows]
+
+    def drives(self) -> list[tuple[str | None, list[str]]]:
+        """Every watched folder, by the shared drive it is in (None: in none)."""
+        rows = self.warehouse.fetchall(
+            f"SELECT drive_id, folder_id FROM {FOLDERS_TABLE} ORDER BY drive_id NULLS FIRST, path, folder_id"
+        )
+        by_drive: dict[str | None, list[str]] = {}
+        for drive_id, folder_id in rows:
+            by_drive.setdefault(drive_id, []).append(str(folder_id))
+        return list(by_drive.items())
 
     def mark_listed(self, folder_ids: list[str]) -> None:
         for folder_id in folder_ids:
             self.warehouse.execute(
                 f"UPDATE {FOLDERS_TABLE} SET listed = TRUE WHERE folder_id = {self._p(1)}", (folder_id,)
             )
-
-    def folder_ids(self) -> list[str]:
-        rows = self.warehouse.fetchall(f"SELECT folder_id FROM {FOLDERS_TABLE} ORDER BY path, folder_id")
-        return [str(row[0]) for row in rows]
 
     def count(self) -> int:
         return int(self.warehouse.fetchall(f"SELECT count(*) FROM {FOLDERS_TABLE}")[0][0])

@@ -37,17 +37,20 @@ from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry, Inde
 
 # Folders listed per files.list query ('a' in parents or 'b' in parents …): fewer calls
 # for trees of many small folders, and a query Drive accepts.
-_FOLDERS_PER_QUERY = 20
+FOLDERS_PER_QUERY = 20
 
 
 @dataclass(frozen=True)
 class ScanState:
     """What a scan resumes from; stored as the sensor's cursor."""
 
-    #: The changes page token to read next; None until a walk has started.
+    #: The token to read the caller's own change log from next; None until a walk started.
     page_token: str | None = None
     #: True while the initial (or fallback) walk of the tree is unfinished.
     walking: bool = False
+    #: The token of each shared drive's change log that holds a watched root: a member's
+    #: changes to the drive's files are recorded there only, never in its own log.
+    drive_tokens: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,17 +148,25 @@ class DriveScanner:
     def _start_walk(self, result: ScanResult) -> None:
         token = self.client.start_page_token()
         roots = [self.client.get(root_id) for root_id in self.root_ids]
+        drive_tokens = {}
+        for drive_id in sorted({root.drive_id for root in roots if root.drive_id}):
+            drive_token = self.client.drive_start_page_token(drive_id)
+            if drive_token is None:
+                result.log.append(f"shared drive {drive_id}: not a member, following its files in own log")
+            else:
+                drive_tokens[drive_id] = drive_token
         self.registry.set_roots(roots)
-        result.state = ScanState(page_token=token, walking=True)
+        result.state = ScanState(page_token=token, walking=True, drive_tokens=drive_tokens)
         result.log.append(f"walking the tree of {', '.join(root.name for root in roots)}")
 
     def _walk(self, result: ScanResult, deadline: float) -> None:
-        while batch := self.registry.unlisted(_FOLDERS_PER_QUERY):
-            for item in self.client.list_children(batch):
+        while (batch := self.registry.unlisted(FOLDERS_PER_QUERY))[1]:
+            drive_id, folder_ids = batch
+            for item in self.client.list_children(folder_ids, drive_id):
                 self._see(item)
-            self.registry.mark_listed(batch)
+            self.registry.mark_listed(folder_ids)
             # At least one batch per tick, so every tick makes progress.
-            if self.clock() > deadline and self.registry.unlisted(1):
+            if self.clock() > deadline and self.registry.unlisted(1)[1]:
                 result.log.append("walk continues next tick")
                 return
         if result.state.walking:
@@ -234,16 +245,31 @@ class DriveScanner:
     # -- changes -----------------------------------------------------------------------------
 
     def _read_changes(self, result: ScanResult, deadline: float) -> None:
-        token = result.state.page_token
+        """The caller's own change log, then each shared drive's; a rejected token of any of
+        them walks the tree again."""
+        try:
+            self._read_log(result, None, deadline)
+            for drive_id in sorted(result.state.drive_tokens):
+                self._read_log(result, drive_id, deadline)
+        except InvalidPageToken as error:
+            result.log.append(f"{error}; walking the whole tree again (only what changed is imported)")
+            self._start_walk(result)
+            self._walk(result, deadline)
+
+    def _token(self, state: ScanState, drive_id: str | None) -> str | None:
+        return state.page_token if drive_id is None else state.drive_tokens[drive_id]
+
+    def _with_token(self, state: ScanState, drive_id: str | None, token: str | None) -> ScanState:
+        if drive_id is None:
+            return replace(state, page_token=token)
+        assert token is not None
+        return replace(state, drive_tokens={**state.drive_tokens, drive_id: token})
+
+    def _read_log(self, result: ScanResult, drive_id: str | None, deadline: float) -> None:
+        token = self._token(result.state, drive_id)
         assert token is not None
         while True:
-            try:
-                page = self.client.changes(token)
-            except InvalidPageToken as error:
-                result.log.append(f"{error}; walking the whole tree again (only what changed is imported)")
-                self._start_walk(result)
-                self._walk(result, deadline)
-                return
+            page = self.client.changes(token, drive_id)
             result.changes_read += len(page.changes)
             for change in page.changes:
                 if change.file_id is None:
@@ -255,10 +281,10 @@ class DriveScanner:
                     result.ignored += 1
             if page.next_page_token is None:
                 # Only now, after the last page, is the new start token safe to keep.
-                result.state = replace(result.state, page_token=page.new_start_page_token)
+                result.state = self._with_token(result.state, drive_id, page.new_start_page_token)
                 return
             token = page.next_page_token
-            result.state = replace(result.state, page_token=token)
+            result.state = self._with_token(result.state, drive_id, token)
             if self.clock() > deadline:
                 result.log.append("more changes next tick")
                 return

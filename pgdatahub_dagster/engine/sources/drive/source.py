@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile
 from pgdatahub_dagster.engine.sources.drive.client import DriveClient, DriveItem
 from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry
-from pgdatahub_dagster.engine.sources.drive.scanner import spreadsheet_content
+from pgdatahub_dagster.engine.sources.drive.scanner import FOLDERS_PER_QUERY, spreadsheet_content
 
 
 class DriveSource(Source):
@@ -43,16 +43,15 @@ class DriveSource(Source):
 
     def list_files(self) -> Iterator[SourceFile]:
         """Every spreadsheet of the registered tree, listed afresh."""
-        pending = self.registry.folder_ids()
-        while pending:
-            batch, pending = pending[:20], pending[20:]
-            for item in self.client.list_children(batch):
-                folder = self.registry.folder(item.parent_id) if item.parent_id else None
-                path = self.registry.file_path(item)
-                content = spreadsheet_content(self.client, item) if path is not None else None
-                if folder is not None and path is not None and content is not None:
-                    self._root_names[item.id] = self.registry.root_name(folder[0])
-                    yield self._source_file(item, path, content)
+        for drive_id, folders in self.registry.drives():
+            for start in range(0, len(folders), FOLDERS_PER_QUERY):
+                for item in self.client.list_children(folders[start : start + FOLDERS_PER_QUERY], drive_id):
+                    folder = self.registry.folder(item.parent_id) if item.parent_id else None
+                    path = self.registry.file_path(item)
+                    content = spreadsheet_content(self.client, item) if path is not None else None
+                    if folder is not None and path is not None and content is not None:
+                        self._root_names[item.id] = self.registry.root_name(folder[0])
+                        yield self._source_file(item, path, content)
 
     @contextmanager
     def fetch(self, file: SourceFile) -> Iterator[LocalCopy]:

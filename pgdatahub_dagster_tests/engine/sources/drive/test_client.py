@@ -153,3 +153,11 @@ def test_refused_credentials_give_one_message_naming_the_file(
     assert message.startswith(f"{path}: Google refused these credentials")
     assert "PGDATAHUB_DRIVE_CREDENTIALS" in message
     assert "SECRET" not in message and "PRIVATE KEY" not in message and "invalid_grant" not in message
+
+
+def test_a_plain_access_token_is_for_emulators_only(drive_server: DriveTestServer) -> None:
+    with pytest.raises(ConfigError, match="PGDATAHUB_DRIVE_API_ENDPOINT"):
+        DriveClient.connect_to_emulator("emulator-token", api_endpoint=None)
+    client = DriveClient.connect_to_emulator("emulator-token", api_endpoint=drive_server.api_endpoint)
+    client.start_page_token()
+    assert drive_server.request_count(path_contains="startPageToken") == 1

@@ -290,3 +290,44 @@ def test_spreadsheets_are_told_by_mime_type_first(
     drive_server.add_google_file("deck.txt", ids["leads"], "application/vnd.google-apps.presentation")
     result = _scanner(client, registry, ids["root"]).scan(ScanState())
     assert {f.path for f in result.found.values()} == {"Leads/a.csv", "Leads/2024/b.xlsx", "top.csv"}
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_shared_drives_are_followed_through_their_own_change_logs(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry, member: bool
+) -> None:
+    """A member's changes to a shared drive's files are in that drive's change log only; a
+    service account that is no member (the folder shared with it) finds them in its own."""
+    drive_server.shared_drive_members = member
+    team = drive_server.add_folder("Team", drive_id="0ATeamDrive")
+    leads = drive_server.add_folder("Leads", team)
+    drive_server.add_file("a.csv", leads, b"n\n1\n")
+    scanner = _scanner(client, registry, team)
+    walked = scanner.scan(ScanState())
+    assert [f.path for f in walked.found.values()] == ["Leads/a.csv"]
+
+    new = drive_server.add_file("b.csv", leads, b"n\n2\n")
+    drive_server.change_shared_drive("0ATeamDrive")  # changeType drive: no fileId
+    drive_server.change_shared_drive("0AOtherDrive", removed=True)
+    result = scanner.scan(walked.state)
+    assert [f.file_id for f in result.found.values()] == [new]
+    # One token per shared drive holding a root, where its log can be read.
+    assert walked.state.drive_tokens == ({"0ATeamDrive": walked.state.page_token} if member else {})
+    fields = {query["fields"] for _, path, query in drive_server.request_log if path.endswith("/changes")}
+    assert all(
+        "changeType" in selector and "driveId" in selector and "removed" in selector for selector in fields
+    )
+
+
+def test_an_incomplete_search_across_drives_is_done_again_within_the_drive(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    team = drive_server.add_folder("Team", drive_id="0ATeamDrive")
+    drive_server.add_file("a.csv", team, b"n\n1\n")
+    mine = drive_server.add_folder("Mine")
+    drive_server.add_file("b.csv", mine, b"n\n2\n")
+    drive_server.incomplete_all_drives_search = True
+    result = DriveScanner(client, registry, [team, mine]).scan(ScanState())
+    assert sorted(f.path for f in result.found.values()) == ["a.csv", "b.csv"]
+    corpora = [query.get("corpora") for _, path, query in drive_server.request_log if path.endswith("/files")]
+    assert "drive" in corpora
