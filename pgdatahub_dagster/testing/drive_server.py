@@ -787,6 +787,15 @@ class DriveTestServer:
                 self._items[moved_id].drive_id = parent.drive_id
             self._touch(item)
 
+    def share(self, item_id: str) -> None:
+        """Share an item with someone: like every change, it raises ``version`` and is
+        reported, but it leaves the content and ``modifiedTime`` alone."""
+        with self._lock:
+            item = self._get(item_id)
+            item.version += 1
+            if not item.hidden:
+                self._changes.append(_Change(item.id, self._tick(), item.resource(), item.drive_id))
+
     def trash(self, file_id: str, *, descendants_reported: bool = True) -> None:
         """Trash an item; like Drive, everything beneath a folder goes too. Drive may report
         only the folder (``descendants_reported=False``): its contents are trashed with it

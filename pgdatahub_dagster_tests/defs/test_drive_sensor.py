@@ -279,3 +279,21 @@ def test_an_import_asks_for_the_file_once_and_removals_log_the_path(
     daemon.tick()
     # The sensor's log goes to Dagster's handler on stderr.
     assert f"REMOVED Leads/a.csv ({drive_tree['a']})" in capfd.readouterr().err
+
+
+def test_a_tick_evaluated_again_requests_the_same_runs(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+) -> None:
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    drive_server.rename(drive_tree["leads"], "Prospects")
+    cursor = daemon.cursor
+    first = daemon.evaluate()
+    daemon.cursor = cursor  # Dagster could not keep that tick's result: it evaluates it again
+    again = daemon.evaluate()
+    keys = sorted(str(request.run_key) for request in first.run_requests or [])
+    assert len(keys) == 4  # every file below Leads follows, the shortcut included
+    assert sorted(str(request.run_key) for request in again.run_requests or []) == keys

@@ -25,6 +25,7 @@ from pgdatahub_dagster.engine.warehouse import Warehouse
 
 FOLDERS_TABLE = "drive_folders"
 FILES_TABLE = "drive_files"
+REPLAY_TABLE = "drive_last_tick"
 #: The folder registry of earlier versions, without the file index: dropped, and the tree
 #: walked again to fill the new tables.
 _LEGACY_TABLE = "drive_folder_registry"
@@ -52,15 +53,22 @@ _DDL = (
     walked BOOLEAN NOT NULL,
     reported INTEGER NOT NULL
 )""",
+    f"""CREATE TABLE IF NOT EXISTS {REPLAY_TABLE} (
+    slot INTEGER PRIMARY KEY,
+    start_state TEXT NOT NULL,
+    result TEXT NOT NULL
+)""",
 )
 _FILE_COLUMNS = "file_id, parent_id, name, path, fingerprint, modified_time, target_id, present, reported"
 # Parent ids per query: few queries for large folders, and a statement every database takes.
 _IDS_PER_QUERY = 200
 
 
-def segment(name: str) -> str:
-    """A Drive name as one path segment: a "/" inside it must not read as a sub-folder."""
-    return name.replace("/", "_")
+def child_path(parent_path: str, name: str) -> str:
+    """The path of ``name`` inside the folder at ``parent_path`` ("" for a root); a "/"
+    inside a Drive name must not read as a sub-folder."""
+    segment = name.replace("/", "_")
+    return f"{parent_path}/{segment}" if parent_path else segment
 
 
 @dataclass(frozen=True)
@@ -122,9 +130,7 @@ class FolderRegistry:
         if item.parent_id is None:
             return None
         folder = self.folder(item.parent_id)
-        if folder is None:
-            return None
-        return f"{folder[1]}/{segment(item.name)}" if folder[1] else segment(item.name)
+        return None if folder is None else child_path(folder[1], item.name)
 
     def _write(
         self, folder_id: str, parent_id: str | None, root_id: str, name: str, path: str, listed: bool
@@ -176,7 +182,7 @@ class FolderRegistry:
         parent = self.folder(item.parent_id)
         assert parent is not None
         root_id, parent_path = parent
-        path = f"{parent_path}/{segment(item.name)}" if parent_path else segment(item.name)
+        path = child_path(parent_path, item.name)
         existing = self.folder(item.id)
         if existing is None:
             self._write(item.id, item.parent_id, root_id, item.name, path, listed=False)
@@ -211,13 +217,13 @@ class FolderRegistry:
         while pending:
             parent_id, parent_path = pending.pop()
             for child_id, name in self._children(parent_id):
-                child_path = f"{parent_path}/{segment(name)}"
+                path = child_path(parent_path, name)
                 self.warehouse.execute(
                     f"UPDATE {FOLDERS_TABLE} SET root_id = {self._p(1)}, path = {self._p(1)} "
                     f"WHERE folder_id = {self._p(1)}",
-                    (root_id, child_path, child_id),
+                    (root_id, path, child_id),
                 )
-                pending.append((child_id, child_path))
+                pending.append((child_id, path))
 
     def subtree(self, folder_id: str) -> list[str]:
         """The folder and every registered folder below it."""
@@ -270,6 +276,22 @@ class FolderRegistry:
     def count(self) -> int:
         return int(self.warehouse.fetchall(f"SELECT count(*) FROM {FOLDERS_TABLE}")[0][0])
 
+    # -- the last tick -----------------------------------------------------------------------
+
+    def last_tick(self, start_state: str) -> str | None:
+        """What the last tick reported, if it started from ``start_state``."""
+        rows = self.warehouse.fetchall(
+            f"SELECT result FROM {REPLAY_TABLE} WHERE slot = 1 AND start_state = {self._p(1)}", (start_state,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def remember_tick(self, start_state: str, result: str) -> None:
+        self.warehouse.execute(
+            f"INSERT INTO {REPLAY_TABLE} (slot, start_state, result) VALUES (1, {self._p(2)}) "
+            "ON CONFLICT (slot) DO UPDATE SET start_state = excluded.start_state, result = excluded.result",
+            (start_state, result),
+        )
+
     # -- files -------------------------------------------------------------------------------
 
     def _files(self, where: str, params: Sequence[object]) -> list[IndexedFile]:
@@ -295,6 +317,16 @@ class FolderRegistry:
         found = self._files(f"file_id = {self._p(1)}", (file_id,))
         return found[0] if found else None
 
+    def indexed_many(self, file_ids: Sequence[str]) -> dict[str, IndexedFile | None]:
+        """``indexed`` for many files at once."""
+        found: dict[str, IndexedFile | None] = dict.fromkeys(file_ids)
+        for start in range(0, len(file_ids), _IDS_PER_QUERY):
+            batch = file_ids[start : start + _IDS_PER_QUERY]
+            found.update(
+                (file.file_id, file) for file in self._files(f"file_id IN ({self._p(len(batch))})", batch)
+            )
+        return found
+
     def files_in(self, folder_ids: Sequence[str]) -> list[IndexedFile]:
         """The files in the tree directly inside any of ``folder_ids``."""
         found: list[IndexedFile] = []
@@ -311,24 +343,31 @@ class FolderRegistry:
         """Files in the tree that the walk now ending did not meet: they are gone."""
         return self._files("present AND NOT walked", ())
 
-    def put(self, file: IndexedFile) -> None:
-        """Record a file's state; a file written while the tree is walked has been met."""
-        self.warehouse.execute(
-            f"INSERT INTO {FILES_TABLE} ({_FILE_COLUMNS}, walked) VALUES ({self._p(10)}) "
-            "ON CONFLICT (file_id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, "
-            "path = excluded.path, fingerprint = excluded.fingerprint, "
-            "modified_time = excluded.modified_time, target_id = excluded.target_id, "
-            "present = excluded.present, walked = excluded.walked, reported = excluded.reported",
-            (
-                file.file_id,
-                file.parent_id,
-                file.name,
-                file.path,
-                file.fingerprint,
-                file.modified_time,
-                file.target_id,
-                file.present,
-                file.reported,
-                True,
-            ),
-        )
+    def put(self, files: Sequence[IndexedFile]) -> None:
+        """Record files' states (many rows per statement); a file written while the tree is
+        walked has been met."""
+        for start in range(0, len(files), _IDS_PER_QUERY):
+            batch = files[start : start + _IDS_PER_QUERY]
+            rows = ", ".join([f"({self._p(10)})"] * len(batch))
+            params: list[object] = []
+            for file in batch:
+                params += [
+                    file.file_id,
+                    file.parent_id,
+                    file.name,
+                    file.path,
+                    file.fingerprint,
+                    file.modified_time,
+                    file.target_id,
+                    file.present,
+                    file.reported,
+                    True,
+                ]
+            self.warehouse.execute(
+                f"INSERT INTO {FILES_TABLE} ({_FILE_COLUMNS}, walked) VALUES {rows} "
+                "ON CONFLICT (file_id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, "
+                "path = excluded.path, fingerprint = excluded.fingerprint, "
+                "modified_time = excluded.modified_time, target_id = excluded.target_id, "
+                "present = excluded.present, walked = excluded.walked, reported = excluded.reported",
+                params,
+            )

@@ -11,16 +11,20 @@ Every change is applied to the registry's file index (``registry.py``), and a ti
 the difference between the index before and after it: a file's last state within the tick
 wins (moved out and back in is no change at all), and a folder renamed, moved in, moved out,
 trashed, deleted or unshared carries every file below it along, although Drive reports only
-the folder. The whole tick is one warehouse transaction: a tick that fails changes nothing.
+the folder. The whole tick is one warehouse transaction: a tick that fails changes nothing. A tick
+evaluated again from the same cursor (Dagster retries a tick whose result it could not keep)
+reports what the first evaluation reported, which the registry remembers: the changes it read
+are in the index already, and would otherwise report nothing.
 
 The API calls of a tick grow with the number of changes, not with the size of the tree.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from pgdatahub_dagster.engine.read import is_supported
@@ -33,7 +37,7 @@ from pgdatahub_dagster.engine.sources.drive.client import (
     DriveItem,
     InvalidPageToken,
 )
-from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry, IndexedFile, segment
+from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry, IndexedFile, child_path
 
 # Folders listed per files.list query ('a' in parents or 'b' in parents …): fewer calls
 # for trees of many small folders, and a query Drive accepts.
@@ -51,10 +55,18 @@ class ScanState:
     #: The token of each shared drive's change log that holds a watched root: a member's
     #: changes to the drive's files are recorded there only, never in its own log.
     drive_tokens: dict[str, str] = field(default_factory=dict)
+    #: Ticks so far: every tick's cursor differs from the one before, so a tick evaluated
+    #: again is told apart from the next one.
+    tick: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
 
 @dataclass
 class ScanResult:
+    """What a tick found; ``to_json``/``from_json`` keep it for a tick evaluated again."""
+
     state: ScanState
     #: New or changed spreadsheets (content, name or place), by file id. Each one's
     #: ``version`` is new at every report, so its run key is never one used before.
@@ -66,6 +78,38 @@ class ScanResult:
     ignored: int = 0
     changes_read: int = 0
     log: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        found = {
+            file_id: [file.path, file.version, file.modified_at.isoformat() if file.modified_at else None]
+            for file_id, file in self.found.items()
+        }
+        return json.dumps(
+            {
+                "state": asdict(self.state),
+                "found": found,
+                "removed": self.removed,
+                "ignored": self.ignored,
+                "changes_read": self.changes_read,
+                "log": self.log,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ScanResult:
+        data = json.loads(text)
+        found = {
+            file_id: SourceFile(file_id, path, version, _parse_time(modified))
+            for file_id, (path, version, modified) in data["found"].items()
+        }
+        return cls(
+            ScanState(**data["state"]),
+            found,
+            data["removed"],
+            data["ignored"],
+            data["changes_read"],
+            [*data["log"], "the same tick evaluated again: the same report"],
+        )
 
 
 def _is_spreadsheet_type(name: str, mime_type: str) -> bool:
@@ -123,12 +167,19 @@ class DriveScanner:
         self.clock = clock
         #: This tick's files as they were before it touched them (None: never seen).
         self._before: dict[str, IndexedFile | None] = {}
+        #: The index rows read or written this tick (the scanner is their only writer), and
+        #: those written but not stored yet: stored in bulk before the index is queried.
+        self._rows: dict[str, IndexedFile | None] = {}
+        self._unstored: dict[str, IndexedFile] = {}
 
     def scan(self, state: ScanState) -> ScanResult:
         deadline = self.clock() + self.budget_seconds
-        result = ScanResult(state)
-        self._before = {}
+        result = ScanResult(replace(state, tick=state.tick + 1))
+        self._before, self._rows, self._unstored = {}, {}, {}
+        start = state.to_json()
         with self.registry.warehouse.transaction():
+            if (again := self.registry.last_tick(start)) is not None:
+                return ScanResult.from_json(again)
             # An empty registry (a new warehouse, or one upgraded from the registry without
             # a file index) cannot follow changes: walk first.
             if state.page_token is None or self.registry.count() == 0:
@@ -141,6 +192,7 @@ class DriveScanner:
                 # and filled before we saw them) are listed like a walk.
                 self._walk(result, deadline)
             self._report(result)
+            self.registry.remember_tick(start, result.to_json())
         return result
 
     # -- the walk ----------------------------------------------------------------------------
@@ -156,14 +208,20 @@ class DriveScanner:
             else:
                 drive_tokens[drive_id] = drive_token
         self.registry.set_roots(roots)
-        result.state = ScanState(page_token=token, walking=True, drive_tokens=drive_tokens)
+        result.state = ScanState(
+            page_token=token, walking=True, drive_tokens=drive_tokens, tick=result.state.tick
+        )
         result.log.append(f"walking the tree of {', '.join(root.name for root in roots)}")
 
     def _walk(self, result: ScanResult, deadline: float) -> None:
         while (batch := self.registry.unlisted(FOLDERS_PER_QUERY))[1]:
             drive_id, folder_ids = batch
-            for item in self.client.list_children(folder_ids, drive_id):
-                self._see(item)
+            items = self.client.list_children(folder_ids, drive_id)
+            # One query for the index rows of a whole listing, and one per listed folder.
+            self._rows.update(self.registry.indexed_many([item.id for item in items if not item.is_folder]))
+            parents = {folder_id: self.registry.folder(folder_id) for folder_id in folder_ids}
+            for item in items:
+                self._see(item, parents.get(item.parent_id or ""))
             self.registry.mark_listed(folder_ids)
             # At least one batch per tick, so every tick makes progress.
             if self.clock() > deadline and self.registry.unlisted(1)[1]:
@@ -171,22 +229,26 @@ class DriveScanner:
                 return
         if result.state.walking:
             # The whole tree has been listed: what the walk did not meet has left it.
+            self._store()
             for file in self.registry.not_walked():
                 self._set(replace(file, present=False))
             result.log.append(f"walk finished: {self.registry.count()} folders watched")
         result.state = replace(result.state, walking=False)
 
-    def _see(self, item: DriveItem) -> None:
-        """A file or folder now directly inside a watched folder."""
+    def _see(self, item: DriveItem, parent: tuple[str, str] | None = None) -> None:
+        """A file or folder now directly inside a watched folder (``parent``: that folder's
+        root and path, when the caller knows them)."""
         if item.is_folder:
             self.registry.upsert(item)
             return
-        path = self.registry.file_path(item)
+        if parent is None and item.parent_id:
+            parent = self.registry.folder(item.parent_id)
+        path = None if parent is None else child_path(parent[1], item.name)
         content = spreadsheet_content(self.client, item) if path is not None else None
         if path is None or content is None:
             self._leave(item.id)
             return
-        known = self.registry.indexed(item.id)
+        known = self._indexed(item.id)
         self._set(
             IndexedFile(
                 file_id=item.id,
@@ -203,15 +265,25 @@ class DriveScanner:
 
     # -- the file index ----------------------------------------------------------------------
 
+    def _indexed(self, file_id: str) -> IndexedFile | None:
+        if file_id not in self._rows:
+            self._rows[file_id] = self.registry.indexed(file_id)
+        return self._rows[file_id]
+
     def _set(self, file: IndexedFile) -> None:
         """Record a file's new state, remembering its state before this tick."""
         if file.file_id not in self._before:
-            self._before[file.file_id] = self.registry.indexed(file.file_id)
-        self.registry.put(file)
+            self._before[file.file_id] = self._indexed(file.file_id)
+        self._rows[file.file_id] = self._unstored[file.file_id] = file
+
+    def _store(self) -> None:
+        """Write the rows changed so far, before the index is queried."""
+        self.registry.put(list(self._unstored.values()))
+        self._unstored = {}
 
     def _leave(self, file_id: str) -> bool:
         """The file is out of the tree (or no spreadsheet any more); whether it was in."""
-        known = self.registry.indexed(file_id)
+        known = self._indexed(file_id)
         if known is None or not known.present:
             return False
         self._set(replace(known, present=False))
@@ -220,7 +292,7 @@ class DriveScanner:
     def _report(self, result: ScanResult) -> None:
         """The tick's net difference: what is new or changed, what has gone."""
         for file_id in sorted(self._before):
-            before, after = self._before[file_id], self.registry.indexed(file_id)
+            before, after = self._before[file_id], self._indexed(file_id)
             was = before is not None and before.live
             if after is not None and after.live:
                 if (
@@ -234,12 +306,13 @@ class DriveScanner:
                 ):
                     continue
                 after = replace(after, reported=after.reported + 1)
-                self.registry.put(after)
+                self._set(after)
                 result.found[file_id] = SourceFile(
                     file_id, after.path, f"r{after.reported}", _parse_time(after.modified_time)
                 )
             elif was and before is not None:
                 result.removed[file_id] = before.path
+        self._store()
         self._before = {}
 
     # -- changes -----------------------------------------------------------------------------
@@ -300,6 +373,7 @@ class DriveScanner:
             concerned = True
         else:
             concerned = self._leave(file_id)
+        self._store()
         for shortcut in self.registry.shortcuts_to(file_id):
             self._follow_target(shortcut, item)
             concerned = True
@@ -324,18 +398,19 @@ class DriveScanner:
     def _empty(self, folder_id: str, keep_folder: bool) -> None:
         """A folder left the tree (or a root was trashed): every file below it leaves too."""
         folders = self.registry.subtree(folder_id)
+        self._store()
         for file in self.registry.files_in(folders):
             self._set(replace(file, present=False))
         self.registry.remove(folders[1:] if keep_folder else folders)
 
     def _repath(self, folder_id: str) -> None:
         """A folder was renamed or moved within the tree: every file below takes its new path."""
+        self._store()
         for parent_id in self.registry.subtree(folder_id):
             folder = self.registry.folder(parent_id)
             assert folder is not None
             for file in self.registry.files_in([parent_id]):
-                path = f"{folder[1]}/{segment(file.name)}" if folder[1] else segment(file.name)
-                self._set(replace(file, path=path))
+                self._set(replace(file, path=child_path(folder[1], file.name)))
 
     def _follow_target(self, shortcut: IndexedFile, target: DriveItem | None) -> None:
         """The file a shortcut in the tree points at changed: the shortcut's content did."""

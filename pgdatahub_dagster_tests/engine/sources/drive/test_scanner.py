@@ -82,8 +82,9 @@ def test_changes_add_modify_rename_move_and_trash(
     drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
 ) -> None:
     ids, scanner, state = _walked(drive_server, client, registry)
-    before = {file_id: f.version for file_id, f in scanner.scan(state).found.items()}
-    assert before == {}  # nothing changed since the walk
+    idle = scanner.scan(state)
+    assert (idle.found, idle.removed) == ({}, {})  # nothing changed since the walk
+    state = idle.state
 
     new = drive_server.add_file("new.csv", ids["2024"], b"n\n1\n")
     drive_server.update_content(ids["a"], b"name\nAcme\nBlue\n")
@@ -331,3 +332,37 @@ def test_an_incomplete_search_across_drives_is_done_again_within_the_drive(
     assert sorted(f.path for f in result.found.values()) == ["a.csv", "b.csv"]
     corpora = [query.get("corpora") for _, path, query in drive_server.request_log if path.endswith("/files")]
     assert "drive" in corpora
+
+
+def test_a_sharing_change_is_no_change_for_sheets_and_stored_files(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    """Drive's version rises at every change, a sharing change included: the scanner
+    follows content fingerprints (md5, a native Sheet's modifiedTime) instead."""
+    ids, scanner, state = _walked(drive_server, client, registry)
+    sheet = drive_server.add_google_sheet("Budget", ids["leads"], b"xlsx bytes")
+    state = scanner.scan(state).state
+    drive_server.share(sheet)
+    drive_server.share(ids["a"])
+    result = scanner.scan(state)
+    assert (result.found, result.removed) == ({}, {})
+    drive_server.update_content(sheet, b"other xlsx bytes")
+    assert list(scanner.scan(result.state).found) == [sheet]
+
+
+def test_a_tick_evaluated_again_reports_the_same(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    """Dagster evaluates a tick again from the same cursor when it could not keep the first
+    result: the changes are in the index by then, so the report must come from the registry."""
+    ids, scanner, state = _walked(drive_server, client, registry)
+    drive_server.rename(ids["leads"], "Prospects")
+    drive_server.trash(ids["top"])
+    first = scanner.scan(state)
+    drive_server.reset_request_log()
+    again = scanner.scan(state)
+    assert (again.found, again.removed, again.state) == (first.found, first.removed, first.state)
+    assert sorted(f.path for f in again.found.values()) == ["Prospects/2024/b.xlsx", "Prospects/a.csv"]
+    assert drive_server.request_log == []
+    # The next tick goes on from the new cursor.
+    assert scanner.scan(first.state).found == {}
