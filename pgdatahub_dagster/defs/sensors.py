@@ -8,8 +8,8 @@ that time (several files can share a timestamp). A tick requests at most
 written in the last ``PGDATAHUB_SENSOR_SETTLE_SECONDS`` (2) waits for a later tick so that
 no half-written file is imported.
 
-Google Drive: see ``engine/sources/drive/scanner.py``; the cursor is the Changes API page
-token.
+Google Drive: see ``engine/sources/drive/scanner.py``; the cursor holds the Changes API page
+tokens (the caller's own log, and one per shared drive holding a watched root).
 
 Both: a file that disappears (deleted, trashed, moved out) loses its partition, and one
 ``handle_deleted_files`` run applies its folder's ``on_delete`` setting.

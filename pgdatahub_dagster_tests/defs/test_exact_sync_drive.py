@@ -431,6 +431,7 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         self.folders[folder_id] = (self.folders[folder_id][0], name)
         self._folder_moved("rename", folder_id, old_path)
 
+    @precondition(lambda self: self._sub_folders())
     @rule(data=st.data())
     def move_folder(self, data: st.DataObject) -> None:
         """Under the other top-level folder (another table, maybe other settings), out of the
@@ -442,6 +443,25 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         self.server.move(folder_id, parent)
         self.folders[folder_id] = (parent, self.folders[folder_id][1])
         self._folder_moved("move", folder_id, old_path)
+
+    @precondition(lambda self: any(self._folder_path(folder) for folder in self._sub_folders()))
+    @rule(data=st.data(), how=st.sampled_from(("trash", "trash, reported alone", "unshare")))
+    def remove_folder(self, data: st.DataObject, how: str) -> None:
+        """Trashed (Drive may report the folder alone) or no longer shared with the service
+        account: every file below it leaves."""
+        folder_id = self._pick_folder(data, [f for f in self._sub_folders() if self._folder_path(f)])
+        old_path = self._folder_path(folder_id)
+        inside = ", ".join(
+            sorted(self.labels[f] for f, placed in self.placed.items() if placed[0] == folder_id)
+        )
+        if how == "unshare":
+            self.server.unshare(folder_id)
+        else:
+            self.server.trash(folder_id, descendants_reported=how == "trash")
+        del self.folders[folder_id]
+        for file_id in [f for f, placed in self.placed.items() if placed[0] == folder_id]:
+            del self.placed[file_id]
+        self._note(f"{how} folder {old_path} (holding {inside or 'no files'})")
 
     # -- syncs -------------------------------------------------------------------------------
 
