@@ -297,3 +297,42 @@ def test_a_tick_evaluated_again_requests_the_same_runs(
     keys = sorted(str(request.run_key) for request in first.run_requests or [])
     assert len(keys) == 4  # every file below Leads follows, the shortcut included
     assert sorted(str(request.run_key) for request in again.run_requests or []) == keys
+
+
+def test_refused_credentials_skip_the_tick_with_one_clear_line(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_tree: dict[str, str],
+    refused_credentials: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGDATAHUB_DRIVE_CREDENTIALS", str(refused_credentials))
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    result = daemon.evaluate()
+    assert not result.run_requests and result.skip_reason is not None
+    message = result.skip_reason.skip_message or ""
+    assert message.startswith(f"{refused_credentials}: Google refused these credentials")
+    assert "SECRET" not in message
+    assert daemon.cursor is None  # the next tick starts over from the same place
+
+
+def test_a_renamed_google_sheet_reads_nothing_new(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    """A rename moves a native Sheet's version, not its content: its run exports it again,
+    finds the same sha256, and only renames the rows' source_file."""
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    drive_server.rename(drive_tree["sheet"], "Team sheet 2024")
+    assert daemon.sync() == [drive_tree["sheet"]]
+    assert _rows(
+        warehouse_url,
+        f"SELECT status FROM etl_imports WHERE source_file_id = '{drive_tree['sheet']}' ORDER BY id",
+    ) == [("success",), ("skipped",)]
+    assert _rows(warehouse_url, "SELECT source_file FROM leads WHERE name = 'Delta'") == [
+        ("Leads/Team sheet 2024",)
+    ]

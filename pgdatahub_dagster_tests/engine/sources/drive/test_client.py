@@ -9,8 +9,6 @@ import random
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError
 from pgdatahub_dagster.engine.sources.drive import (
@@ -124,33 +122,15 @@ def test_only_a_rejected_page_token_counts_as_one(drive_server: DriveTestServer,
 
 
 def test_refused_credentials_give_one_message_naming_the_file(
-    drive_server: DriveTestServer, tmp_path: Path
+    drive_server: DriveTestServer, refused_credentials: Path
 ) -> None:
     """A service-account key whose token request Google refuses (the key was deleted, the
     account disabled): the real google-auth signs a real key and asks the test server."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    path = tmp_path / "revoked.json"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "test",
-                "private_key_id": "SECRET-KEY-ID",
-                "private_key": pem,
-                "client_email": "importer@test.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": drive_server.token_uri,
-            }
-        )
-    )
-    client = DriveClient.connect(path, api_endpoint=drive_server.api_endpoint, num_retries=0)
+    client = DriveClient.connect(refused_credentials, api_endpoint=drive_server.api_endpoint, num_retries=0)
     with pytest.raises(CredentialsRefused) as failure:
         client.start_page_token()
     message = str(failure.value)
-    assert message.startswith(f"{path}: Google refused these credentials")
+    assert message.startswith(f"{refused_credentials}: Google refused these credentials")
     assert "PGDATAHUB_DRIVE_CREDENTIALS" in message
     assert "SECRET" not in message and "PRIVATE KEY" not in message and "invalid_grant" not in message
 
