@@ -317,16 +317,14 @@ def test_refused_credentials_skip_the_tick_with_one_clear_line(
 
 
 def test_a_renamed_google_sheet_reads_nothing_new(
-    test_defs: Definitions,
-    instance: DagsterInstance,
+    synced_retracting: SensorDaemon,
     drive_server: DriveTestServer,
     drive_tree: dict[str, str],
     warehouse_url: str,
 ) -> None:
     """A rename moves a native Sheet's version, not its content: its run exports it again,
     finds the same sha256, and only renames the rows' source_file."""
-    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
-    daemon.sync()
+    daemon = synced_retracting
     drive_server.rename(drive_tree["sheet"], "Team sheet 2024")
     assert daemon.sync() == [drive_tree["sheet"]]
     assert _rows(
