@@ -10,6 +10,8 @@ from pathlib import Path
 
 import googleapiclient.http
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
 
@@ -43,6 +45,32 @@ def drive_credentials(tmp_path: Path) -> Path:
                 "client_id": "test-client.apps.googleusercontent.com",
                 "client_secret": "test-client-secret",
                 "token_uri": "http://127.0.0.1:9/token",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def refused_credentials(drive_server: DriveTestServer, tmp_path: Path) -> Path:
+    """A real service-account key whose token requests the test server refuses, as Google
+    does for a deleted key or a disabled account (``invalid_grant``). Its secrets start with
+    ``SECRET`` (or are PEM), so a test can tell that none of them is shown."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path = tmp_path / "revoked.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "test",
+                "private_key_id": "SECRET-KEY-ID",
+                "private_key": pem,
+                "client_email": "importer@test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": drive_server.token_uri,
             }
         )
     )

@@ -35,10 +35,10 @@ class LocalFolderCursor:
 
 
 def drive_state_from_json(text: str | None) -> ScanState:
-    """The Drive sensor's cursor: the Changes API page token, and whether a walk of the
-    tree is still going on (the registry knows which folders are left)."""
+    """The Drive sensor's cursor: the Changes API page tokens, whether a walk of the tree is
+    still going on (the registry knows which folders are left), and the tick count."""
     return ScanState(**json.loads(text)) if text else ScanState()
 
 
 def drive_state_to_json(state: ScanState) -> str:
-    return json.dumps(asdict(state), separators=(",", ":"))
+    return state.to_json()

@@ -104,6 +104,13 @@ class DriveResource(ConfigurableResource["DriveResource"]):
 
     def client(self) -> DriveClient:
         settings = self.settings()
+        if settings.access_token is not None:
+            return DriveClient.connect_to_emulator(
+                settings.access_token,
+                api_endpoint=settings.api_endpoint,
+                num_retries=settings.num_retries,
+                chunk_bytes=settings.chunk_bytes,
+            )
         assert settings.credentials_file is not None
         return DriveClient.connect(
             settings.credentials_file,

@@ -8,8 +8,8 @@ that time (several files can share a timestamp). A tick requests at most
 written in the last ``PGDATAHUB_SENSOR_SETTLE_SECONDS`` (2) waits for a later tick so that
 no half-written file is imported.
 
-Google Drive: see ``engine/sources/drive/scanner.py``; the cursor is the Changes API page
-token.
+Google Drive: see ``engine/sources/drive/scanner.py``; the cursor holds the Changes API page
+tokens (the caller's own log, and one per shared drive holding a watched root).
 
 An edited folder mapping can change what every file gives (its table, key, sheet, prefer):
 the local sensor then asks for one full sync (``sync_local_folder``), which reads again the
@@ -51,8 +51,8 @@ from pgdatahub_dagster.defs.resources import (
     LocalFolderResource,
     WarehouseResource,
 )
-from pgdatahub_dagster.engine.sources import SourceFile
-from pgdatahub_dagster.engine.sources.drive import DriveScanner, FolderRegistry
+from pgdatahub_dagster.engine.sources import SourceFile, SourceUnavailableError
+from pgdatahub_dagster.engine.sources.drive import DriveError, DriveScanner, FolderRegistry
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30"))
 # The Drive sensor reads and updates the folder registry in the warehouse. A DuckDB file
@@ -218,7 +218,8 @@ def drive_sensor(
 ) -> SensorResult:
     """Follows the Drive Changes API from its stored page token: registers each new or
     changed spreadsheet under the watched folders as a partition and requests a run for it
-    (run key: file id and content version); hands removed files to ``handle_deleted_files``."""
+    (run key: file id and the number of times the scanner reported it, new at every report);
+    hands removed files to ``handle_deleted_files``."""
     settings = drive.settings()
     if not settings.configured:
         return SensorResult(
@@ -227,24 +228,32 @@ def drive_sensor(
             cursor=context.cursor,
         )
     state = drive_state_from_json(context.cursor)
-    with warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS) as opened:
-        scanner = DriveScanner(
-            drive.client(), FolderRegistry(opened), settings.folder_ids, budget_seconds=settings.tick_seconds
-        )
-        result = scanner.scan(state)
+    try:
+        with warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS) as opened:
+            scanner = DriveScanner(
+                drive.client(),
+                FolderRegistry(opened),
+                settings.folder_ids,
+                budget_seconds=settings.tick_seconds,
+            )
+            result = scanner.scan(state)
+    except (SourceUnavailableError, DriveError) as error:
+        # Refused credentials, Drive failing after every retry: one clear line, and the next
+        # tick starts from the same cursor (the failed tick changed nothing).
+        context.log.error(str(error))
+        return SensorResult(skip_reason=str(error), cursor=context.cursor)
     for line in result.log:
         context.log.info(line)
     known = set(context.instance.get_dynamic_partitions(DRIVE_FILES))
-    gone = sorted({partition_key_for(file_id) for file_id, _ in result.removed} & known)
-    names = dict(result.removed)
+    gone = sorted({partition_key_for(file_id) for file_id in result.removed} & known)
     for key in gone:
         file_id = file_id_for(key)
         context.log.info(
-            f"REMOVED {names[file_id]} ({file_id}): trashed, deleted or moved out of the watched folders"
+            f"REMOVED {result.removed[file_id]} ({file_id}): trashed, deleted, unshared or moved out of "
+            "the watched folders"
         )
-    skipped = result.ignored + len(result.removed) - len(gone)
-    if skipped:
-        context.log.info(f"SKIPPED {skipped} changes outside the watched folders or not spreadsheets")
+    if result.ignored:
+        context.log.info(f"SKIPPED {result.ignored} changes outside the watched folders or not spreadsheets")
     runs, removals = _deletions("drive", drive_files, gone, context.cursor)
     if result.found:
         context.log.info(f"Change detected: {len(result.found)} spreadsheets new or changed")

@@ -107,10 +107,13 @@ class DriveSettings:
     num_retries: int
     chunk_bytes: int
     tick_seconds: float
+    #: A plain OAuth access token for a Drive emulator (never refreshed); only with an
+    #: ``api_endpoint``, and in place of any credentials file.
+    access_token: str | None = None
 
     @property
     def configured(self) -> bool:
-        return bool(self.folder_ids) and self.credentials_file is not None
+        return bool(self.folder_ids) and (self.credentials_file is not None or self.access_token is not None)
 
     @classmethod
     def from_env(cls) -> DriveSettings:
@@ -125,6 +128,7 @@ class DriveSettings:
             num_retries=int(os.environ.get("PGDATAHUB_DRIVE_RETRIES", "5")),
             chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
             tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
+            access_token=os.environ.get("PGDATAHUB_DRIVE_ACCESS_TOKEN") or None,
         )
 
 

@@ -36,7 +36,7 @@ FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
 SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
 SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
 XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-FAULT_KINDS = frozenset({"429", "503", "403_rate", "slow", "drop"})
+FAULT_KINDS = frozenset({"429", "503", "403_rate", "400", "404", "410", "slow", "drop"})
 
 _GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
 _JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -51,6 +51,7 @@ _STATUS_NAMES = {
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
+    410: "GONE",
     416: "OUT_OF_RANGE",
     429: "RESOURCE_EXHAUSTED",
     501: "UNIMPLEMENTED",
@@ -385,6 +386,8 @@ class _Item:
     target_mime_type: str | None = None
     trashed: bool = False
     version: int = 1
+    #: Not visible to the caller any more (``unshare``).
+    hidden: bool = False
 
     def resource(self) -> dict[str, Any]:
         """The full File resource; ``fields`` selection trims it afterwards."""
@@ -421,8 +424,24 @@ class _Change:
     # A snapshot taken when the change happened, so a consumer replaying the
     # log sees each intermediate state; None marks a permanent deletion.
     file: dict[str, Any] | None
+    #: The shared drive the item was in: its changes are in that drive's change log.
+    drive_id: str | None = None
+    #: A change to a shared drive itself (``changeType: drive``; ``file_id`` is its id).
+    of_drive: bool = False
 
     def resource(self) -> dict[str, Any]:
+        if self.of_drive:
+            # No fileId and no file: what a client must not trip over.
+            drive: dict[str, Any] = {
+                "kind": "drive#change",
+                "changeType": "drive",
+                "driveId": self.file_id,
+                "removed": self.file is None,
+                "time": _rfc3339(self.time),
+            }
+            if self.file is not None:
+                drive["drive"] = self.file
+            return drive
         resource: dict[str, Any] = {
             "kind": "drive#change",
             "changeType": "file",
@@ -430,6 +449,8 @@ class _Change:
             "removed": self.file is None,
             "time": _rfc3339(self.time),
         }
+        if self.drive_id is not None:
+            resource["driveId"] = self.drive_id
         if self.file is not None:
             resource["file"] = self.file
         return resource
@@ -461,22 +482,22 @@ def _error(
     *,
     domain: str = "global",
     location: str | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> _Response:
     detail: dict[str, str] = {"domain": domain, "reason": reason, "message": message}
     if location is not None:
         detail["locationType"] = "parameter"
         detail["location"] = location
-    return _json_response(
-        {
-            "error": {
-                "code": status,
-                "message": message,
-                "errors": [detail],
-                "status": _STATUS_NAMES[status],
-            }
-        },
-        status,
-    )
+    body: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "errors": [detail],
+        "status": _STATUS_NAMES[status],
+    }
+    if details is not None:
+        # Newer Drive answers carry google.rpc details too, listed before ``errors``.
+        body = {"code": status, "message": message, "details": details, **body}
+    return _json_response({"error": body}, status)
 
 
 def _invalid_parameter(name: str, message: str = "Invalid Value") -> _Response:
@@ -488,6 +509,12 @@ def _fault_response(kind: str) -> _Response:
         return _error(429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
     if kind == "503":
         return _error(503, "backendError", "Backend Error")
+    if kind == "400":
+        return _error(400, "badRequest", "Bad Request")
+    if kind == "404":
+        return _error(404, "notFound", "Shared drive not found.")
+    if kind == "410":
+        return _error(410, "deleted", "The page token is too old.", location="pageToken")
     return _error(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits")
 
 
@@ -539,13 +566,19 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(target.query, keep_blank_values=True))
         fault = drive._begin_request(method, target.path, query, self.path)
         if method != "GET":
-            # Unread request bodies would corrupt the next request on a
-            # kept-alive connection, so give up on the connection instead.
+            # The body is read (the token endpoint needs the client to finish sending it),
+            # and the connection closed after the answer.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.close_connection = True
         if fault == "slow":
             time.sleep(drive.slow_seconds)
-        if fault in ("429", "503", "403_rate"):
+        if fault in ("429", "503", "403_rate", "400", "404", "410"):
             response = _fault_response(fault)
+        elif method == "POST" and target.path == "/token":
+            # The OAuth token endpoint: every refresh is refused, as for a revoked grant.
+            response = _json_response(
+                {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, 400
+            )
         elif method != "GET":
             response = _error(501, "notImplemented", f"DriveTestServer does not implement {method}.")
         else:
@@ -583,6 +616,13 @@ class DriveTestServer:
     ) -> None:
         self.export_limit_bytes = export_limit_bytes
         self.slow_seconds = slow_seconds
+        #: Whether the caller is a member of the shared drives (then their files' changes
+        #: are in each drive's change log only); otherwise it sees their items as shared with
+        #: it, in its own change log, and cannot read the drives' logs.
+        self.shared_drive_members = True
+        #: Answer ``corpora=allDrives`` listings with ``incompleteSearch: true``, leaving the
+        #: shared drives out, as Drive may when the caller has many.
+        self.incomplete_all_drives_search = False
         self._clock = clock_start
         self._lock = threading.Lock()
         self._items: dict[str, _Item] = {}
@@ -653,6 +693,14 @@ class DriveTestServer:
             raise RuntimeError("DriveTestServer is not running; call start()")
         return f"http://127.0.0.1:{self._server.server_address[1]}/drive/v3/"
 
+    @property
+    def token_uri(self) -> str:
+        """An OAuth token endpoint that refuses every refresh (``invalid_grant``), as Google's
+        does for revoked or expired credentials."""
+        if self._server is None:
+            raise RuntimeError("DriveTestServer is not running; call start()")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
     # -- state mutation ----------------------------------------------------
 
     def add_folder(
@@ -695,6 +743,13 @@ class DriveTestServer:
         """Create a native Sheet whose xlsx export returns ``xlsx_bytes``."""
         return self._create(name, parent_id, SHEET_MIME_TYPE, content=xlsx_bytes)
 
+    def add_google_file(self, name: str, parent_id: str, mime_type: str) -> str:
+        """Create another Docs Editors file (``application/vnd.google-apps.document``, a Doc;
+        ``…presentation``, Slides): it has no bytes to download, whatever its name says."""
+        if not mime_type.startswith(_GOOGLE_APPS_PREFIX) or mime_type in (FOLDER_MIME_TYPE, SHEET_MIME_TYPE):
+            raise ValueError("use add_folder/add_google_sheet for folders and Sheets")
+        return self._create(name, parent_id, mime_type)
+
     def add_shortcut(self, name: str, parent_id: str, target_id: str) -> str:
         with self._lock:
             target_mime_type = self._get(target_id).mime_type
@@ -732,22 +787,52 @@ class DriveTestServer:
                 self._items[moved_id].drive_id = parent.drive_id
             self._touch(item)
 
-    def trash(self, file_id: str) -> None:
-        """Trash an item; like Drive, everything beneath a folder goes too."""
+    def share(self, item_id: str) -> None:
+        """Share an item with someone: like every change, it raises ``version`` and is
+        reported, but it leaves the content and ``modifiedTime`` alone."""
         with self._lock:
-            for item_id in [file_id, *self._descendant_ids(file_id)]:
+            item = self._get(item_id)
+            item.version += 1
+            if not item.hidden:
+                self._changes.append(_Change(item.id, self._tick(), item.resource(), item.drive_id))
+
+    def trash(self, file_id: str, *, descendants_reported: bool = True) -> None:
+        """Trash an item; like Drive, everything beneath a folder goes too. Drive may report
+        only the folder (``descendants_reported=False``): its contents are trashed with it
+        all the same."""
+        with self._lock:
+            for position, item_id in enumerate([file_id, *self._descendant_ids(file_id)]):
                 item = self._get(item_id)
                 if not item.trashed:
                     item.trashed = True
-                    self._touch(item)
+                    if position == 0 or descendants_reported:
+                        self._touch(item)
 
-    def delete(self, file_id: str) -> None:
-        """Permanently delete an item and, for folders, its descendants."""
+    def delete(self, file_id: str, *, descendants_reported: bool = True) -> None:
+        """Permanently delete an item and, for folders, its descendants (reported one by
+        one, or only the folder)."""
         with self._lock:
             self._get(file_id)
-            for item_id in [file_id, *self._descendant_ids(file_id)]:
-                del self._items[item_id]
-                self._changes.append(_Change(item_id, self._tick(), None))
+            for position, item_id in enumerate([file_id, *self._descendant_ids(file_id)]):
+                gone = self._items.pop(item_id)
+                if position == 0 or descendants_reported:
+                    self._changes.append(_Change(item_id, self._tick(), None, gone.drive_id))
+
+    def unshare(self, item_id: str) -> None:
+        """Take the caller's access to an item away (it stops being shared with the service
+        account): it and everything beneath it disappear from every answer, and the change
+        log reports the item alone as removed, as Drive does on a loss of access."""
+        with self._lock:
+            for hidden_id in [item_id, *self._descendant_ids(item_id)]:
+                self._get(hidden_id).hidden = True
+            self._changes.append(_Change(item_id, self._tick(), None, self._get(item_id).drive_id))
+
+    def change_shared_drive(self, drive_id: str, *, removed: bool = False) -> None:
+        """Record a change to a shared drive itself (renamed, or deleted with ``removed``):
+        an entry of ``changeType: drive`` in the user's change log."""
+        with self._lock:
+            drive = None if removed else {"kind": "drive#drive", "id": drive_id, "name": "renamed"}
+            self._changes.append(_Change(drive_id, self._tick(), drive, of_drive=True))
 
     # -- change tokens -------------------------------------------------------
 
@@ -818,6 +903,7 @@ class DriveTestServer:
         item_id: str | None = None,
         modified_time: datetime | None = None,
     ) -> str:
+        explicit = item_id is not None
         with self._lock:
             if parent_id is not None:
                 if drive_id is not None:
@@ -825,12 +911,13 @@ class DriveTestServer:
                 drive_id = self._get_folder(parent_id).drive_id
             elif mime_type != FOLDER_MIME_TYPE:
                 raise ValueError("only folders may be roots")
-            if item_id is None:
+            # A new id never takes one given explicitly before (a rebuilt tree mixes both).
+            while item_id is None or (item_id in self._items and not explicit):
                 self._id_counter += 1
                 digest = hashlib.sha256(f"drive-test:{self._id_counter}".encode()).digest()
                 # Real ids look like "1AbC...": 33 url-safe characters.
                 item_id = "1" + base64.urlsafe_b64encode(digest).decode()[:32]
-            elif item_id in self._items:
+            if explicit and item_id in self._items:
                 raise ValueError(f"an item with id {item_id} exists already")
             now = self._tick()
             stamp = now if modified_time is None else modified_time
@@ -847,7 +934,7 @@ class DriveTestServer:
                 target_mime_type=target_mime_type,
             )
             self._items[item_id] = item
-            self._changes.append(_Change(item_id, now, item.resource()))
+            self._changes.append(_Change(item_id, now, item.resource(), drive_id))
             return item_id
 
     def _tick(self) -> datetime:
@@ -857,7 +944,8 @@ class DriveTestServer:
     def _touch(self, item: _Item) -> None:
         item.version += 1
         item.modified = self._tick()
-        self._changes.append(_Change(item.id, item.modified, item.resource()))
+        if not item.hidden:
+            self._changes.append(_Change(item.id, item.modified, item.resource(), item.drive_id))
 
     def _get(self, item_id: str) -> _Item:
         try:
@@ -937,7 +1025,7 @@ class DriveTestServer:
                 return self._list_changes(query)
             if len(segments) in (2, 3) and segments[0] == "files":
                 item = self._items.get(segments[1])
-                if item is None:
+                if item is None or item.hidden:
                     return _error(404, "notFound", f"File not found: {segments[1]}.")
                 if len(segments) == 2 and query.get("alt") == "media":
                     return self._media(item, headers.get("Range"))
@@ -1004,13 +1092,28 @@ class DriveTestServer:
             if token_digest != query_digest or not isinstance(token_offset, int) or token_offset < 0:
                 return _invalid_parameter("pageToken")
             offset = token_offset
+        corpora = query.get("corpora", "user")
+        if corpora == "drive":
+            if not query.get("driveId") or query.get("includeItemsFromAllDrives") != "true":
+                return _invalid_parameter("corpora", "driveId and includeItemsFromAllDrives are required")
+            if not self.shared_drive_members:
+                return _error(404, "notFound", f"Shared drive not found: {query['driveId']}")
+        elif corpora not in ("user", "allDrives"):
+            return _invalid_parameter("corpora")
+        incomplete = corpora == "allDrives" and self.incomplete_all_drives_search
         matches = sorted(
-            (i for i in self._items.values() if predicate is None or predicate(i)),
+            (
+                i
+                for i in self._items.values()
+                if not i.hidden
+                and (predicate is None or predicate(i))
+                and self._in_corpus(i, corpora, query.get("driveId"), incomplete)
+            ),
             key=lambda i: (i.name, i.id),
         )
         payload: dict[str, Any] = {
             "kind": "drive#fileList",
-            "incompleteSearch": False,
+            "incompleteSearch": incomplete,
             "files": [i.resource() for i in matches[offset : offset + page_size]],
         }
         if offset + page_size < len(matches):
@@ -1018,7 +1121,25 @@ class DriveTestServer:
             payload["nextPageToken"] = base64.urlsafe_b64encode(next_token).decode()
         return self._respond_with_fields(payload, query, _FILE_LIST_SCHEMA, _DEFAULT_FILE_LIST_FIELDS)
 
+    def _in_corpus(self, item: _Item, corpora: str, drive_id: str | None, incomplete: bool) -> bool:
+        if corpora == "drive":
+            return item.drive_id == drive_id
+        if corpora == "user":
+            # Items of shared drives the caller is no member of count as shared with it.
+            return item.drive_id is None or not self.shared_drive_members
+        # allDrives: an incomplete search left the shared drives out.
+        return not (incomplete and item.drive_id is not None)
+
+    def _in_change_log(self, change: _Change, drive_id: str | None) -> bool:
+        """Whether the change is in the user's change log (``drive_id`` None) or that shared
+        drive's. A member's changes to shared-drive files are in the drive's log only."""
+        if drive_id is not None:
+            return change.drive_id == drive_id and not change.of_drive
+        return change.of_drive or change.drive_id is None or not self.shared_drive_members
+
     def _start_page_token(self, query: Mapping[str, str]) -> _Response:
+        if query.get("driveId") and not self.shared_drive_members:
+            return _error(404, "notFound", f"Shared drive not found: {query['driveId']}")
         payload = {
             "kind": "drive#startPageToken",
             "startPageToken": str(len(self._changes)),
@@ -1043,13 +1164,16 @@ class DriveTestServer:
         if page_size is None:
             return _invalid_parameter("pageSize")
         include_removed = query.get("includeRemoved", "true") != "false"
+        drive_id = query.get("driveId")
+        if drive_id and not self.shared_drive_members:
+            return _error(404, "notFound", f"Shared drive not found: {drive_id}")
         end = min(start + page_size, len(self._changes))
         payload: dict[str, Any] = {
             "kind": "drive#changeList",
             "changes": [
                 change.resource()
                 for change in self._changes[start:end]
-                if include_removed or change.file is not None
+                if (include_removed or change.file is not None) and self._in_change_log(change, drive_id)
             ],
         }
         if end < len(self._changes):
@@ -1098,7 +1222,12 @@ class DriveTestServer:
                 location="mimeType",
             )
         if len(item.content) > self.export_limit_bytes:
-            return _error(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
+            return _error(
+                403,
+                "exportSizeLimitExceeded",
+                "This file is too large to be exported.",
+                details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "FORBIDDEN"}],
+            )
         # Range is deliberately ignored: the whole workbook comes back with a
         # 200, and MediaIoBaseDownload then finishes on Content-Length alone.
         return _Response(200, item.content, XLSX_MIME_TYPE)

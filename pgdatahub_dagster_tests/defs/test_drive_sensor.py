@@ -41,6 +41,17 @@ def drive_tree(
     return ids
 
 
+@pytest.fixture
+def synced_retracting(
+    test_defs: Definitions, instance: DagsterInstance, drive_tree: dict[str, str], source_dir: Path
+) -> SensorDaemon:
+    """A sensor daemon that has synced the tree once, with Leads under ``on_delete: retract``."""
+    (source_dir / "pgdatahub.yaml").write_text("Leads:\n  on_delete: retract\n")
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    return daemon
+
+
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
     with connect(url) as warehouse:
         return warehouse.fetchall(sql)
@@ -116,16 +127,13 @@ def test_add_rename_move_modify_and_trash(
 
 
 def test_on_delete_retract_removes_a_trashed_files_rows(
-    test_defs: Definitions,
+    synced_retracting: SensorDaemon,
     instance: DagsterInstance,
     drive_server: DriveTestServer,
     drive_tree: dict[str, str],
-    source_dir: Path,
     warehouse_url: str,
 ) -> None:
-    (source_dir / "pgdatahub.yaml").write_text("Leads:\n  on_delete: retract\n")
-    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
-    daemon.sync()
+    daemon = synced_retracting
     drive_server.trash(drive_tree["a"])
     drive_server.move(drive_tree["shortcut"], drive_tree["elsewhere"])  # moved out of the tree
     daemon.sync()
@@ -190,3 +198,139 @@ def test_an_unconfigured_drive_sensor_says_so(test_defs: Definitions, instance: 
     result = SensorDaemon(test_defs, instance, "drive_sensor").evaluate()
     assert not result.run_requests
     assert "PGDATAHUB_DRIVE_FOLDER_ID" in str(result.skip_reason)
+
+
+def test_folders_carry_their_files_renamed_moved_out_and_in(
+    synced_retracting: SensorDaemon,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    """Drive reports a folder's rename or move, never the files inside: the sensor makes
+    them follow, as a fresh import of the tree would."""
+    daemon = synced_retracting
+
+    # Renamed: the rows take the new path (leads_eu becomes leads_europe), nothing is read.
+    drive_server.rename(drive_tree["eu"], "Europe")
+    assert daemon.sync() == [drive_tree["eu_file"]]
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads_europe") == [
+        ("Café Zürich", "Leads/Europe/eu.xlsx")
+    ]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads_eu") == [(0,)]
+
+    # Moved out: every file below leaves (on_delete: retract).
+    drive_server.move(drive_tree["eu"], drive_tree["elsewhere"])
+    daemon.sync()
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads_europe") == [(0,)]
+    assert drive_tree["eu_file"] not in instance.get_dynamic_partitions(drive_files.name)
+
+    # Moved back in: its files come back, although none of them changed; the run the log
+    # announces is one the daemon launches (its run key is new), never one it drops.
+    drive_server.move(drive_tree["eu"], drive_tree["leads"])
+    kept, dropped = daemon.tick()
+    assert ([request.partition_key for request in kept], dropped) == ([drive_tree["eu_file"]], [])
+    assert all(daemon.launch(request) for request in kept)
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads_europe") == [
+        ("Café Zürich", "Leads/Europe/eu.xlsx")
+    ]
+
+
+def test_a_file_moved_out_and_back_in_one_tick_keeps_its_rows(
+    synced_retracting: SensorDaemon,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    daemon = synced_retracting
+    # Into a folder outside the tree, then that folder into the tree, in one tick.
+    box = drive_server.add_folder("Box", drive_tree["elsewhere"])
+    drive_server.move(drive_tree["a"], box)
+    drive_server.move(box, drive_tree["leads"])
+    daemon.sync()
+    assert drive_tree["a"] in instance.get_dynamic_partitions(drive_files.name)
+    assert _rows(warehouse_url, "SELECT name, source_file FROM leads_box ORDER BY name") == [
+        ("Acme", "Leads/Box/a.csv"),
+        ("Blue", "Leads/Box/a.csv"),
+    ]
+    assert _rows(warehouse_url, "SELECT count(*) FROM leads WHERE name = 'Acme'") == [(0,)]
+
+
+def test_an_import_asks_for_the_file_once_and_removals_log_the_path(
+    test_defs: Definitions,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    instance: DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    drive_server.update_content(drive_tree["a"], b"name,city\nAcme,Oslo\n")
+    drive_server.reset_request_log()
+    assert daemon.sync() == [drive_tree["a"]]
+    metadata_gets = [
+        query for _, path, query in drive_server.request_log if path.endswith(f"/files/{drive_tree['a']}")
+    ]
+    assert [query.get("alt") for query in metadata_gets] == ["json", "media"]  # one files.get, one download
+
+    drive_server.trash(drive_tree["a"])
+    capfd.readouterr()
+    daemon.tick()
+    # The sensor's log goes to Dagster's handler on stderr.
+    assert f"REMOVED Leads/a.csv ({drive_tree['a']})" in capfd.readouterr().err
+
+
+def test_a_tick_evaluated_again_requests_the_same_runs(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+) -> None:
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    drive_server.rename(drive_tree["leads"], "Prospects")
+    cursor = daemon.cursor
+    first = daemon.evaluate()
+    daemon.cursor = cursor  # Dagster could not keep that tick's result: it evaluates it again
+    again = daemon.evaluate()
+    keys = sorted(str(request.run_key) for request in first.run_requests or [])
+    assert len(keys) == 4  # every file below Leads follows, the shortcut included
+    assert sorted(str(request.run_key) for request in again.run_requests or []) == keys
+
+
+def test_refused_credentials_skip_the_tick_with_one_clear_line(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_tree: dict[str, str],
+    refused_credentials: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGDATAHUB_DRIVE_CREDENTIALS", str(refused_credentials))
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    result = daemon.evaluate()
+    assert not result.run_requests and result.skip_reason is not None
+    message = result.skip_reason.skip_message or ""
+    assert message.startswith(f"{refused_credentials}: Google refused these credentials")
+    assert "SECRET" not in message
+    assert daemon.cursor is None  # the next tick starts over from the same place
+
+
+def test_a_renamed_google_sheet_reads_nothing_new(
+    synced_retracting: SensorDaemon,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+) -> None:
+    """A rename moves a native Sheet's version, not its content: its run exports it again,
+    finds the same sha256, and only renames the rows' source_file."""
+    daemon = synced_retracting
+    drive_server.rename(drive_tree["sheet"], "Team sheet 2024")
+    assert daemon.sync() == [drive_tree["sheet"]]
+    assert _rows(
+        warehouse_url,
+        f"SELECT status FROM etl_imports WHERE source_file_id = '{drive_tree['sheet']}' ORDER BY id",
+    ) == [("success",), ("skipped",)]
+    assert _rows(warehouse_url, "SELECT source_file FROM leads WHERE name = 'Delta'") == [
+        ("Leads/Team sheet 2024",)
+    ]

@@ -5,21 +5,23 @@ the Drive tree as it is now gives into an empty warehouse.
 The Google Drive variant of ``test_exact_sync.py``. A Hypothesis state machine adds, edits,
 trashes, deletes, renames, moves (to a folder that maps to another table), copies, restores
 (earlier bytes uploaded again), breaks and fixes small CSV files on the project's Drive test
-server, and syncs only as the product does: ``drive_sensor`` ticks whose runs the test
+server; renames sub-folders and moves them to another folder (another table, other settings),
+out of the tree and back in (Drive reports the folder alone, never the files inside); and
+syncs only as the product does: ``drive_sensor`` ticks whose runs the test
 launches the way the daemon would (run-key rule included, runs in any order), and retried
 runs (at-least-once delivery). After every sync the warehouse is compared with a fresh import
 (``pgdatahub_dagster_tests/exact_sync.py``).
 
 The oracle is a second Drive test server holding the tree as it is now, with the same file
-and folder ids, names, parents, contents and ``modifiedTime`` (lineage names the file id, and
+ids, names, paths, contents and ``modifiedTime`` (lineage names the file id, and
 the value rule ranks by the time), walked by ``DriveScanner`` into a fresh warehouse's
 folder registry and imported by ``Importer`` over ``DriveSource``: the real Drive code path,
 without Dagster. A file whose current content fails to import holds there its last good
 version instead (name, folder, content and time, as the last sync saw it): the product keeps
 that version's rows (README, "The promise").
 
-Out of scope: folder renames and moves (Drive reports no change for the files inside, a
-known gap the README names), and ``on_delete: keep`` folders (every folder retracts).
+Out of scope: ``on_delete: keep`` folders (every folder retracts; the two top-level folders,
+which carry the settings, stay where they are).
 """
 
 from __future__ import annotations
@@ -84,9 +86,14 @@ shop:
   on_delete: retract
 """
 ROOT = "Inbox"
-#: Parents before children, so a tree can be built in this order.
-FOLDERS = ("crm", "crm/eu", "shop")
-KEYED_BY_ID = frozenset({"crm", "crm/eu"})
+#: Parents before children, so a tree can be built in this order. The top-level folders carry
+#: the settings and stay; the sub-folders are renamed and moved.
+FOLDERS = ("crm", "crm/eu", "shop", "shop/old")
+TOP_FOLDERS = ("crm", "shop")
+#: Names a renamed sub-folder takes (so sub-folders of one name meet, as Drive allows).
+SUB_FOLDER_NAMES = ("eu", "europe", "old")
+#: Where sub-folders go when they leave the tree: a folder nobody watches.
+OUTSIDE = "Elsewhere"
 #: Few names, so names repeat: Drive allows several files of one name in one folder.
 FILE_NAMES = ("a.csv", "b.csv", "c.csv")
 #: Every example starts from a file in each folder and two that share a table, synced once.
@@ -95,14 +102,19 @@ CSV = "text/csv"
 SENSOR = "drive_sensor"
 
 
+def keyed_by_id(folder: str) -> bool:
+    return folder.split("/")[0] == "crm"
+
+
 def good_in(content: Content, folder: str) -> bool:
     """Whether it imports: folders keyed by id fail a file without an id column."""
-    return folder not in KEYED_BY_ID or "id" in content.header
+    return not keyed_by_id(folder) or "id" in content.header
 
 
 @dataclass(frozen=True)
 class Version:
-    """One state of a Drive file: where it is, what it holds, its ``modifiedTime``."""
+    """One state of a Drive file: where it is (its folder's path at the time), what it
+    holds, its ``modifiedTime``."""
 
     folder: str
     name: str
@@ -139,12 +151,16 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         self.server = DriveTestServer().start()
         self.root_id = self.server.add_folder(ROOT)
         self.clock_start = self.server.modified_time(self.root_id)
-        self.folder_ids: dict[str, str] = {}
+        self.outside_id = self.server.add_folder(OUTSIDE)
+        #: Every folder but the roots: folder id → (parent id, name), as on the server now.
+        self.folders: dict[str, tuple[str, str]] = {}
+        initial: dict[str, str] = {}
         for folder in FOLDERS:
             parent, _, name = folder.rpartition("/")
-            self.folder_ids[folder] = self.server.add_folder(
-                name, self.folder_ids[parent] if parent else self.root_id
-            )
+            parent_id = initial[parent] if parent else self.root_id
+            initial[folder] = self.server.add_folder(name, parent_id)
+            self.folders[initial[folder]] = (parent_id, name)
+        self.seed_folders = initial
         self.url = self.world.new_warehouse("synced")
         # In memory, as in test_exact_sync.py: a real instance, a third of a SQLite one's cost.
         self.instance = DagsterInstance.ephemeral()
@@ -161,8 +177,9 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
             }
         )
         self.daemon = SensorDaemon(self.defs, self.instance, SENSOR)
-        #: The files in the watched tree now (not trashed, not deleted), by file id.
-        self.files: dict[str, Version] = {}
+        #: Every file not trashed nor deleted, in the tree or in a folder moved out of it:
+        #: file id → (folder id, name, content, modifiedTime).
+        self.placed: dict[str, tuple[str, str, Content, datetime]] = {}
         #: Every content a file has had, for restores.
         self.history: dict[str, list[Content]] = {}
         #: Per file, the last version a sync saw that imports: what the warehouse must show.
@@ -182,6 +199,33 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
     def _t(self, moment: datetime) -> str:
         return f"t{int((moment - self.clock_start).total_seconds())}"
 
+    def _folder_path(self, folder_id: str) -> str | None:
+        """The folder's path below the root; None when it is outside the tree."""
+        names: list[str] = []
+        while folder_id in self.folders:
+            folder_id, name = self.folders[folder_id][0], self.folders[folder_id][1]
+            names.insert(0, name)
+        return "/".join(names) if folder_id == self.root_id else None
+
+    def _tree_folders(self) -> list[str]:
+        """The folder ids inside the tree, by path."""
+        inside = [(path, folder_id) for folder_id in self.folders if (path := self._folder_path(folder_id))]
+        return [folder_id for _, folder_id in sorted(inside)]
+
+    def _sub_folders(self) -> list[str]:
+        """The folders that are renamed and moved: every folder but the top-level ones."""
+        return sorted(folder_id for folder_id, (parent, _) in self.folders.items() if parent != self.root_id)
+
+    @property
+    def files(self) -> dict[str, Version]:
+        """The files in the watched tree now (not trashed, not deleted), by file id."""
+        files = {}
+        for file_id, (folder_id, name, content, modified) in self.placed.items():
+            path = self._folder_path(folder_id)
+            if path is not None:
+                files[file_id] = Version(path, name, content, modified)
+        return files
+
     def _show(self, file_id: str) -> str:
         return f"{self.labels[file_id]} ({self.files[file_id].path})"
 
@@ -189,21 +233,21 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         self.steps.append(step)
         self.tree_changed = True
 
-    def _record(self, file_id: str, folder: str, name: str, content: Content) -> Version:
+    def _record(self, file_id: str, folder_id: str, name: str, content: Content) -> Version:
         """The model's side of an operation on ``file_id``: its new state, time included."""
-        version = Version(folder, name, content, self.server.modified_time(file_id))
-        self.files[file_id] = version
+        self.placed[file_id] = (folder_id, name, content, self.server.modified_time(file_id))
+        version = self.files[file_id]
         seen = self.history.setdefault(file_id, [])
         if content not in seen:
             seen.append(content)
         return version
 
-    def _add(self, folder: str, name: str, content: Content, verb: str = "add") -> str:
+    def _add(self, folder_id: str, name: str, content: Content, verb: str = "add") -> str:
         """A new file, labelled ``F<n>`` in the steps (with its Drive id, which the tables show
         as ``source_file_id``)."""
-        file_id = self.server.add_file(name, self.folder_ids[folder], content.render(), CSV)
+        file_id = self.server.add_file(name, folder_id, content.render(), CSV)
         self.labels[file_id] = f"F{len(self.labels) + 1}"
-        version = self._record(file_id, folder, name, content)
+        version = self._record(file_id, folder_id, name, content)
         self._note(
             f"{verb} {self._show(file_id)} {content.summary()} at {self._t(version.modified)} (id {file_id})"
         )
@@ -236,17 +280,25 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
     def _pick(self, data: st.DataObject, choices: list[str], label: str = "file") -> str:
         return data.draw(st.sampled_from(choices), label=label)
 
+    def _pick_folder(self, data: st.DataObject, choices: list[str], label: str = "folder") -> str:
+        """A folder id, drawn by its path (shown in the steps)."""
+        shown = {f"{self._folder_path(f) or OUTSIDE}#{i}": f for i, f in enumerate(choices)}
+        return shown[data.draw(st.sampled_from(sorted(shown)), label=label)]
+
+    def _folder_of(self, file_id: str) -> str:
+        return self.placed[file_id][0]
+
     # -- file operations ---------------------------------------------------------------------
 
     @initialize(seed=st.lists(contents(), min_size=len(SEED), max_size=len(SEED)), data=st.data())
     def seed_tree(self, seed: list[Content], data: st.DataObject) -> None:
         for (folder, name), content in zip(SEED, seed, strict=True):
-            self._add(folder, name, content)
+            self._add(self.seed_folders[folder], name, content)
         self._synced(self._sensor_sync(data))
 
-    @rule(folder=st.sampled_from(FOLDERS), name=st.sampled_from(FILE_NAMES), content=contents())
-    def add_file(self, folder: str, name: str, content: Content) -> None:
-        self._add(folder, name, content)
+    @rule(data=st.data(), name=st.sampled_from(FILE_NAMES), content=contents())
+    def add_file(self, data: st.DataObject, name: str, content: Content) -> None:
+        self._add(self._pick_folder(data, self._tree_folders()), name, content)
 
     @precondition(lambda self: self.files)
     @rule(data=st.data(), content=contents())
@@ -254,7 +306,7 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         file_id = self._pick(data, self._ids())
         self.server.update_content(file_id, content.render())
         old = self.files[file_id]
-        version = self._record(file_id, old.folder, old.name, content)
+        version = self._record(file_id, self._folder_of(file_id), old.name, content)
         self._note(f"edit {self._show(file_id)} → {content.summary()} at {self._t(version.modified)}")
 
     @precondition(lambda self: self.files)
@@ -267,7 +319,7 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
             self.server.delete(file_id)
         else:
             self.server.trash(file_id)
-        del self.files[file_id]
+        del self.placed[file_id]
         self._note(f"{'delete permanently' if permanently else 'trash'} {shown}")
 
     @precondition(lambda self: self.files)
@@ -277,7 +329,9 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         old = self.files[file_id]
         name = self._pick(data, [name for name in FILE_NAMES if name != old.name], "new name")
         self.server.rename(file_id, name)
-        self._moved("rename", file_id, self._record(file_id, old.folder, name, old.content), old)
+        self._moved(
+            "rename", file_id, self._record(file_id, self._folder_of(file_id), name, old.content), old
+        )
 
     @precondition(lambda self: self.files)
     @rule(data=st.data())
@@ -285,15 +339,17 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         """To another watched folder: another table, maybe other settings."""
         file_id = self._pick(data, self._ids())
         old = self.files[file_id]
-        folder = self._pick(data, [folder for folder in FOLDERS if folder != old.folder], "target folder")
-        self.server.move(file_id, self.folder_ids[folder])
+        targets = [folder for folder in self._tree_folders() if folder != self._folder_of(file_id)]
+        folder = self._pick_folder(data, targets, "target folder")
+        self.server.move(file_id, folder)
         self._moved("move", file_id, self._record(file_id, folder, old.name, old.content), old)
 
     @precondition(lambda self: self.files)
-    @rule(data=st.data(), folder=st.sampled_from(FOLDERS), name=st.sampled_from(FILE_NAMES))
-    def copy_file(self, data: st.DataObject, folder: str, name: str) -> None:
+    @rule(data=st.data(), name=st.sampled_from(FILE_NAMES))
+    def copy_file(self, data: st.DataObject, name: str) -> None:
         """Drive's "make a copy", or the same file uploaded again: a new file, the same bytes."""
         source = self._pick(data, self._ids(), "source")
+        folder = self._pick_folder(data, self._tree_folders())
         self._add(folder, name, self.files[source].content, verb=f"copy {self._show(source)} →")
 
     @precondition(lambda self: self._restorable())
@@ -305,22 +361,23 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         earlier = [content for content in self.history[file_id] if content != current.content]
         content = data.draw(st.sampled_from(earlier), label="earlier content")
         self.server.update_content(file_id, content.render())
-        version = self._record(file_id, current.folder, current.name, content)
+        version = self._record(file_id, self._folder_of(file_id), current.name, content)
         self._note(f"restore {self._show(file_id)} to {content.summary()} at {self._t(version.modified)}")
 
     @rule(data=st.data(), content=contents(header=BAD_HEADER))
     def write_bad_file(self, data: st.DataObject, content: Content) -> None:
         """A file without the key column in a folder keyed by id: it fails alone (a new file,
         or a new version of an existing one, whose last good version's rows must then stay)."""
-        breakable = [file_id for file_id in self._ids() if self.files[file_id].folder in KEYED_BY_ID]
+        breakable = [file_id for file_id in self._ids() if keyed_by_id(self.files[file_id].folder)]
         if breakable and bool(data.draw(st.booleans(), label="break an existing file")):
             file_id = self._pick(data, breakable)
             old = self.files[file_id]
             self.server.update_content(file_id, content.render())
-            version = self._record(file_id, old.folder, old.name, content)
+            version = self._record(file_id, self._folder_of(file_id), old.name, content)
             self._note(f"break {self._show(file_id)} {content.summary()} at {self._t(version.modified)}")
             return
-        folder = data.draw(st.sampled_from(sorted(KEYED_BY_ID)), label="folder")
+        keyed = [folder for folder in self._tree_folders() if keyed_by_id(self._folder_path(folder) or "")]
+        folder = self._pick_folder(data, keyed)
         name = data.draw(st.sampled_from(FILE_NAMES), label="name")
         self._add(folder, name, content, verb="add bad")
 
@@ -330,16 +387,16 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         file_id = self._pick(data, self._bad_ids())
         old = self.files[file_id]
         self.server.update_content(file_id, content.render())
-        version = self._record(file_id, old.folder, old.name, content)
+        version = self._record(file_id, self._folder_of(file_id), old.name, content)
         self._note(f"fix {self._show(file_id)} → {content.summary()} at {self._t(version.modified)}")
 
     @precondition(lambda self: self._overlap_rows())
     @rule(
-        folder=st.sampled_from(FOLDERS),
+        data=st.data(),
         name=st.sampled_from(FILE_NAMES),
         variant=st.sampled_from(("same", "upper", "amount")),
     )
-    def add_overlapping_file(self, folder: str, name: str, variant: str) -> None:
+    def add_overlapping_file(self, data: st.DataObject, name: str, variant: str) -> None:
         """A file that holds the rows of all others (same keys; the same values, or other
         values for the same keys)."""
         header = ("id", "name", "amount")
@@ -351,7 +408,60 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
             elif variant == "amount":
                 row["amount"] = "9"
             rows.append(tuple(row[column] for column in header))
+        folder = self._pick_folder(data, self._tree_folders())
         self._add(folder, name, Content(header, tuple(rows)), verb=f"add overlapping ({variant})")
+
+    # -- folder operations: Drive reports the folder, never the files inside --------------------
+
+    def _folder_moved(self, verb: str, folder_id: str, old_path: str | None) -> None:
+        new_path = self._folder_path(folder_id)
+        inside = ", ".join(
+            sorted(self.labels[f] for f, placed in self.placed.items() if placed[0] == folder_id)
+        )
+        self._note(
+            f"{verb} folder {old_path or OUTSIDE} → {new_path or OUTSIDE} (holding {inside or 'no files'})"
+        )
+
+    @precondition(lambda self: any(self._folder_path(folder) for folder in self._sub_folders()))
+    @rule(data=st.data(), name=st.sampled_from(SUB_FOLDER_NAMES))
+    def rename_folder(self, data: st.DataObject, name: str) -> None:
+        folder_id = self._pick_folder(data, [f for f in self._sub_folders() if self._folder_path(f)])
+        old_path = self._folder_path(folder_id)
+        self.server.rename(folder_id, name)
+        self.folders[folder_id] = (self.folders[folder_id][0], name)
+        self._folder_moved("rename", folder_id, old_path)
+
+    @precondition(lambda self: self._sub_folders())
+    @rule(data=st.data())
+    def move_folder(self, data: st.DataObject) -> None:
+        """Under the other top-level folder (another table, maybe other settings), out of the
+        tree, or back into it."""
+        folder_id = self._pick_folder(data, self._sub_folders())
+        old_path = self._folder_path(folder_id)
+        targets = [self.seed_folders[top] for top in TOP_FOLDERS] + ([self.outside_id] if old_path else [])
+        parent = self._pick_folder(data, [t for t in targets if t != self.folders[folder_id][0]], "to")
+        self.server.move(folder_id, parent)
+        self.folders[folder_id] = (parent, self.folders[folder_id][1])
+        self._folder_moved("move", folder_id, old_path)
+
+    @precondition(lambda self: any(self._folder_path(folder) for folder in self._sub_folders()))
+    @rule(data=st.data(), how=st.sampled_from(("trash", "trash, reported alone", "unshare")))
+    def remove_folder(self, data: st.DataObject, how: str) -> None:
+        """Trashed (Drive may report the folder alone) or no longer shared with the service
+        account: every file below it leaves."""
+        folder_id = self._pick_folder(data, [f for f in self._sub_folders() if self._folder_path(f)])
+        old_path = self._folder_path(folder_id)
+        inside = ", ".join(
+            sorted(self.labels[f] for f, placed in self.placed.items() if placed[0] == folder_id)
+        )
+        if how == "unshare":
+            self.server.unshare(folder_id)
+        else:
+            self.server.trash(folder_id, descendants_reported=how == "trash")
+        del self.folders[folder_id]
+        for file_id in [f for f, placed in self.placed.items() if placed[0] == folder_id]:
+            del self.placed[file_id]
+        self._note(f"{how} folder {old_path} (holding {inside or 'no files'})")
 
     # -- syncs -------------------------------------------------------------------------------
 
@@ -442,17 +552,19 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
         url = self.world.new_warehouse("fresh")
         with DriveTestServer() as oracle:
             oracle.add_folder(ROOT, item_id=self.root_id)
-            for folder in FOLDERS:
-                parent, _, name = folder.rpartition("/")
-                oracle.add_folder(
-                    name,
-                    self.folder_ids[parent] if parent else self.root_id,
-                    item_id=self.folder_ids[folder],
-                )
+            # Folders by path: the tables name paths, never folder ids.
+            folder_ids = {"": self.root_id}
+
+            def folder_at(path: str) -> str:
+                if path not in folder_ids:
+                    parent, _, name = path.rpartition("/")
+                    folder_ids[path] = oracle.add_folder(name, folder_at(parent))
+                return folder_ids[path]
+
             for file_id, version in state:
                 oracle.add_file(
                     version.name,
-                    self.folder_ids[version.folder],
+                    folder_at(version.folder),
                     version.content.render(),
                     CSV,
                     item_id=file_id,

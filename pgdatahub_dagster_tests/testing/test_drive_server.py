@@ -313,7 +313,11 @@ def test_export_over_the_limit_is_refused(server: DriveTestServer, service: Reso
         service.files().export(fileId=sheet, mimeType=XLSX_MIME_TYPE).execute(num_retries=3)
 
     assert caught.value.status_code == 403
-    assert _error_reason(caught.value) == "exportSizeLimitExceeded"
+    # Both lists, as newer Drive answers have them: googleapiclient's error_details keeps
+    # only ``details``, so the reason must be read from ``errors``.
+    body = json.loads(caught.value.content)["error"]
+    assert body["errors"][0]["reason"] == "exportSizeLimitExceeded"
+    assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert caught.value.reason == "This file is too large to be exported."
     # Not a rate-limit reason, so the client must not have retried.
     assert server.request_count(path_contains="/export") == 1

@@ -40,9 +40,21 @@ LEDGER_TABLE = "etl_imports"
 SCHEMA_CHANGES_TABLE = "etl_schema_changes"
 #: The Drive folder registry (``sources/drive/registry.py``).
 REGISTRY_TABLE = "drive_folder_registry"
+#: The Drive source's folder registry and file index (``sources/drive/registry.py``), which
+#: replaced ``REGISTRY_TABLE`` (dropped when found; its name stays reserved).
+DRIVE_FOLDERS_TABLE = "drive_folders"
+DRIVE_FILES_TABLE = "drive_files"
+DRIVE_REPLAY_TABLE = "drive_last_tick"
 #: The engine's own tables. Their sequences and indexes are named after them
 #: (``etl_imports_id_seq``, ``etl_imports_file``).
-ENGINE_TABLES = (LEDGER_TABLE, SCHEMA_CHANGES_TABLE, REGISTRY_TABLE)
+ENGINE_TABLES = (
+    LEDGER_TABLE,
+    SCHEMA_CHANGES_TABLE,
+    REGISTRY_TABLE,
+    DRIVE_FOLDERS_TABLE,
+    DRIVE_FILES_TABLE,
+    DRIVE_REPLAY_TABLE,
+)
 #: Every other name the engine gives a table, view or schema starts with this.
 ENGINE_PREFIX = "pgdatahub_"
 #: The ``prefer`` each data table's shared keys were last decided by.

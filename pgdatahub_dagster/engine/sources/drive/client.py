@@ -12,12 +12,13 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import google.auth.exceptions
 import google.oauth2.credentials
 import google_auth_httplib2
 import httplib2
@@ -27,23 +28,30 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
-from pgdatahub_dagster.engine.sources.base import SourceFile
+from pgdatahub_dagster.engine.sources.base import SourceUnavailableError
 
 DRIVE_SCOPES = ["https://www.googleapis.com/auth/drive.readonly"]
 FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
 SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
 SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
+#: Docs Editors files (Docs, Sheets, Slides …) and other Google types: no stored bytes.
+GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
 XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 # Drive returns only the fields asked for; these are all the scanner and source read.
 ITEM_FIELDS = (
-    "id, name, mimeType, parents, md5Checksum, version, modifiedTime, size, trashed, shortcutDetails"
+    "id, name, mimeType, parents, md5Checksum, version, modifiedTime, size, trashed, driveId, shortcutDetails"
 )
-_LIST_FIELDS = f"nextPageToken, files({ITEM_FIELDS})"
-_CHANGES_FIELDS = f"nextPageToken, newStartPageToken, changes(fileId, removed, file({ITEM_FIELDS}))"
+_LIST_FIELDS = f"nextPageToken, incompleteSearch, files({ITEM_FIELDS})"
+# A change of changeType "drive" (a shared drive renamed, deleted …) has no fileId.
+_CHANGES_FIELDS = (
+    "nextPageToken, newStartPageToken, "
+    f"changes(changeType, fileId, driveId, removed, time, file({ITEM_FIELDS}))"
+)
 _PAGE_SIZE = 1000
 _HTTP_TIMEOUT_SECONDS = 120
-# Statuses with which Drive rejects a changes page token that is invalid or too old.
+# Drive rejects a changes page token that is invalid or too old with 400 ("Invalid Value" at
+# location pageToken), or 410 (gone); any other 400 or 404 is a fault of its own.
 _REJECTED_TOKEN_STATUSES = (400, 404, 410)
 _EXPORT_TOO_LARGE = (
     "this Google Sheet is over Drive's 10 MB export limit, so it cannot be exported as xlsx; "
@@ -60,6 +68,11 @@ class InvalidPageToken(DriveError):
     """The stored changes page token was rejected; the tree must be walked again."""
 
 
+class CredentialsRefused(SourceUnavailableError):
+    """Google refused the credentials (revoked, expired, deleted key): nothing in Drive can
+    be read until they are replaced."""
+
+
 @dataclass(frozen=True)
 class DriveItem:
     """A file or folder as Drive describes it."""
@@ -74,6 +87,8 @@ class DriveItem:
     trashed: bool
     shortcut_target_id: str | None = None
     shortcut_target_mime_type: str | None = None
+    #: The shared drive the item is in; None in a My Drive.
+    drive_id: str | None = None
 
     @classmethod
     def from_api(cls, resource: dict[str, Any]) -> DriveItem:
@@ -85,11 +100,13 @@ class DriveItem:
             mime_type=resource.get("mimeType", ""),
             parent_id=parents[0] if parents else None,
             md5=resource.get("md5Checksum"),
-            version=resource.get("version"),
+            # A string in Drive's answers; some emulators send a JSON number.
+            version=None if resource.get("version") is None else str(resource["version"]),
             modified_time=resource.get("modifiedTime"),
             trashed=bool(resource.get("trashed", False)),
             shortcut_target_id=shortcut.get("targetId"),
             shortcut_target_mime_type=shortcut.get("targetMimeType"),
+            drive_id=resource.get("driveId"),
         )
 
     @property
@@ -112,21 +129,28 @@ class DriveItem:
         return f"v{self.version}" if self.version else f"t{self.modified_time or '0'}"
 
     @property
+    def fingerprint(self) -> str:
+        """What changes when the content or its modification time does and, as far as Drive
+        allows, not when the file is only renamed, moved or shared: a stored file's md5; a
+        native Sheet has none, so its modification time alone stands for its content."""
+        modified = self.modified_time or ""
+        if self.md5:
+            return f"md5:{self.md5}@{modified}"
+        if self.is_native_sheet and modified:
+            return f"sheet@{modified}"
+        return f"{self.revision}@{modified}"
+
+    @property
     def modified_at(self) -> datetime | None:
         if not self.modified_time:
             return None
         return datetime.fromisoformat(self.modified_time.replace("Z", "+00:00"))
 
-    def as_source_file(self, path: str, content: DriveItem | None = None) -> SourceFile:
-        """This item at ``path``; ``content`` is the item its bytes come from (a shortcut's
-        target), by default itself."""
-        content = content or self
-        return SourceFile(self.id, path, content.revision, content.modified_at)
-
 
 @dataclass(frozen=True)
 class DriveChange:
-    file_id: str
+    #: None for a change to a shared drive itself (``changeType: drive``).
+    file_id: str | None
     removed: bool
     item: DriveItem | None
 
@@ -160,10 +184,41 @@ def load_credentials(path: Path) -> Any:
     raise ConfigError(f"{path}: not a service-account key or an OAuth authorized-user token file")
 
 
-def _reason(error: HttpError) -> str:
-    details = error.error_details if isinstance(error.error_details, list) else []
-    reasons = [d.get("reason", "") for d in details if isinstance(d, dict)]
-    return reasons[0] if reasons else ""
+def _error_entries(error: HttpError) -> list[dict[str, Any]]:
+    """Every entry of the error body's ``errors`` and ``details`` lists: Drive may send
+    both, and googleapiclient's ``error_details`` keeps only one of them."""
+    try:
+        body = json.loads(error.content.decode("utf-8")).get("error", {})
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return []
+    entries = [*(body.get("errors") or []), *(body.get("details") or [])] if isinstance(body, dict) else []
+    return [entry for entry in entries if isinstance(entry, dict)]
+
+
+def _has_reason(error: HttpError, reason: str) -> bool:
+    return any(entry.get("reason") == reason for entry in _error_entries(error))
+
+
+def _is_rejected_token(error: HttpError) -> bool:
+    if error.status_code == 410:
+        return True
+    return error.status_code in _REJECTED_TOKEN_STATUSES and any(
+        entry.get("location") == "pageToken" for entry in _error_entries(error)
+    )
+
+
+def _service(credentials: Any, api_endpoint: str | None) -> Any:
+    # A socket timeout, so a hung connection fails (and is retried) instead of blocking a
+    # sensor tick or a run forever.
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=_HTTP_TIMEOUT_SECONDS))
+    return build(
+        "drive",
+        "v3",
+        http=http,
+        static_discovery=True,
+        cache_discovery=False,
+        client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
+    )
 
 
 class DriveClient:
@@ -173,9 +228,12 @@ class DriveClient:
         num_retries: int = 5,
         chunk_bytes: int = 8 * 1024 * 1024,
         page_size: int = _PAGE_SIZE,
+        credentials_name: str = "the Google credentials",
     ) -> None:
         self._files = service.files()
         self._changes = service.changes()
+        #: Named in the message when Google refuses the credentials.
+        self.credentials_name = credentials_name
         self.num_retries = num_retries
         self.chunk_bytes = chunk_bytes
         self.page_size = page_size
@@ -189,41 +247,96 @@ class DriveClient:
         chunk_bytes: int = 8 * 1024 * 1024,
         page_size: int = _PAGE_SIZE,
     ) -> DriveClient:
-        credentials = load_credentials(credentials_file)
-        # A socket timeout, so a hung connection fails (and is retried) instead of
-        # blocking a sensor tick or a run forever.
-        http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=httplib2.Http(timeout=_HTTP_TIMEOUT_SECONDS)
+        return cls(
+            _service(load_credentials(credentials_file), api_endpoint),
+            num_retries=num_retries,
+            chunk_bytes=chunk_bytes,
+            page_size=page_size,
+            credentials_name=str(credentials_file),
         )
-        service = build(
-            "drive",
-            "v3",
-            http=http,
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
+
+    @classmethod
+    def connect_to_emulator(
+        cls,
+        access_token: str,
+        api_endpoint: str | None,
+        num_retries: int = 5,
+        chunk_bytes: int = 8 * 1024 * 1024,
+    ) -> DriveClient:
+        """A client that sends a plain access token, never refreshed, to a Drive emulator;
+        production always uses a credentials file."""
+        if not api_endpoint:
+            raise ConfigError(
+                "PGDATAHUB_DRIVE_ACCESS_TOKEN is for Drive emulators only: set PGDATAHUB_DRIVE_API_ENDPOINT "
+                "to the emulator's URL, or use PGDATAHUB_DRIVE_CREDENTIALS for Google Drive"
+            )
+        credentials = google.oauth2.credentials.Credentials(token=access_token)  # type: ignore[no-untyped-call]
+        return cls(
+            _service(credentials, api_endpoint),
+            num_retries=num_retries,
+            chunk_bytes=chunk_bytes,
+            credentials_name="PGDATAHUB_DRIVE_ACCESS_TOKEN",
         )
-        return cls(service, num_retries=num_retries, chunk_bytes=chunk_bytes, page_size=page_size)
+
+    def _refused(self) -> CredentialsRefused:
+        # google-auth's message may quote the token endpoint's answer: never shown.
+        return CredentialsRefused(
+            f"{self.credentials_name}: Google refused these credentials (revoked, expired, or the key "
+            "was deleted); create a new service-account key or authorized-user token file and point "
+            "PGDATAHUB_DRIVE_CREDENTIALS at it"
+        )
+
+    def _send(self, request: Any) -> Any:
+        """``request.execute`` with retries; refused credentials raise ``CredentialsRefused``."""
+        try:
+            return request.execute(num_retries=self.num_retries)
+        except google.auth.exceptions.RefreshError:
+            raise self._refused() from None
+        except google.auth.exceptions.TransportError:
+            raise SourceUnavailableError(
+                f"{self.credentials_name}: Google's token endpoint cannot be reached to refresh "
+                "these credentials; check the network"
+            ) from None
 
     def _execute(self, request: Any) -> Any:
         try:
-            return request.execute(num_retries=self.num_retries)
+            return self._send(request)
         except HttpError as error:
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
 
     def get(self, file_id: str) -> DriveItem:
         request = self._files.get(fileId=file_id, fields=ITEM_FIELDS, supportsAllDrives=True)
         try:
-            return DriveItem.from_api(request.execute(num_retries=self.num_retries))
+            return DriveItem.from_api(self._send(request))
         except HttpError as error:
             if error.status_code == 404:
                 raise FileNotFoundError(f"{file_id}: no such file in Drive, or no access to it") from None
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
 
-    def list_children(self, folder_ids: Sequence[str]) -> Iterator[DriveItem]:
-        """Everything not trashed directly inside any of ``folder_ids``, all pages."""
+    def list_children(self, folder_ids: Sequence[str], drive_id: str | None = None) -> list[DriveItem]:
+        """Everything not trashed directly inside any of ``folder_ids`` (all in the shared
+        drive ``drive_id``, or all outside shared drives), all pages.
+
+        Searched across all drives first; when Drive says that search was incomplete (it
+        may leave shared drives out), again within the folders' own drive (or the caller's
+        corpus), and if that is incomplete too the listing fails: files are never missed
+        silently."""
         parents = " or ".join(f"'{folder_id}' in parents" for folder_id in folder_ids)
         query = f"({parents}) and trashed = false"
+        items, incomplete = self._list(query, corpora="allDrives")
+        if incomplete:
+            narrow = {"corpora": "drive", "driveId": drive_id} if drive_id else {"corpora": "user"}
+            items, incomplete = self._list(query, **narrow)
+        if incomplete:
+            raise DriveError(
+                "Drive could not search every drive for the watched folders (incompleteSearch), not "
+                "even one drive at a time; nothing was changed, the next tick tries again"
+            )
+        return items
+
+    def _list(self, query: str, **corpus: str) -> tuple[list[DriveItem], bool]:
+        items: list[DriveItem] = []
+        incomplete = False
         page_token = None
         while True:
             page = self._execute(
@@ -234,20 +347,33 @@ class DriveClient:
                     pageToken=page_token,
                     supportsAllDrives=True,
                     includeItemsFromAllDrives=True,
-                    corpora="allDrives",
+                    **corpus,
                 )
             )
-            for resource in page.get("files", []):
-                yield DriveItem.from_api(resource)
+            items += [DriveItem.from_api(resource) for resource in page.get("files", [])]
+            incomplete = incomplete or bool(page.get("incompleteSearch"))
             page_token = page.get("nextPageToken")
             if not page_token:
-                return
+                return items, incomplete
 
     def start_page_token(self) -> str:
+        """The token of the caller's own change log, from now on."""
         response = self._execute(self._changes.getStartPageToken(supportsAllDrives=True))
         return str(response["startPageToken"])
 
-    def changes(self, page_token: str) -> ChangePage:
+    def drive_start_page_token(self, drive_id: str) -> str | None:
+        """The token of a shared drive's change log, from now on; None when the caller may
+        not read it (no member: its items' changes are in the caller's own log then)."""
+        request = self._changes.getStartPageToken(supportsAllDrives=True, driveId=drive_id)
+        try:
+            return str(self._send(request)["startPageToken"])
+        except HttpError as error:
+            if error.status_code in (403, 404):
+                return None
+            raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
+
+    def changes(self, page_token: str, drive_id: str | None = None) -> ChangePage:
+        """A page of the caller's change log, or of the shared drive ``drive_id``'s."""
         request = self._changes.list(
             pageToken=page_token,
             pageSize=self.page_size,
@@ -255,16 +381,17 @@ class DriveClient:
             includeRemoved=True,
             supportsAllDrives=True,
             includeItemsFromAllDrives=True,
+            **({"driveId": drive_id} if drive_id else {}),
         )
         try:
-            response = request.execute(num_retries=self.num_retries)
+            response = self._send(request)
         except HttpError as error:
-            if error.status_code in _REJECTED_TOKEN_STATUSES:
+            if _is_rejected_token(error):
                 raise InvalidPageToken(f"Drive rejected the changes page token: {error.reason}") from None
             raise DriveError(f"Drive answered {error.status_code}: {error.reason}") from error
         changes = [
             DriveChange(
-                file_id=change["fileId"],
+                file_id=change.get("fileId") if change.get("changeType", "file") == "file" else None,
                 removed=bool(change.get("removed", False)),
                 item=DriveItem.from_api(change["file"]) if change.get("file") else None,
             )
@@ -286,6 +413,8 @@ class DriveClient:
         while not done:
             try:
                 _, done = downloader.next_chunk(num_retries=self.num_retries)
+            except google.auth.exceptions.RefreshError:
+                raise self._refused() from None
             except _DROPPED_CONNECTION:
                 # The client's retry loop does not cover a body cut off mid-way; the
                 # downloader only advances after a whole chunk, so asking again resumes.
@@ -294,7 +423,7 @@ class DriveClient:
                     raise FileImportError(display_name, "the download from Drive kept breaking off") from None
                 time.sleep(min(2**dropped, 30) * 0.1)
             except HttpError as error:
-                if _reason(error) == "exportSizeLimitExceeded":
+                if _has_reason(error, "exportSizeLimitExceeded"):
                     raise FileImportError(display_name, _EXPORT_TOO_LARGE) from None
                 raise FileImportError(
                     display_name, f"Drive answered {error.status_code}: {error.reason}"

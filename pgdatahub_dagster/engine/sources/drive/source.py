@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile
 from pgdatahub_dagster.engine.sources.drive.client import DriveClient, DriveItem
 from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry
-from pgdatahub_dagster.engine.sources.drive.scanner import is_spreadsheet
+from pgdatahub_dagster.engine.sources.drive.scanner import FOLDERS_PER_QUERY, spreadsheet_content
 
 
 class DriveSource(Source):
@@ -21,12 +21,13 @@ class DriveSource(Source):
         self.client = client
         self.registry = registry
         self._root_names: dict[str, str] = {}
+        #: The item whose bytes each file met so far imports (a shortcut's target), so that
+        #: fetching it asks Drive nothing more.
+        self._content: dict[str, DriveItem] = {}
 
-    def _content_item(self, item: DriveItem) -> DriveItem:
-        """Shortcuts are followed to the file they point at."""
-        return (
-            self.client.get(item.shortcut_target_id) if item.is_shortcut and item.shortcut_target_id else item
-        )
+    def _source_file(self, item: DriveItem, path: str, content: DriveItem) -> SourceFile:
+        self._content[item.id] = content
+        return SourceFile(item.id, path, content.revision, content.modified_at)
 
     def get_file(self, file_id: str) -> SourceFile:
         item = self.client.get(file_id)
@@ -34,21 +35,23 @@ class DriveSource(Source):
             raise FileNotFoundError(f"{item.name}: the file is in the Drive trash")
         folder = self.registry.folder(item.parent_id) if item.parent_id else None
         path = self.registry.file_path(item)
-        if folder is None or path is None or not is_spreadsheet(item):
+        content = spreadsheet_content(self.client, item) if folder is not None else None
+        if folder is None or path is None or content is None:
             raise FileNotFoundError(f"{item.name}: no longer a spreadsheet inside the watched Drive folders")
         self._root_names[file_id] = self.registry.root_name(folder[0])
-        return item.as_source_file(path, self._content_item(item))
+        return self._source_file(item, path, content)
 
     def list_files(self) -> Iterator[SourceFile]:
         """Every spreadsheet of the registered tree, listed afresh."""
-        pending = self.registry.folder_ids()
-        while pending:
-            batch, pending = pending[:20], pending[20:]
-            for item in self.client.list_children(batch):
-                if not item.is_folder and is_spreadsheet(item):
+        for drive_id, folders in self.registry.drives():
+            for start in range(0, len(folders), FOLDERS_PER_QUERY):
+                for item in self.client.list_children(folders[start : start + FOLDERS_PER_QUERY], drive_id):
+                    folder = self.registry.folder(item.parent_id) if item.parent_id else None
                     path = self.registry.file_path(item)
-                    if path is not None:
-                        yield item.as_source_file(path)
+                    content = spreadsheet_content(self.client, item) if path is not None else None
+                    if folder is not None and path is not None and content is not None:
+                        self._root_names[item.id] = self.registry.root_name(folder[0])
+                        yield self._source_file(item, path, content)
 
     def folders(self) -> Iterator[tuple[str, tuple[str, ...]]]:
         """Every watched folder, as the registry knows them (whether it holds spreadsheets
@@ -58,7 +61,10 @@ class DriveSource(Source):
 
     @contextmanager
     def fetch(self, file: SourceFile) -> Iterator[LocalCopy]:
-        item = self._content_item(self.client.get(file.file_id))
+        item = self._content.get(file.file_id)
+        if item is None:
+            self.get_file(file.file_id)
+            item = self._content[file.file_id]
         # The reader picks the format by extension: exported Sheets are xlsx.
         suffix = ".xlsx" if item.is_native_sheet else PurePosixPath(item.name).suffix.lower()
         handle, name = tempfile.mkstemp(prefix="pgdatahub-drive-", suffix=suffix)

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError
-from pgdatahub_dagster.engine.sources.drive import DriveClient, InvalidPageToken
+from pgdatahub_dagster.engine.sources.drive import (
+    CredentialsRefused,
+    DriveClient,
+    DriveError,
+    InvalidPageToken,
+)
 from pgdatahub_dagster.engine.sources.drive.client import load_credentials
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
 from pgdatahub_dagster_tests.files import write_xlsx
@@ -101,3 +106,38 @@ def test_a_rejected_page_token_is_reported(drive_server: DriveTestServer, client
     drive_server.expire_tokens_before(drive_server.current_page_token())
     with pytest.raises(InvalidPageToken):
         client.changes(old)
+
+
+def test_only_a_rejected_page_token_counts_as_one(drive_server: DriveTestServer, client: DriveClient) -> None:
+    token = client.start_page_token()
+    # A 400 about something else, or a 404, is Drive's fault, not a reason to walk again.
+    for kind in ("400", "404"):
+        drive_server.inject_fault(kind, path_contains="/changes?")
+        with pytest.raises(DriveError, match="Drive answered") as failure:
+            client.changes(token)
+        assert not isinstance(failure.value, InvalidPageToken)
+    drive_server.inject_fault("410", path_contains="/changes?")
+    with pytest.raises(InvalidPageToken):
+        client.changes(token)
+
+
+def test_refused_credentials_give_one_message_naming_the_file(
+    drive_server: DriveTestServer, refused_credentials: Path
+) -> None:
+    """A service-account key whose token request Google refuses (the key was deleted, the
+    account disabled): the real google-auth signs a real key and asks the test server."""
+    client = DriveClient.connect(refused_credentials, api_endpoint=drive_server.api_endpoint, num_retries=0)
+    with pytest.raises(CredentialsRefused) as failure:
+        client.start_page_token()
+    message = str(failure.value)
+    assert message.startswith(f"{refused_credentials}: Google refused these credentials")
+    assert "PGDATAHUB_DRIVE_CREDENTIALS" in message
+    assert "SECRET" not in message and "PRIVATE KEY" not in message and "invalid_grant" not in message
+
+
+def test_a_plain_access_token_is_for_emulators_only(drive_server: DriveTestServer) -> None:
+    with pytest.raises(ConfigError, match="PGDATAHUB_DRIVE_API_ENDPOINT"):
+        DriveClient.connect_to_emulator("emulator-token", api_endpoint=None)
+    client = DriveClient.connect_to_emulator("emulator-token", api_endpoint=drive_server.api_endpoint)
+    client.start_page_token()
+    assert drive_server.request_count(path_contains="startPageToken") == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pgdatahub_dagster.engine.sources.drive import DriveClient, DriveScanner, FolderRegistry, ScanState
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
 
@@ -24,6 +26,15 @@ def _tree(server: DriveTestServer) -> dict[str, str]:
 
 def _scanner(client: DriveClient, registry: FolderRegistry, root: str, budget: float = 30.0) -> DriveScanner:
     return DriveScanner(client, registry, [root], budget_seconds=budget)
+
+
+def _walked(
+    server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> tuple[dict[str, str], DriveScanner, ScanState]:
+    """The test tree, a scanner, and the state after its first walk."""
+    ids = _tree(server)
+    scanner = _scanner(client, registry, ids["root"])
+    return ids, scanner, scanner.scan(ScanState()).state
 
 
 def test_first_scan_takes_the_token_first_then_walks_the_tree(
@@ -70,11 +81,10 @@ def test_a_walk_too_long_for_one_tick_continues_after_a_restart(
 def test_changes_add_modify_rename_move_and_trash(
     drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
 ) -> None:
-    ids = _tree(drive_server)
-    scanner = _scanner(client, registry, ids["root"])
-    state = scanner.scan(ScanState()).state
-    before = {file_id: f.version for file_id, f in scanner.scan(state).found.items()}
-    assert before == {}  # nothing changed since the walk
+    ids, scanner, state = _walked(drive_server, client, registry)
+    idle = scanner.scan(state)
+    assert (idle.found, idle.removed) == ({}, {})  # nothing changed since the walk
+    state = idle.state
 
     new = drive_server.add_file("new.csv", ids["2024"], b"n\n1\n")
     drive_server.update_content(ids["a"], b"name\nAcme\nBlue\n")
@@ -89,43 +99,101 @@ def test_changes_add_modify_rename_move_and_trash(
         ids["top"]: "renamed.csv",
         ids["b"]: "Leads/b.xlsx",
     }
-    walked = scanner.scan(ScanState()).found  # a full walk sees the same versions
-    assert result.found[ids["top"]].version == walked[ids["top"]].version
-    outside = [file_id for file_id, name in result.removed if name == "o2.csv"]
-    assert outside and outside[0] not in result.found
+    # Files outside the tree, and files that are no spreadsheets, are nothing to remove.
+    assert result.removed == {}
+    # A full walk agrees with the changes: nothing new, nothing gone.
+    rewalk = scanner.scan(ScanState())
+    assert (rewalk.found, rewalk.removed) == ({}, {})
 
     drive_server.trash(ids["a"])
     drive_server.delete(new)
     drive_server.move(ids["b"], ids["other"])
-    gone = scanner.scan(result.state)
+    gone = scanner.scan(rewalk.state)
     assert not gone.found
-    assert {file_id for file_id, _ in gone.removed} == {ids["a"], new, ids["b"]}
+    assert gone.removed == {ids["a"]: "Leads/a.csv", new: "Leads/2024/new.csv", ids["b"]: "Leads/b.xlsx"}
 
 
 def test_folders_renamed_moved_in_and_out(
     drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
 ) -> None:
-    ids = _tree(drive_server)
-    scanner = _scanner(client, registry, ids["root"])
-    state = scanner.scan(ScanState()).state
+    ids, scanner, state = _walked(drive_server, client, registry)
 
+    # Drive reports the folder alone; every file below it follows, at any depth.
     drive_server.rename(ids["leads"], "Prospects")
     result = scanner.scan(state)
     assert registry.folder(ids["2024"]) == (ids["root"], "Prospects/2024")
-    # Files that did not change are not re-imported; later files go to the new path.
-    assert not result.found
+    assert {f.file_id: f.path for f in result.found.values()} == {
+        ids["a"]: "Prospects/a.csv",
+        ids["b"]: "Prospects/2024/b.xlsx",
+    }
     later = drive_server.add_file("later.csv", ids["2024"], b"n\n2\n")
     result = scanner.scan(result.state)
     assert [f.path for f in result.found.values()] == ["Prospects/2024/later.csv"]
 
+    # Moved in with a sub-folder: everything below comes in. Moved out: everything below
+    # leaves, although Drive reports only the folder.
     archive = drive_server.add_folder("Archive", ids["other"])
+    deep = drive_server.add_folder("deep", archive)
     drive_server.add_file("old.csv", archive, b"n\n3\n")
+    drive_server.add_file("older.csv", deep, b"n\n4\n")
     drive_server.move(archive, ids["root"])
     drive_server.move(ids["2024"], ids["other"])
     result = scanner.scan(result.state)
-    assert [f.path for f in result.found.values()] == ["Archive/old.csv"]
+    assert sorted(f.path for f in result.found.values()) == ["Archive/deep/older.csv", "Archive/old.csv"]
     assert registry.folder(ids["2024"]) is None
-    assert later not in result.found
+    assert result.removed == {ids["b"]: "Prospects/2024/b.xlsx", later: "Prospects/2024/later.csv"}
+
+
+def test_a_file_moved_out_and_back_in_within_one_tick_is_no_change(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids, scanner, state = _walked(drive_server, client, registry)
+    # a.csv moves into a folder outside the tree, which then moves in: a.csv is in the
+    # tree at the end of the tick, so it must not be removed.
+    box = drive_server.add_folder("Box", ids["other"])
+    drive_server.move(ids["a"], box)
+    drive_server.move(box, ids["root"])
+    result = scanner.scan(state)
+    assert result.removed == {}
+    assert [f.path for f in result.found.values()] == ["Box/a.csv"]
+    # Out and back to the same place: still there (the test server moves modifiedTime on a
+    # move, so it is reported again, for its new rank).
+    drive_server.move(ids["top"], ids["other"])
+    drive_server.move(ids["top"], ids["root"])
+    again = scanner.scan(result.state)
+    assert again.removed == {}
+    assert [f.path for f in again.found.values()] == ["top.csv"]
+
+
+@pytest.mark.parametrize("how", ["trashed", "deleted", "unshared"])
+def test_every_file_below_a_folder_that_leaves_is_removed(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry, how: str
+) -> None:
+    ids, scanner, state = _walked(drive_server, client, registry)
+    # Drive reports the folder alone.
+    if how == "trashed":
+        drive_server.trash(ids["leads"], descendants_reported=False)
+    elif how == "deleted":
+        drive_server.delete(ids["leads"], descendants_reported=False)
+    else:
+        drive_server.unshare(ids["leads"])
+    result = scanner.scan(state)
+    assert result.removed == {ids["a"]: "Leads/a.csv", ids["b"]: "Leads/2024/b.xlsx"}
+    assert registry.folder(ids["2024"]) is None
+    # A full walk agrees: those files are gone, top.csv stays.
+    rewalk = scanner.scan(ScanState())
+    assert (rewalk.found, rewalk.removed) == ({}, {})
+
+
+def test_a_walk_after_a_rejected_token_reports_what_left_meanwhile(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids, scanner, state = _walked(drive_server, client, registry)
+    drive_server.move(ids["2024"], ids["other"])
+    drive_server.expire_tokens_before(drive_server.current_page_token())
+    result = scanner.scan(state)
+    assert result.removed == {ids["b"]: "Leads/2024/b.xlsx"}
+    assert result.found == {}
 
 
 def test_thousands_of_changes_over_many_pages(
@@ -166,19 +234,13 @@ def test_fault_storms_are_survived(
 def test_a_rejected_token_falls_back_to_a_full_walk(
     drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
 ) -> None:
-    ids = _tree(drive_server)
-    scanner = _scanner(client, registry, ids["root"])
-    state = scanner.scan(ScanState()).state
+    ids, scanner, state = _walked(drive_server, client, registry)
     drive_server.add_file("c.csv", ids["leads"], b"n\n1\n")
     drive_server.expire_tokens_before(drive_server.current_page_token())
     result = scanner.scan(state)
     assert any("walking the whole tree again" in line for line in result.log)
-    assert {f.path for f in result.found.values()} == {
-        "Leads/a.csv",
-        "Leads/2024/b.xlsx",
-        "top.csv",
-        "Leads/c.csv",
-    }
+    # Only what changed since the last report: the walk is compared with the file index.
+    assert {f.path for f in result.found.values()} == {"Leads/c.csv"}
     assert not result.state.walking and result.state.page_token != state.page_token
 
 
@@ -199,3 +261,108 @@ def test_tick_cost_grows_with_changes_not_with_the_tree(
     assert len(result.found) == 10
     assert calls <= 2 * 10 + pages
     assert calls == 1
+
+
+def test_shortcuts_follow_their_targets_changes(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids, scanner, state = _walked(drive_server, client, registry)
+    shortcut = drive_server.add_shortcut("link.csv", ids["leads"], ids["outside"])
+    folder_link = drive_server.add_shortcut("folder link", ids["leads"], ids["other"])
+    result = scanner.scan(state)
+    assert [f.path for f in result.found.values()] == ["Leads/link.csv"]
+    assert folder_link not in result.found  # folder shortcuts are not followed
+
+    # The target, outside the tree, changes: the shortcut's content did.
+    drive_server.update_content(ids["outside"], b"x\n2\n")
+    result = scanner.scan(result.state)
+    assert list(result.found) == [shortcut]
+    # The target goes to the trash: nothing left to import, the shortcut counts as removed.
+    drive_server.trash(ids["outside"])
+    result = scanner.scan(result.state)
+    assert (result.found, result.removed) == ({}, {shortcut: "Leads/link.csv"})
+
+
+def test_spreadsheets_are_told_by_mime_type_first(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    ids = _tree(drive_server)
+    drive_server.add_google_file("notes.csv", ids["leads"], "application/vnd.google-apps.document")
+    drive_server.add_google_file("deck.txt", ids["leads"], "application/vnd.google-apps.presentation")
+    result = _scanner(client, registry, ids["root"]).scan(ScanState())
+    assert {f.path for f in result.found.values()} == {"Leads/a.csv", "Leads/2024/b.xlsx", "top.csv"}
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_shared_drives_are_followed_through_their_own_change_logs(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry, member: bool
+) -> None:
+    """A member's changes to a shared drive's files are in that drive's change log only; a
+    service account that is no member (the folder shared with it) finds them in its own."""
+    drive_server.shared_drive_members = member
+    team = drive_server.add_folder("Team", drive_id="0ATeamDrive")
+    leads = drive_server.add_folder("Leads", team)
+    drive_server.add_file("a.csv", leads, b"n\n1\n")
+    scanner = _scanner(client, registry, team)
+    walked = scanner.scan(ScanState())
+    assert [f.path for f in walked.found.values()] == ["Leads/a.csv"]
+
+    new = drive_server.add_file("b.csv", leads, b"n\n2\n")
+    drive_server.change_shared_drive("0ATeamDrive")  # changeType drive: no fileId
+    drive_server.change_shared_drive("0AOtherDrive", removed=True)
+    result = scanner.scan(walked.state)
+    assert [f.file_id for f in result.found.values()] == [new]
+    # One token per shared drive holding a root, where its log can be read.
+    assert walked.state.drive_tokens == ({"0ATeamDrive": walked.state.page_token} if member else {})
+    fields = {query["fields"] for _, path, query in drive_server.request_log if path.endswith("/changes")}
+    assert all(
+        "changeType" in selector and "driveId" in selector and "removed" in selector for selector in fields
+    )
+
+
+def test_an_incomplete_search_across_drives_is_done_again_within_the_drive(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    team = drive_server.add_folder("Team", drive_id="0ATeamDrive")
+    drive_server.add_file("a.csv", team, b"n\n1\n")
+    mine = drive_server.add_folder("Mine")
+    drive_server.add_file("b.csv", mine, b"n\n2\n")
+    drive_server.incomplete_all_drives_search = True
+    result = DriveScanner(client, registry, [team, mine]).scan(ScanState())
+    assert sorted(f.path for f in result.found.values()) == ["a.csv", "b.csv"]
+    corpora = [query.get("corpora") for _, path, query in drive_server.request_log if path.endswith("/files")]
+    assert "drive" in corpora
+
+
+def test_a_sharing_change_is_no_change_for_sheets_and_stored_files(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    """Drive's version rises at every change, a sharing change included: the scanner
+    follows content fingerprints (md5, a native Sheet's modifiedTime) instead."""
+    ids, scanner, state = _walked(drive_server, client, registry)
+    sheet = drive_server.add_google_sheet("Budget", ids["leads"], b"xlsx bytes")
+    state = scanner.scan(state).state
+    drive_server.share(sheet)
+    drive_server.share(ids["a"])
+    result = scanner.scan(state)
+    assert (result.found, result.removed) == ({}, {})
+    drive_server.update_content(sheet, b"other xlsx bytes")
+    assert list(scanner.scan(result.state).found) == [sheet]
+
+
+def test_a_tick_evaluated_again_reports_the_same(
+    drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry
+) -> None:
+    """Dagster evaluates a tick again from the same cursor when it could not keep the first
+    result: the changes are in the index by then, so the report must come from the registry."""
+    ids, scanner, state = _walked(drive_server, client, registry)
+    drive_server.rename(ids["leads"], "Prospects")
+    drive_server.trash(ids["top"])
+    first = scanner.scan(state)
+    drive_server.reset_request_log()
+    again = scanner.scan(state)
+    assert (again.found, again.removed, again.state) == (first.found, first.removed, first.state)
+    assert sorted(f.path for f in again.found.values()) == ["Prospects/2024/b.xlsx", "Prospects/a.csv"]
+    assert drive_server.request_log == []
+    # The next tick goes on from the new cursor.
+    assert scanner.scan(first.state).found == {}
