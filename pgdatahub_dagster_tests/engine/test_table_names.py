@@ -12,7 +12,7 @@ from pgdatahub_dagster.engine.errors import ConfigError
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import ledger_mismatches
 from pgdatahub_dagster.engine.sources.drive import FolderRegistry
-from pgdatahub_dagster.engine.warehouse import connect
+from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 from pgdatahub_dagster.engine.warehouse.base import is_engine_name
 from pgdatahub_dagster_tests.engine.test_importer import query, run_import, statuses
 from pgdatahub_dagster_tests.files import write_csv
@@ -63,7 +63,17 @@ def test_folders_named_like_engine_tables_load_into_a_prefixed_table(
     assert {table for (table,) in changed} == {f"data_{name}" for name in ENGINE_NAMES}
     with connect(warehouse_url) as warehouse:
         assert ledger_mismatches(warehouse) == {}
-        assert FolderRegistry(warehouse).count() == 0
+        assert _drive_registry(warehouse) in (None, 0)
+
+
+def _drive_registry(warehouse: Warehouse) -> int | None:
+    """Create the Drive registry's tables and count its folders; on DuckLake, which Drive
+    does not support yet, check that it is refused naming why (``None``)."""
+    if warehouse.has_indexes:
+        return FolderRegistry(warehouse).count()
+    with pytest.raises(ConfigError, match="DuckLake is not supported for Drive yet"):
+        FolderRegistry(warehouse)
+    return None
 
 
 def test_a_root_folder_named_like_an_engine_table_is_renamed_too(warehouse_url: str, tmp_path: Path) -> None:
@@ -81,7 +91,7 @@ def test_every_object_the_engine_creates_has_a_reserved_name(warehouse_url: str,
     write_csv(tmp_path / "shop" / "b.csv", "sku\nA2\nA3\n")  # A2 is held twice: a holders table
     run_import(warehouse_url, tmp_path)
     with connect(warehouse_url) as warehouse:
-        FolderRegistry(warehouse)
+        _drive_registry(warehouse)
         index = warehouse.row_key_index_name("shop")
         if warehouse_url.startswith("duckdb"):
             names = warehouse.fetchall("SELECT table_name FROM information_schema.tables")

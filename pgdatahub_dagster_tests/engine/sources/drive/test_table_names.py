@@ -16,11 +16,15 @@ from pgdatahub_dagster.engine.warehouse import Warehouse
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
 
 
-def _import(client: DriveClient, registry: FolderRegistry, warehouse: Warehouse, root: str) -> dict[str, str]:
-    scan = DriveScanner(client, registry, [root]).scan(ScanState())
+def _import(
+    client: DriveClient, registry: FolderRegistry, warehouse: Warehouse, root: str, state: ScanState
+) -> tuple[dict[str, str], ScanState]:
+    """One tick from ``state``, as the sensor runs it, and the imports of what it found; the
+    state the next tick starts from."""
+    scan = DriveScanner(client, registry, [root]).scan(state)
     importer = Importer(warehouse, DriveSource(client, registry), FolderMapping())
     results = importer.import_all(sorted(scan.found.values(), key=lambda file: file.path))
-    return {r.record.source_file: str(r.record.error or r.record.table_name) for r in results}
+    return {r.record.source_file: str(r.record.error or r.record.table_name) for r in results}, scan.state
 
 
 def test_drive_folders_named_like_engine_tables_and_colliding_folders(
@@ -31,7 +35,7 @@ def test_drive_folders_named_like_engine_tables_and_colliding_folders(
         folder = drive_server.add_folder(name, root)
         drive_server.add_file("a.csv", folder, f"name\n{name}\n".encode())
 
-    outcome = _import(client, registry, warehouse, root)
+    outcome, _ = _import(client, registry, warehouse, root, ScanState())
 
     assert outcome.pop("etl_imports/a.csv") == "data_etl_imports"
     assert outcome.pop("shop/a.csv") == "shop"
@@ -56,9 +60,11 @@ def test_a_drive_folder_renamed_to_another_spelling_is_no_collision(
     root = drive_server.add_folder("Inbox")
     folder = drive_server.add_folder("Leads", root)
     drive_server.add_file("a.csv", folder, b"name\nAcme\n")
-    assert _import(client, registry, warehouse, root) == {"Leads/a.csv": "leads"}
+    first, state = _import(client, registry, warehouse, root, ScanState())
+    assert first == {"Leads/a.csv": "leads"}
 
     drive_server.rename(folder, "leads")
     drive_server.add_file("b.csv", folder, b"name\nBlue\n")
-    assert _import(client, registry, warehouse, root) == {"leads/a.csv": "leads", "leads/b.csv": "leads"}
+    second, _ = _import(client, registry, warehouse, root, state)
+    assert second == {"leads/a.csv": "leads", "leads/b.csv": "leads"}
     assert warehouse.fetchall("SELECT name FROM leads ORDER BY name") == [("Acme",), ("Blue",)]
