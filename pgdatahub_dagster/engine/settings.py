@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -166,11 +166,22 @@ def redact_url(url: str) -> str:
     query string, as ``password=…``), and shown as ``***``. A string psycopg cannot read is
     not shown at all: where its password ends is anybody's guess.
     """
+    scheme = url_scheme(url)
+    if scheme is not None and scheme.startswith("ducklake+"):
+        # A DuckLake whose catalog is in PostgreSQL: that URL, without the lake's own
+        # parameters (its data folder and catalog schema, which psycopg would not read).
+        parts = urlsplit(url)
+        libpq = [
+            (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("data", "schema")
+        ]
+        catalog = urlunsplit(
+            (scheme.removeprefix("ducklake+"), parts.netloc, parts.path, urlencode(libpq), "")
+        )
+        return "ducklake+" + redact_url(catalog)
     conninfo = postgres_conninfo(url)
     if conninfo is None:
-        scheme = url_scheme(url)
-        # A DuckDB URL is a file path, with nowhere to hold a secret.
-        return url if scheme == "duckdb" else f"{scheme or 'database'}://{_HIDDEN}"
+        # A DuckDB or DuckLake URL is a file path, with nowhere to hold a secret.
+        return url if scheme in ("duckdb", "ducklake") else f"{scheme or 'database'}://{_HIDDEN}"
     try:
         parameters = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:

@@ -56,15 +56,17 @@ def _ledger(url: str) -> list[tuple[str, str, str | None]]:
 
 
 def test_a_file_wider_than_postgresql_allows_fails_alone(warehouse_url: str, tmp_path: Path) -> None:
-    write_csv(tmp_path / "wide" / "a.csv", _wide(1_700))
+    # Within the read limit of 1,600 columns (PGDATAHUB_MAX_COLUMNS), past what PostgreSQL
+    # leaves for a file's own columns.
+    write_csv(tmp_path / "wide" / "a.csv", _wide(1_598))
     write_csv(tmp_path / "wide" / "b.csv", "c1,c2\n5,6\n")
     results = _import(warehouse_url, tmp_path)
-    if warehouse_url.startswith("duckdb"):  # DuckDB has no such limit
+    if not warehouse_url.startswith("postgresql"):  # DuckDB and DuckLake have no such limit
         assert [result.status for result in results] == ["success", "success"]
         return
     assert [result.status for result in results] == ["failed", "success"]
     assert results[0].record.error == (
-        "wide/a.csv: has 1,700 columns; PostgreSQL allows at most 1,600 per table, 5 of which "
+        "wide/a.csv: has 1,598 columns; PostgreSQL allows at most 1,600 per table, 5 of which "
         "pgdatahub uses for lineage and the row key: split it into files of at most 1,595 columns"
     )
     assert _ledger(warehouse_url) == [
@@ -129,7 +131,7 @@ def test_a_failed_duckdb_statement_over_arrow_raises_its_own_error(tmp_path: Pat
             warehouse.insert_fresh("t", frame, lineage)
             warehouse.count("t")
         unkeyed = pl.DataFrame({"n": [1], "_row_key": ["not a key"]})
-        refused = pytest.raises(DataRefusedError, match="Could not convert string 'not a key' to UUID")
+        refused = pytest.raises(DataRefusedError, match="Could not convert string 'not a key'")
         with refused, warehouse.transaction(), warehouse.staged(unkeyed, {"n": SqlType.INTEGER}):
             pass
         # Nothing of either is left, and the connection goes on.

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from pgdatahub_dagster.engine.dedup.keys import SeenKeys
+from pgdatahub_dagster.engine.errors import DataRefusedError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.schema import SchemaChange
@@ -92,7 +93,7 @@ def _row_keys_guarded(url: str, table: str) -> bool:
                 warehouse.execute(
                     f"INSERT INTO {table} SELECT * FROM {table} WHERE _row_key IS NOT NULL LIMIT 1"
                 )
-        except warehouse.data_errors:
+        except DataRefusedError:
             return True
     return False
 
