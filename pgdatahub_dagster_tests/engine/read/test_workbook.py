@@ -146,6 +146,14 @@ def test_an_xls_whose_header_claims_more_sectors_than_it_holds_fails_as_corrupt(
         match=r"^claims\.xls: not a readable workbook \(corrupt\): its header counts 4,294,967,295 FAT",
     ):
         _read(path)
+    # The next one it found: plausible counts, but a mini stream cutoff (and a stream size) of
+    # about 4 GB, which calamine allocated.
+    header[0x28:0x4C] = (
+        bytes(4) + (1).to_bytes(4, "little") + bytes(4) + bytes(4) + b"\xd0\x0b\x12\xe0" + bytes(16)
+    )
+    path.write_bytes(bytes(header) + b"\x00" * 2048)
+    with pytest.raises(UnreadableFileError, match=r"its mini stream cutoff is not 4096 bytes"):
+        _read(path)
 
 
 def test_a_declared_formatted_range_beyond_the_values_does_not_fail(tmp_path: Path) -> None:
