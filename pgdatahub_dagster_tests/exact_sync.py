@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from dagster import (
     build_sensor_context,
 )
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
@@ -412,6 +413,24 @@ class SensorDaemon:
         if not retry:
             self.launched.append(request)
         return launch(self.defs, self.instance, request)
+
+    def sync_in_any_order(
+        self, data: st.DataObject, describe: Callable[[RunRequest], str] | None = None
+    ) -> str:
+        """One tick, and its runs launched in an order Hypothesis draws (with queued runs and
+        pool slots, the runs of one tick may start in any order); what happened, in words,
+        each run named by ``describe`` (by default ``describe_request``)."""
+        describe = describe or describe_request
+        requests, dropped = self.tick()
+        order = list(range(len(requests)))
+        if len(requests) > 1 and data.draw(st.booleans(), label="runs start in another order"):
+            order = data.draw(st.permutations(order), label="run order")
+        outcomes = []
+        for index in order:
+            ok = self.launch(requests[index])
+            outcomes.append(f"{describe(requests[index])}: {'success' if ok else 'run failed'}")
+        outcomes += [f"DROPPED (run key used before) {describe(request)}" for request in dropped]
+        return "sensor tick" + "".join(f"\n         - {line}" for line in outcomes or ["no runs"])
 
     def sync(self, *, runs_succeed: bool = True) -> list[str]:
         """One tick and every run the daemon would launch from it (each must succeed, unless

@@ -306,7 +306,7 @@ class ExactSyncMachine(RuleBasedStateMachine):
             mtime = self._now()
             self._write(path, content, mtime)
             self._note(f"add {path} {content.summary()} at {self._t(mtime)}")
-        self._synced(self._sensor_sync(data) if how == SENSOR else self._folder_sync())
+        self._synced(self.daemon.sync_in_any_order(data) if how == SENSOR else self._folder_sync())
 
     @precondition(lambda self: self._free_paths())
     @rule(data=st.data(), content=contents())
@@ -444,18 +444,6 @@ class ExactSyncMachine(RuleBasedStateMachine):
 
     # -- syncs -------------------------------------------------------------------------------
 
-    def _sensor_sync(self, data: st.DataObject) -> str:
-        requests, dropped = self.daemon.tick()
-        order = list(range(len(requests)))
-        if len(requests) > 1 and data.draw(st.booleans(), label="runs start in another order"):
-            order = data.draw(st.permutations(order), label="run order")
-        outcomes = []
-        for index in order:
-            ok = self.daemon.launch(requests[index])
-            outcomes.append(f"{describe_request(requests[index])}: {'success' if ok else 'run failed'}")
-        outcomes += [f"DROPPED (run key used before) {describe_request(request)}" for request in dropped]
-        return "sensor tick" + "".join(f"\n         - {line}" for line in outcomes or ["no runs"])
-
     def _folder_sync(self) -> str:
         ok = materialize(self.defs, self.instance, FOLDER_SYNC)
         return f"materialize {FOLDER_SYNC}: {'success' if ok else 'run failed'}"
@@ -476,7 +464,7 @@ class ExactSyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def sync_by_sensor(self, data: st.DataObject) -> None:
-        self._synced(self._sensor_sync(data))
+        self._synced(self.daemon.sync_in_any_order(data))
 
     @rule(times=st.integers(1, 2))
     def sync_by_folder_sync(self, times: int) -> None:
@@ -501,7 +489,7 @@ class ExactSyncMachine(RuleBasedStateMachine):
             self._synced(retried)
             self.warehouse_matches_a_fresh_import()
             retried = ""
-        follow = self._sensor_sync(data) if then == "sensor" else self._folder_sync()
+        follow = self.daemon.sync_in_any_order(data) if then == "sensor" else self._folder_sync()
         self._synced(f"{retried}; then {follow}" if retried else follow)
 
     # -- the invariant -----------------------------------------------------------------------

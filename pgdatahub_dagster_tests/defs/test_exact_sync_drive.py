@@ -466,16 +466,7 @@ class DriveExactSyncMachine(RuleBasedStateMachine):
     # -- syncs -------------------------------------------------------------------------------
 
     def _sensor_sync(self, data: st.DataObject) -> str:
-        requests, dropped = self.daemon.tick()
-        order = list(range(len(requests)))
-        if len(requests) > 1 and data.draw(st.booleans(), label="runs start in another order"):
-            order = data.draw(st.permutations(order), label="run order")
-        outcomes = []
-        for index in order:
-            ok = self.daemon.launch(requests[index])
-            outcomes.append(f"{self._request(requests[index])}: {'success' if ok else 'run failed'}")
-        outcomes += [f"DROPPED (run key used before) {self._request(request)}" for request in dropped]
-        return "sensor tick" + "".join(f"\n         - {line}" for line in outcomes or ["no runs"])
+        return self.daemon.sync_in_any_order(data, self._request)
 
     def _request(self, request: RunRequest) -> str:
         """``describe_request`` with the model's file labels in place of Drive ids."""
