@@ -87,6 +87,12 @@ def _kill_during_import(env: dict[str, str], log: Path, delay: float) -> bool:
     return killed
 
 
+def _last_run_succeeded(home: Path) -> bool:
+    with DagsterInstance.from_config(str(home)) as instance:
+        latest = instance.get_runs(limit=1)
+        return bool(latest) and latest[0].status == DagsterRunStatus.SUCCESS
+
+
 def _probe(kills: int, tmp_path: Path, new_warehouse: Callable[[str], str]) -> None:
     """``kills`` runs killed at random points, each into a fresh warehouse and all on one
     Dagster instance: each killed run's successor must get the pool slot the dead run held
@@ -103,14 +109,16 @@ def _probe(kills: int, tmp_path: Path, new_warehouse: Callable[[str], str]) -> N
     home = dagster_home(tmp_path)
     seed = int(os.environ.get("PGDATAHUB_FAULT_SEED") or time.time_ns() % 1_000_000)
     chance = random.Random(seed)
-    # A kill timed after the import step's end finds the run done: it counts as no kill.
+    # A kill that lands after the run was recorded a success (the process still tidies up)
+    # counts as no kill.
     killed = 0
     for attempt in range(kills):
         url = new_warehouse("crash")
         env = command_env(home, source, url)
         delay = chance.uniform(0, window)
         where = f"(PGDATAHUB_FAULT_SEED={seed}, kill {attempt + 1} at {delay:.2f} s of {window:.2f} s)"
-        killed += _kill_during_import(env, tmp_path / f"killed-{attempt}.log", delay)
+        if _kill_during_import(env, tmp_path / f"killed-{attempt}.log", delay):
+            killed += not _last_run_succeeded(home)
 
         # Every file is loaded whole with its success row, or not at all.
         present = _rows_by_file(url)
