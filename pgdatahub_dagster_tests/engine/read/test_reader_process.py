@@ -12,13 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pgdatahub_dagster.engine.errors import ConfigError
-from pgdatahub_dagster.engine.importer import Importer
-from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.read import open_table, reader_process
 from pgdatahub_dagster.engine.settings import ReadLimits
-from pgdatahub_dagster.engine.sources import LocalFolderSource
-from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.engine.test_importer import query, run_import, statuses
 from pgdatahub_dagster_tests.files import write_xlsx
 from pgdatahub_dagster_tests.hostile_workbooks import lying_dimension_xlsx, ods_repeat_bomb, xlsb_sheet
@@ -119,16 +114,3 @@ def test_a_reader_past_half_its_limit_after_a_sheet_makes_way_for_a_fresh_one(tm
         assert reader is not None and reader.closed and reader.process.returncode == 0
         pids.append(reader.process.pid)
     assert pids[0] != pids[1]
-
-
-def test_a_broken_memory_limit_stops_the_run_naming_the_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PGDATAHUB_MAX_READ_MEMORY_MB", "-1")
-    with (
-        connect(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse,
-        pytest.raises(
-            ConfigError, match=r"^PGDATAHUB_MAX_READ_MEMORY_MB must be a positive number, not '-1'$"
-        ),
-    ):
-        Importer(warehouse, LocalFolderSource(tmp_path), FolderMapping.parse(""))
