@@ -33,7 +33,9 @@ from pgdatahub_dagster_tests.files import write_xlsx
 
 ROOT = Path(__file__).resolve().parents[3]
 # Small enough that a mutation blowing a file up fails it fast instead of eating memory.
-LIMITS = ReadLimits(max_cells=200_000, max_columns=300, max_line_bytes=256 * 1024)
+LIMITS = ReadLimits(
+    max_cells=200_000, max_columns=300, max_line_bytes=256 * 1024, max_read_memory_bytes=512 * 2**20
+)
 _TEXT_SEEDS = [
     *(path.read_bytes() for path in sorted((ROOT / "sample_data").rglob("*.csv"))),
     b'id,note\n1,"one\ntwo"\n2,"say ""hi"""\n3,plain\n',
