@@ -218,10 +218,16 @@ _shared: _Reader | None = None
 
 
 def _reader() -> _Reader:
-    """The process's reader, started at the first workbook. A process forked from this one
-    starts its own: the pipes it inherited belong to its parent's reader."""
+    """The process's reader, started at the first workbook, and again after one ended. A
+    reader that died between files (killed from outside) is replaced before it is asked, so
+    no file is blamed for it. A process forked from this one starts its own: the pipes it
+    inherited belong to its parent's reader."""
     global _shared
-    if _shared is None or _shared.closed or _shared.owner != os.getpid():
+    if _shared is not None and _shared.owner != os.getpid():
+        _shared = None  # the parent's reader, left to the parent
+    if _shared is not None and not _shared.closed and _shared.process.poll() is not None:
+        _shared.close()
+    if _shared is None or _shared.closed:
         _shared = _Reader()
     return _shared
 

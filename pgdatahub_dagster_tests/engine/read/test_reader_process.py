@@ -6,12 +6,16 @@ environment, as a user sets it, so that each bomb hits it within a second or two
 from __future__ import annotations
 
 import os
+import signal
 import struct
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from pgdatahub_dagster.engine.errors import FileImportError
 from pgdatahub_dagster.engine.read import open_table, reader_process
 from pgdatahub_dagster.engine.settings import ReadLimits
 from pgdatahub_dagster_tests.engine.test_importer import query, run_import, statuses
@@ -114,3 +118,63 @@ def test_a_reader_past_half_its_limit_after_a_sheet_makes_way_for_a_fresh_one(tm
         assert reader is not None and reader.closed and reader.process.returncode == 0
         pids.append(reader.process.pid)
     assert pids[0] != pids[1]
+
+
+def _running_reader(tmp_path: Path) -> reader_process._Reader:
+    """The process's reader, started and ready (a small workbook read)."""
+    book = write_xlsx(tmp_path / "warm-up.xlsx", {"Sheet1": [["id"], [1]]})
+    with open_table(book, book.name) as table:
+        assert table.headers == ["id"]
+    reader = reader_process._shared
+    assert reader is not None and not reader.closed
+    return reader
+
+
+@pytest.mark.parametrize(
+    ("kill", "reason"),
+    [
+        # The OOM killer's signal, when the machine runs out of memory before the limit.
+        (signal.SIGKILL, "(the reader was killed, as the system does when memory runs out; set "),
+        (signal.SIGSEGV, "the workbook reader crashed on it (signal SIGSEGV): the workbook is corrupt"),
+    ],
+)
+def test_a_reader_that_dies_in_a_read_fails_that_file_and_the_next_gets_a_new_one(
+    tmp_path: Path, kill: signal.Signals, reason: str
+) -> None:
+    """A named pipe as the workbook holds the reader in its read (it waits for a writer),
+    so the reader is killed exactly while it reads that file."""
+    reader = _running_reader(tmp_path)
+    fifo = tmp_path / "held.xlsx"
+    os.mkfifo(fifo)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with open_table(fifo, fifo.name):
+                pass
+        except BaseException as error:
+            failures.append(error)
+
+    reading = threading.Thread(target=read)
+    reading.start()
+    while True:  # until the reader has opened the pipe: the request is in its hands
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            time.sleep(0.01)
+    os.kill(reader.process.pid, kill)
+    reading.join(timeout=30)
+    os.close(writer)
+    [failure] = failures
+    assert isinstance(failure, FileImportError) and str(failure).startswith("held.xlsx: ")
+    assert reason in str(failure), failure
+    assert reader.closed
+    assert _running_reader(tmp_path) is not reader
+
+
+def test_a_reader_killed_between_files_blames_no_file(tmp_path: Path) -> None:
+    reader = _running_reader(tmp_path)
+    reader.process.kill()
+    reader.process.wait()
+    assert _running_reader(tmp_path) is not reader
