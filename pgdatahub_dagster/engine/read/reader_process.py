@@ -163,9 +163,14 @@ class _Reader:
         try:
             stdin.write(json.dumps(request).encode() + b"\n")
             stdin.flush()
+            line = stdout.readline()
         except BrokenPipeError:
             return None
-        line = stdout.readline()
+        except BaseException:
+            # Interrupted (Ctrl-C, a run terminated): its reply would answer the next request.
+            self.process.kill()
+            self.close()
+            raise
         return json.loads(line) if line else None
 
     def _stderr_tail(self) -> bytes:
@@ -188,7 +193,7 @@ class _Reader:
             # The OOM killer's signal, when the machine has less memory than the limit allows.
             killed = "the reader was killed, as the system does when memory runs out"
             return out_of_read_memory(source_file, limits, killed)
-        how = f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
+        how = f"signal {_signal_name(-returncode)}" if returncode < 0 else f"exit code {returncode}"
         log.warning(
             "the workbook reader died on %s (%s): %s", source_file, how, last_words.decode("utf-8", "replace")
         )
@@ -201,9 +206,10 @@ class _Reader:
     def close(self) -> None:
         """The reader ends when its requests do, and takes its folder with it."""
         self.closed = True
-        if self.process.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -211,6 +217,13 @@ class _Reader:
             self.process.wait()
         self._stderr.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 _lock = threading.Lock()
