@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -178,3 +180,41 @@ def test_a_reader_killed_between_files_blames_no_file(tmp_path: Path) -> None:
     reader.process.kill()
     reader.process.wait()
     assert _running_reader(tmp_path) is not reader
+
+
+_READ_THEN_DIE = """
+import os, signal, sys
+from pathlib import Path
+from pgdatahub_dagster_tests.files import write_xlsx
+from pgdatahub_dagster.engine.read import open_table, reader_process
+book = write_xlsx(Path(sys.argv[1]), {"Sheet1": [["id"], [1]]})
+with open_table(book, book.name):
+    pass
+print(reader_process._shared.process.pid, reader_process._shared.directory, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_a_reader_whose_process_is_killed_ends_and_removes_its_folder(tmp_path: Path) -> None:
+    """``kill -9`` of a run leaves no reader behind: it sees its requests end."""
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_THEN_DIE, str(tmp_path / "book.xlsx")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[4],
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pid, folder = done.stdout.split()
+    deadline = time.monotonic() + 30
+    while _running(int(pid)):
+        assert time.monotonic() < deadline, "the reader outlived its process"
+        time.sleep(0.05)
+    assert not Path(folder).exists()
