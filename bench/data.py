@@ -440,3 +440,25 @@ def wide_csv(columns: int, rows: int = 10) -> Path:
                 handle.write(",".join(f"{row:05d}" for _ in range(columns)) + "\n")
 
     return _cached(f"hostile_v{VERSION}_wide_{columns}x{rows}.csv", build)
+
+
+def ods_repeat_bomb() -> Path:
+    """An 820-byte ods of 99 million cells (a row of 1,000 cells repeated 99,000 times; just
+    under calamine's own ods limit of 100 million)."""
+    from pgdatahub_dagster_tests.hostile_workbooks import ods_repeat_bomb as write
+
+    return _cached(f"hostile_v{VERSION}_repeats.ods", lambda path: write(path, 99_000, 1_000))
+
+
+def huge_xlsb() -> Path:
+    """A 2.6 MB xlsb of 20 million cells."""
+    from pgdatahub_dagster_tests.hostile_workbooks import xlsb_sheet
+
+    return _cached(f"hostile_v{VERSION}_huge.xlsb", lambda path: xlsb_sheet(path, 20_000, 1_000))
+
+
+def lying_dimension_xlsx() -> Path:
+    """A 600 KB xlsx of 20 million values whose sheet declares ``A1:B2``."""
+    from pgdatahub_dagster_tests.hostile_workbooks import lying_dimension_xlsx as write
+
+    return _cached(f"hostile_v{VERSION}_lying.xlsx", lambda path: write(path, 20_000, 1_000))

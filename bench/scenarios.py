@@ -422,7 +422,9 @@ class Hostile(Scenario):
     name = "hostile"
     title = (
         "hostile: a zip-bomb xlsx ({hostile[0]:,} rows × 8,192 values, no declared dimension), a CSV "
-        "whose second line is {hostile[1]:,} MB, a CSV of {hostile[2]:,} columns × 10 rows; default limits"
+        "whose second line is {hostile[1]:,} MB, a CSV of {hostile[2]:,} columns × 10 rows, an 820-byte ods "
+        "of 99 million repeated cells, an xlsb of 20 million cells, an xlsx of 20 million values declaring "
+        "A1:B2; default limits"
     )
 
     def files(self, context: Context) -> dict[str, Path]:
@@ -431,6 +433,10 @@ class Hostile(Scenario):
             "zip_bomb_xlsx": data.zip_bomb_xlsx(rows),
             "long_line_csv": data.long_line_csv(megabytes),
             "wide_csv": data.wide_csv(columns),
+            # Over the reader's memory limit at every size: nothing checks them before reading.
+            "ods_repeat_bomb": data.ods_repeat_bomb(),
+            "huge_xlsb": data.huge_xlsb(),
+            "lying_dimension_xlsx": data.lying_dimension_xlsx(),
         }
 
     def runs(self, context: Context) -> list[Run]:

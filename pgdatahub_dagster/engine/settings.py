@@ -54,6 +54,7 @@ class Settings:
 MAX_CELLS_VAR = "PGDATAHUB_MAX_CELLS"
 MAX_COLUMNS_VAR = "PGDATAHUB_MAX_COLUMNS"
 MAX_LINE_MB_VAR = "PGDATAHUB_MAX_LINE_MB"
+MAX_READ_MEMORY_MB_VAR = "PGDATAHUB_MAX_READ_MEMORY_MB"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class ReadLimits:
     max_columns: int = 1_600
     #: Bytes of one line (one row, quoted line breaks included) of delimited text.
     max_line_bytes: int = 64 * 1024 * 1024
+    #: Memory of the process that reads workbooks (its data: heap and private mappings), which
+    #: catches what ``max_cells`` cannot see before reading: repeated ods cells, xls and xlsb
+    #: sheets, a false declared dimension.
+    max_read_memory_bytes: int = 1024 * 1024 * 1024
 
     @classmethod
     def from_env(cls) -> ReadLimits:
@@ -77,6 +82,9 @@ class ReadLimits:
             max_columns=int(_positive(MAX_COLUMNS_VAR, defaults.max_columns, whole=True)),
             max_line_bytes=int(
                 _positive(MAX_LINE_MB_VAR, defaults.max_line_bytes / 2**20, whole=False) * 2**20
+            ),
+            max_read_memory_bytes=int(
+                _positive(MAX_READ_MEMORY_MB_VAR, defaults.max_read_memory_bytes / 2**20, whole=False) * 2**20
             ),
         )
 

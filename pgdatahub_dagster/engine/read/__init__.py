@@ -8,8 +8,9 @@ from pathlib import Path
 
 from pgdatahub_dagster.engine.errors import UnreadableFileError
 from pgdatahub_dagster.engine.read.delimited import DELIMITED_EXTENSIONS, read_delimited
+from pgdatahub_dagster.engine.read.reader_process import read_workbook
 from pgdatahub_dagster.engine.read.table import RawTable
-from pgdatahub_dagster.engine.read.workbook import WORKBOOK_EXTENSIONS, read_workbook
+from pgdatahub_dagster.engine.read.workbook import WORKBOOK_EXTENSIONS
 from pgdatahub_dagster.engine.settings import ReadLimits
 
 SUPPORTED_EXTENSIONS = WORKBOOK_EXTENSIONS | DELIMITED_EXTENSIONS

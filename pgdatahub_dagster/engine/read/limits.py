@@ -8,6 +8,7 @@ from pgdatahub_dagster.engine.settings import (
     MAX_CELLS_VAR,
     MAX_COLUMNS_VAR,
     MAX_LINE_MB_VAR,
+    MAX_READ_MEMORY_MB_VAR,
     ReadLimits,
 )
 
@@ -31,18 +32,19 @@ def check_cells(cells: int, what: str, source_file: str, limits: ReadLimits) -> 
         )
 
 
-def _size(size: float) -> str:
+def readable_size(size: float) -> str:
     """``1.28 GB``, ``64 MB``, ``2 KB``, ``100 bytes``."""
     for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
         if size >= scale:
-            return f"{size / scale:,.3g} {unit}"
+            scaled = size / scale
+            return f"{scaled:,.0f} {unit}" if scaled >= 100 else f"{scaled:,.3g} {unit}"
     return f"{size:,.0f} bytes"
 
 
 def line_too_long(source_file: str, line: int, limits: ReadLimits) -> LimitExceededError:
     return LimitExceededError(
         source_file,
-        f"line {line:,} is longer than {_size(limits.max_line_bytes)}, the limit "
+        f"line {line:,} is longer than {readable_size(limits.max_line_bytes)}, the limit "
         f"(set {MAX_LINE_MB_VAR} to raise it); "
         "a quote that is never closed also makes the rest of the file one line",
     )
@@ -54,6 +56,18 @@ def part_too_large(
     """A part of a zip-based workbook that unpacks to more than its cells could need."""
     return LimitExceededError(
         source_file,
-        f"its part {part} unpacks to {_size(size)}, more than the {_size(allowed)} "
+        f"its part {part} unpacks to {readable_size(size)}, more than the {readable_size(allowed)} "
         f"a sheet of {limits.max_cells:,} cells could need (set {MAX_CELLS_VAR} to raise it)",
+    )
+
+
+def out_of_read_memory(source_file: str, limits: ReadLimits, what: str) -> LimitExceededError:
+    """The workbook reader ran out of its memory; ``what`` says how it showed, e.g.
+    ``it asked for 320 MB more``."""
+    return LimitExceededError(
+        source_file,
+        f"reading it takes more than the {limits.max_read_memory_bytes / 2**20:,.0f} MB of memory "
+        f"the workbook reader may use ({what}; set {MAX_READ_MEMORY_MB_VAR} to raise it); "
+        "a workbook can hold far more cells than its size suggests (repeated cells in an ods, "
+        "a sheet larger than it declares)",
     )

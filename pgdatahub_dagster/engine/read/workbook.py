@@ -1,9 +1,12 @@
-"""Workbooks (xlsx, xlsm, xls, xlsb, ods) through fastexcel."""
+"""Workbooks (xlsx, xlsm, xls, xlsb, ods) through fastexcel: one sheet read whole.
+
+This runs in the workbook reader's process (``reader_process``), whose memory is capped.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,6 @@ from pgdatahub_dagster.engine.read.sheet_size import (
     check_sheet_size,
     check_workbook_size,
 )
-from pgdatahub_dagster.engine.read.table import RawTable
 from pgdatahub_dagster.engine.settings import ReadLimits
 
 WORKBOOK_EXTENSIONS = frozenset({".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"})
@@ -79,20 +81,23 @@ def _raw_headers(sheet: fastexcel.ExcelSheet) -> list[str]:
     return headers
 
 
-def _batches(frame: pl.DataFrame, batch_rows: int) -> Iterator[pl.DataFrame]:
-    for offset in range(0, max(frame.height, 1), batch_rows):
-        yield frame.slice(offset, batch_rows)
+@dataclass
+class LoadedSheet:
+    """A sheet read whole: its raw header texts and its rows, columns named ``c0``, ``c1``…"""
+
+    headers: list[str]
+    frame: pl.DataFrame
+    sheet: str
 
 
-def read_workbook(
+def load_sheet(
     path: Path,
     source_file: str,
     sheet: str | None,
     default_sheet: str | None,
     header_row: int | None,
-    batch_rows: int,
     limits: ReadLimits,
-) -> RawTable:
+) -> LoadedSheet:
     check_workbook_size(path, source_file, limits)
     check_compound_file(path, source_file)
     try:
@@ -123,6 +128,5 @@ def read_workbook(
         if not _is_reader_panic(error):
             raise
         raise UnreadableFileError(source_file, _reason(error)) from None
-    headers = _raw_headers(loaded)
     frame = frame.rename({old: f"c{index}" for index, old in enumerate(frame.columns)})
-    return RawTable(headers=headers, batches=_batches(frame, batch_rows), sheet=chosen)
+    return LoadedSheet(_raw_headers(loaded), frame, chosen)

@@ -98,15 +98,20 @@ def test_each_bad_file_fails_alone_and_the_next_is_imported(
     ]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "kind"),
+    [
+        ("PGDATAHUB_MAX_CELLS", "lots", "a positive whole number"),
+        ("PGDATAHUB_MAX_READ_MEMORY_MB", "-1", "a positive number"),
+    ],
+)
 def test_a_broken_limit_stops_the_run_naming_the_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, kind: str
 ) -> None:
-    monkeypatch.setenv("PGDATAHUB_MAX_CELLS", "lots")
+    monkeypatch.setenv(variable, value)
     with (
         connect(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse,
-        pytest.raises(
-            ConfigError, match=r"^PGDATAHUB_MAX_CELLS must be a positive whole number, not 'lots'$"
-        ),
+        pytest.raises(ConfigError, match=f"^{variable} must be {kind}, not '{value}'$"),
     ):
         Importer(warehouse, LocalFolderSource(tmp_path), FolderMapping.parse(""))
 
