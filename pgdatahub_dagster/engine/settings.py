@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -79,6 +80,15 @@ class ReadLimits:
                 _positive(MAX_LINE_MB_VAR, defaults.max_line_bytes / 2**20, whole=False) * 2**20
             ),
         )
+
+
+SNAPSHOT_RETENTION_VAR = "PGDATAHUB_SNAPSHOT_RETENTION_DAYS"
+
+
+def snapshot_retention() -> timedelta:
+    """How long a DuckLake's snapshots stay readable (time travel) before compaction expires
+    them and deletes the files only they use."""
+    return timedelta(days=_positive(SNAPSHOT_RETENTION_VAR, 7, whole=False))
 
 
 def _positive(name: str, default: float, *, whole: bool) -> float:

@@ -15,18 +15,24 @@ seeing the first writer's rows (``Warehouse.run_transaction``). The end is the s
 they had run one after the other.
 
 DuckLake has no sequences either: ledger ids come from the clock (``next_id``).
+
+Every transaction that writes ledger rows commits one snapshot saying so: its message names
+them (``import 42: success crm/a.csv``) and its extra info lists their ids as JSON
+(``{"import_ids": [42]}``), so a table reads as of an import with ``AT (VERSION => …)``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -38,13 +44,25 @@ from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
-from pgdatahub_dagster.engine.warehouse.base import Warehouse
+from pgdatahub_dagster.engine.warehouse.base import (
+    LEDGER_TABLE,
+    SCHEMA_CHANGES_TABLE,
+    TABLE_SETTINGS_TABLE,
+    ImportRecord,
+    Snapshot,
+    Warehouse,
+)
 from pgdatahub_dagster.engine.warehouse.duckdb import DuckDBWarehouse, open_waiting
 
 #: The name the lake is attached under; every statement runs in it (``USE``).
 LAKE = "lake"
 #: Where each locked name's lock table lives, under the name (see ``lock``).
 LOCKS_SCHEMA = "pgdatahub_locks"
+#: The author of the snapshots the engine commits.
+AUTHOR = "pgdatahub"
+#: Compaction rewrites a data file once this share of its rows is deleted (a changed or
+#: reverted file deletes rows), so that merging can then take it in.
+REWRITE_DELETED_SHARE = 0.5
 
 # The extensions, as PyPI packages for this duckdb version: INSTALL would download them.
 _EXTENSIONS = {
@@ -149,6 +167,8 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         super().__init__(conn, display_url)
         #: The names this transaction locked: the tables it changes.
         self._locked: set[str] = set()
+        #: The ledger rows this transaction wrote, for its snapshot's commit message.
+        self._recorded: list[ImportRecord] = []
 
     @classmethod
     def open_lake(
@@ -265,6 +285,59 @@ class DuckLakeWarehouse(DuckDBWarehouse):
                 yield
         finally:
             self._locked.clear()
+            self._recorded.clear()
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def ensure_ledger(self) -> None:
+        """Only when something is missing: creating the ledger locks it, and every
+        connection would otherwise commit a snapshot that changes nothing."""
+        complete = {f.name for f in fields(ImportRecord)} <= set(self.column_names(LEDGER_TABLE))
+        tables = (SCHEMA_CHANGES_TABLE, TABLE_SETTINGS_TABLE)
+        if not (complete and all(self.table_exists(table) for table in tables)):
+            super().ensure_ledger()
+
+    def record_import(self, record: ImportRecord) -> None:
+        """The ledger row, and the transaction's snapshot names it (the last message set
+        before commit is the one DuckLake keeps)."""
+        super().record_import(record)
+        if not self._in_outer_transaction():
+            return
+        self._recorded.append(record)
+        message = "; ".join(f"import {r.id}: {r.status} {r.source_file}" for r in self._recorded)
+        extra = json.dumps({"import_ids": [r.id for r in self._recorded]})
+        self.execute(f"CALL {LAKE}.set_commit_message(?, ?, extra_info => ?)", [AUTHOR, message, extra])
+
+    def snapshots(self, limit: int) -> list[Snapshot]:
+        rows = self.fetchall(
+            f"SELECT snapshot_id, snapshot_time, commit_message, commit_extra_info FROM {LAKE}.snapshots() "
+            f"ORDER BY snapshot_id DESC LIMIT {int(limit)}"
+        )
+        return [
+            Snapshot(int(id_), when, message, tuple(_import_ids(extra))) for id_, when, message, extra in rows
+        ]
+
+    def compact(self, expire_older_than: timedelta) -> str:
+        """DuckLake's maintenance, each step its own commit: data files mostly deleted are
+        rewritten, small files of a table merged into larger ones (time travel still reads
+        them), snapshots older than ``expire_older_than`` (but never the latest) forgotten,
+        and the files no snapshot left uses deleted. A query still reading an expired
+        snapshot may then fail; the next one reads the current data."""
+        lake = _literal(LAKE)
+        rewritten = self.fetchall(
+            f"CALL ducklake_rewrite_data_files({lake}, delete_threshold => {REWRITE_DELETED_SHARE})"
+        )
+        merged = self.fetchall(f"CALL ducklake_merge_adjacent_files({lake})")
+        cutoff = datetime.now(UTC) - expire_older_than
+        expired = self.fetchall(f"CALL ducklake_expire_snapshots({lake}, older_than => ?)", [cutoff])
+        deleted = self.fetchall(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
+        files_in = sum(int(row[2]) for row in rewritten + merged)
+        files_out = sum(int(row[3]) for row in rewritten + merged)
+        return (
+            f"{self.display_url}: {files_in} data files rewritten into {files_out}, "
+            f"{len(expired)} snapshots older than {cutoff:%Y-%m-%d %H:%M} UTC expired, "
+            f"{len(deleted)} unused files deleted"
+        )
 
     # -- schema changes --------------------------------------------------------------------
 
@@ -280,3 +353,12 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     def drop_column(self, table: str, column: str) -> None:
         Warehouse.drop_column(self, table, column)
+
+
+def _import_ids(extra_info: str | None) -> list[int]:
+    """The ledger ids a snapshot's extra info lists; none for a snapshot not the engine's."""
+    try:
+        ids = json.loads(extra_info or "{}").get("import_ids", [])
+    except (ValueError, AttributeError):
+        return []
+    return [int(i) for i in ids if isinstance(i, int)]
