@@ -25,5 +25,8 @@ def compact_warehouse() -> None:
 #: Nightly, when imports are few: compaction commits like any writer, and a file imported
 #: meanwhile into a table being merged runs again (a commit conflict).
 compact_warehouse_nightly = ScheduleDefinition(
-    job=compact_warehouse, cron_schedule="30 3 * * *", default_status=DefaultScheduleStatus.RUNNING
+    name="compact_warehouse_nightly",
+    job=compact_warehouse,
+    cron_schedule="30 3 * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
 )
