@@ -44,6 +44,7 @@ from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
+from pgdatahub_dagster.engine.settings import S3Settings
 from pgdatahub_dagster.engine.warehouse.base import (
     LEDGER_TABLE,
     SCHEMA_CHANGES_TABLE,
@@ -68,7 +69,10 @@ REWRITE_DELETED_SHARE = 0.5
 _EXTENSIONS = {
     "ducklake": "duckdb_extension_ducklake",
     "postgres_scanner": "duckdb_extension_postgres_scanner",
+    "httpfs": "duckdb_extension_httpfs",
 }
+#: The DuckDB secret that signs the requests to an S3 data path.
+S3_SECRET = "pgdatahub_s3"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class LakeLocation:
     @property
     def on_postgres(self) -> bool:
         return self.catalog.startswith("postgres:")
+
+    @property
+    def on_s3(self) -> bool:
+        return (self.data_path or "").lower().startswith("s3://")
 
 
 def parse_lake_url(url: str, display_url: str) -> LakeLocation:
@@ -121,8 +129,33 @@ def parse_lake_url(url: str, display_url: str) -> LakeLocation:
     )
 
 
+def _hide(text: str, hidden: Sequence[str]) -> str:
+    for value in hidden:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _create_s3_secret(conn: duckdb.DuckDBPyConnection, s3: S3Settings) -> None:
+    """The DuckDB secret for S3, from the environment (``S3Settings``). DuckDB takes no
+    parameters in ``CREATE SECRET``: the values go in as literals, and any message quoting
+    them is redacted (``DuckLakeWarehouse.hide``)."""
+    options = ["TYPE s3"]
+    if s3.key_id and s3.secret:
+        options += [f"KEY_ID {_literal(s3.key_id)}", f"SECRET {_literal(s3.secret)}"]
+    if s3.session_token:
+        options.append(f"SESSION_TOKEN {_literal(s3.session_token)}")
+    if s3.region:
+        options.append(f"REGION {_literal(s3.region)}")
+    if s3.endpoint:
+        # Stores other than AWS (MinIO, moto) name buckets in the path, not the host name.
+        options += [f"ENDPOINT {_literal(s3.endpoint)}", "URL_STYLE 'path'"]
+    options.append(f"USE_SSL {str(s3.use_ssl).lower()}")
+    conn.execute(f"CREATE OR REPLACE SECRET {S3_SECRET} ({', '.join(options)})")
 
 
 def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -163,8 +196,10 @@ _CLOCK_IDS = _ClockIds()
 class DuckLakeWarehouse(DuckDBWarehouse):
     has_indexes: ClassVar[bool] = False
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str, hidden: Sequence[str] = ()) -> None:
         super().__init__(conn, display_url)
+        #: The catalog's password and the S3 secrets, which no message may show.
+        self._hidden = [value for value in hidden if value]
         #: The names this transaction locked: the tables it changes.
         self._locked: set[str] = set()
         #: The ledger rows this transaction wrote, for its snapshot's commit message.
@@ -182,12 +217,16 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         # one DuckDB file do: a catalog file cannot be attached twice in a process.
         digest = hashlib.sha256(repr(location).encode()).hexdigest()[:16]
         conn = duckdb.connect(f":memory:pgdatahub-lake-{digest}")
+        s3 = S3Settings.from_env() if location.on_s3 else None
+        hidden = [location.password or "", *(s3.secrets if s3 else [])]
         try:
             # Nothing is ever downloaded: the extensions come from their PyPI packages.
             conn.execute("SET autoinstall_known_extensions = false")
             _load_extension(conn, "ducklake")
             if location.on_postgres:
                 _load_extension(conn, "postgres_scanner")
+            if s3 is not None:
+                _load_extension(conn, "httpfs")
             options = []
             if location.data_path:
                 options.append(f"DATA_PATH {_literal(location.data_path)}")
@@ -201,12 +240,12 @@ class DuckLakeWarehouse(DuckDBWarehouse):
                 return conn
 
             try:
+                if s3 is not None:
+                    _create_s3_secret(conn, s3)
                 open_waiting(open_catalog, "the DuckLake catalog of", display_url, wait_seconds)
             except (duckdb.Error, WarehouseError) as error:
                 # DuckDB's message quotes the catalog's connection string, password and all.
-                reason = str(error)
-                if location.password:
-                    reason = reason.replace(location.password, "***")
+                reason = _hide(str(error), hidden)
                 raise WarehouseError(
                     reason
                     if isinstance(error, WarehouseError)
@@ -216,7 +255,7 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         except BaseException:
             conn.close()
             raise
-        return cls(conn, display_url)
+        return cls(conn, display_url, hidden)
 
     # -- keys without indexes --------------------------------------------------------------
 
@@ -272,11 +311,13 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     def classify(self, error: Exception) -> PgDataHubError:
         """A commit that lost the race with another writer may run again (``CommitConflict``,
-        see ``Warehouse.run_transaction``); the rest as on DuckDB."""
+        see ``Warehouse.run_transaction``); the rest as on DuckDB. No secret shows."""
         if isinstance(error, duckdb.TransactionException) and "conflict" in str(error).lower():
-            last_line = str(error).splitlines()[-1]
+            last_line = _hide(str(error).splitlines()[-1], self._hidden)
             return CommitConflict(f"{self.display_url}: another writer changed the same tables: {last_line}")
-        return super().classify(error)
+        classified = super().classify(error)
+        classified.args = tuple(_hide(str(arg), self._hidden) for arg in classified.args)
+        return classified
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
