@@ -157,12 +157,10 @@ def calamine_fixtures() -> Path:
 
 @pytest.fixture
 def new_warehouse(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, or PostgreSQL
-    databases (dropped when the test ends)."""
-    if warehouse_url.startswith("duckdb"):
-        numbers = itertools.count(1)
-        folder = tmp_path / "warehouses"
-        folder.mkdir()
-        return lambda purpose: f"duckdb:///{folder / f'{purpose}-{next(numbers)}.duckdb'}"
-    make_database: Callable[[str], str] = request.getfixturevalue("make_database")
-    return make_database
+    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, DuckLakes,
+    or PostgreSQL databases (dropped when the test ends)."""
+    kind = next((k for k in ("duckdb", "ducklake") if warehouse_url.startswith(f"{k}:")), "postgres")
+    numbers = itertools.count(1)
+    return lambda purpose: url_of_warehouse(
+        kind, request, tmp_path / "warehouses" / f"{purpose}-{next(numbers)}"
+    )

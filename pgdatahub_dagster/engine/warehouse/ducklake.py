@@ -191,6 +191,9 @@ class _ClockIds:
 
 
 _CLOCK_IDS = _ClockIds()
+#: Threads of one process opening a lake take turns: they share its DuckDB instance, and two
+#: attaching a new lake at once would both create its catalog.
+_OPENING = threading.Lock()
 
 
 class DuckLakeWarehouse(DuckDBWarehouse):
@@ -242,7 +245,8 @@ class DuckLakeWarehouse(DuckDBWarehouse):
             try:
                 if s3 is not None:
                     _create_s3_secret(conn, s3)
-                open_waiting(open_catalog, "the DuckLake catalog of", display_url, wait_seconds)
+                with _OPENING:
+                    open_waiting(open_catalog, "the DuckLake catalog of", display_url, wait_seconds)
             except (duckdb.Error, WarehouseError) as error:
                 # DuckDB's message quotes the catalog's connection string, password and all.
                 reason = _hide(str(error), hidden)
