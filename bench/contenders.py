@@ -509,6 +509,68 @@ class DuckDBReadCsv(Contender):
         return Outcome(rows, rows)
 
 
+@contender("duckdb_copy_parquet")
+class DuckDBCopyParquet(Contender):
+    """The limit for a lake: DuckDB's own CSV reader writing one Parquet file, the format a
+    DuckLake stores; no catalog, no de-duplication."""
+
+    description = "DuckDB COPY (SELECT * FROM read_csv(...)) TO '….parquet'"
+
+    def setup(self) -> None:
+        import duckdb
+
+        self.conn = duckdb.connect()
+
+    def run(self) -> Outcome:
+        path = str(self.params["csv"]).replace("'", "''")
+        target = str(self.params["parquet"]).replace("'", "''")
+        read = f"SELECT * FROM read_csv('{path}', types={{'zip': 'VARCHAR'}})"
+        self.conn.execute(f"COPY ({read}) TO '{target}' (FORMAT parquet)")
+        row = self.conn.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()
+        self.conn.close()
+        rows = int(row[0]) if row else 0
+        return Outcome(rows, rows)
+
+
+def _ducklake_extension() -> str:
+    """The ducklake extension's path in its PyPI package (offline, ``INSTALL`` fails)."""
+    import duckdb
+    import duckdb_extension_ducklake
+
+    assert duckdb_extension_ducklake.__file__ is not None
+    folder = Path(duckdb_extension_ducklake.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    return str(folder / "ducklake.duckdb_extension")
+
+
+@contender("dlt_ducklake")
+class DltDuckLake(_Dlt):
+    """dlt merge into a DuckLake (a DuckDB-file catalog, Parquet in a folder), the extension
+    loaded from its PyPI package."""
+
+    description = "dlt merge into DuckLake, primary key (name, address, phone)"
+
+    def destination(self) -> Any:
+        from dlt.destinations.impl.ducklake.configuration import DuckLakeCredentials
+
+        lake = Path(self.params["lake"])
+        credentials = DuckLakeCredentials(
+            "bench_lake", catalog=f"duckdb:///{lake / 'catalog.duckdb'}", storage=f"{lake / 'data'}/"
+        )
+        credentials.extensions = ["'" + _ducklake_extension().replace("'", "''") + "'"]
+        credentials.global_config = {"autoinstall_known_extensions": False}
+        return self.dlt.destinations.ducklake(credentials=credentials)
+
+    def rows_in_destination(self) -> int:
+        import duckdb
+
+        catalog = str(Path(self.params["lake"]) / "catalog.duckdb").replace("'", "''")
+        with duckdb.connect() as conn:
+            conn.execute("LOAD '" + _ducklake_extension().replace("'", "''") + "'")
+            conn.execute(f"ATTACH 'ducklake:{catalog}' AS lake (READ_ONLY)")
+            row = conn.execute(f"SELECT count(*) FROM lake.bench.{TABLE}").fetchone()
+        return int(row[0]) if row else 0
+
+
 # -- workbooks -------------------------------------------------------------------------------
 
 

@@ -215,6 +215,38 @@ class CsvDuckDB(Scenario):
 
 
 @scenario
+class CsvDuckLake(Scenario):
+    name = "csv_ducklake"
+    title = "csv_1m: {csv_rows:,}-row CSV → DuckLake (DuckDB catalog, Parquet in a folder), unique key"
+
+    def runs(self, context: Context) -> list[Run]:
+        # The engine's lake, dlt's and the limit's Parquet file, side by side in the scratch space.
+        lakes = context.workdir / "lakes" / self.name
+        (lakes / "dlt").mkdir(parents=True, exist_ok=True)
+        csv = data.csv_file(context.sizes.csv_rows)
+        engine = {
+            "source_dir": str(context.source_folder(self.name, [csv])),
+            "url": f"ducklake:///{lakes / 'engine' / 'meta.ducklake'}?data={lakes / 'engine' / 'data'}/",
+        }
+        return [
+            Run("engine", "engine", "engine", engine, None),
+            Run(
+                "duckdb_copy_parquet",
+                "duckdb_copy_parquet",
+                "limit",
+                {"csv": str(csv), "parquet": str(lakes / "copy.parquet")},
+                None,
+            ),
+            Run("dlt_ducklake", "dlt_ducklake", "peer", {"csv": str(csv), "lake": str(lakes / "dlt")}, None),
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [
+            Target("engine ÷ dlt to DuckLake (rows/s)", ratio(results, "engine", "dlt_ducklake"), 1.5, "min")
+        ]
+
+
+@scenario
 class ChangedFile(Scenario):
     """The same file (same relative path) with new content: ~1% of its rows edited in
     non-key columns, ~0.5% removed, ~0.5% added. Both contenders first import the old

@@ -1,6 +1,7 @@
 """The ``pgdatahub`` command: what landed in the warehouse, and undoing it.
 
-``pgdatahub status`` prints one line per table and the latest failures;
+``pgdatahub status`` prints one line per table, the latest failures and, on a DuckLake, the
+latest snapshots;
 ``pgdatahub ledger`` prints the newest rows of the import ledger;
 ``pgdatahub revert (--file PATH | --file-id ID | --sha256 HASH | --run RUN_ID) [--dry-run] [--schema]``
 undoes imports.
@@ -36,7 +37,7 @@ def _shorten(text: str | None, limit: int = 100) -> str | None:
     return text[: limit - 1] + "…"
 
 
-def _status(warehouse: Warehouse, limit: int) -> None:
+def _status(warehouse: Warehouse, limit: int, snapshots: int) -> None:
     print(f"Warehouse: {warehouse.display_url}\n")
     statuses = table_status(warehouse)
     if not statuses:
@@ -74,6 +75,13 @@ def _status(warehouse: Warehouse, limit: int) -> None:
         print("\nRecent failures:")
         for failure in failures:
             print(f"  #{failure['id']} {failure['error']}")
+    latest = warehouse.snapshots(snapshots)
+    if latest:
+        print("\nLatest snapshots (read a table as of one with AT (VERSION => snapshot)):")
+        _print_table(
+            ["snapshot", "committed", "message"],
+            [(s.id, s.committed_at.strftime("%Y-%m-%d %H:%M:%S"), _shorten(s.message)) for s in latest],
+        )
 
 
 def _ledger(warehouse: Warehouse, limit: int) -> None:
@@ -127,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgdatahub", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="defaults to PGDATAHUB_DATABASE_URL")
     commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="one line per table, then the latest failures")
+    status = commands.add_parser(
+        "status", help="one line per table, then the latest failures and DuckLake snapshots"
+    )
     status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
+    status.add_argument("--snapshots", type=int, default=5, help="how many DuckLake snapshots to list")
     ledger = commands.add_parser("ledger", help="the newest rows of the import ledger")
     ledger.add_argument("--limit", type=int, default=20)
     undo = commands.add_parser("revert", help="undo imports: delete their rows and mark them reverted")
@@ -145,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with connect(Settings.from_env(database_url=args.database_url).database_url) as warehouse:
             if args.command == "status":
-                _status(warehouse, args.failures)
+                _status(warehouse, args.failures, args.snapshots)
             elif args.command == "ledger":
                 _ledger(warehouse, args.limit)
             else:

@@ -12,6 +12,7 @@ from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_folder_sync,
 from pgdatahub_dagster.defs.checks import ledger_matches_tables, unique_keys_hold, warehouse_status
 from pgdatahub_dagster.defs.executor import executor_from_env
 from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files, sync_local_folder
+from pgdatahub_dagster.defs.maintenance import compact_warehouse_nightly
 from pgdatahub_dagster.defs.operations import handle_deleted_files, revert_imports
 from pgdatahub_dagster.defs.resources import (
     DriveResource,
@@ -43,6 +44,7 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
             handle_deleted_files,
         ],
         sensors=[local_folder_sensor, drive_sensor],
+        schedules=[compact_warehouse_nightly],
         resources=dict(resources),
         executor=executor_from_env(),
     )

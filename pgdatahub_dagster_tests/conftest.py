@@ -10,7 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +85,52 @@ def postgres_url(make_database: Callable[[str], str]) -> str:
     return make_database("test")
 
 
+#: The S3 secret key the tests sign with: no message, log or stored run may show it.
+S3_SECRET_KEY = "Zq9SecretS3Key7Xw"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A local S3 (moto's server) on 127.0.0.1, in its own process; yields its endpoint URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the S3 test server (moto) did not start on {endpoint}")
+            time.sleep(0.2)
+    try:
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the test S3, and the environment that reaches it (AWS_…), as users
+    give it; returns its ``s3://`` URL."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "pgdatahub-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    bucket = f"pgdatahub-{uuid.uuid4().hex[:12]}"
+    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/{bucket}", method="PUT"), timeout=10).close()
+    return f"s3://{bucket}"
+
+
 def url_of_warehouse(kind: str, request: pytest.FixtureRequest, folder: Path) -> str:
     """A new, empty warehouse of one kind: a DuckDB file, a PostgreSQL database, or a
     DuckLake (its catalog a DuckDB file, its data a folder) in ``folder``."""
@@ -106,12 +157,10 @@ def calamine_fixtures() -> Path:
 
 @pytest.fixture
 def new_warehouse(warehouse_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, or PostgreSQL
-    databases (dropped when the test ends)."""
-    if warehouse_url.startswith("duckdb"):
-        numbers = itertools.count(1)
-        folder = tmp_path / "warehouses"
-        folder.mkdir()
-        return lambda purpose: f"duckdb:///{folder / f'{purpose}-{next(numbers)}.duckdb'}"
-    make_database: Callable[[str], str] = request.getfixturevalue("make_database")
-    return make_database
+    """Fresh, empty warehouses of the kind ``warehouse_url`` is: DuckDB files, DuckLakes,
+    or PostgreSQL databases (dropped when the test ends)."""
+    kind = next((k for k in ("duckdb", "ducklake") if warehouse_url.startswith(f"{k}:")), "postgres")
+    numbers = itertools.count(1)
+    return lambda purpose: url_of_warehouse(
+        kind, request, tmp_path / "warehouses" / f"{purpose}-{next(numbers)}"
+    )

@@ -1,4 +1,5 @@
-"""The database password never shows, whatever form of connection string carries it.
+"""The database password never shows, whatever form of connection string carries it; nor
+does the S3 secret key of a DuckLake whose data is on S3 (the last test).
 
 A real role on the real PostgreSQL has a password with ``#``, ``?`` and ``/`` in it; each form
 psycopg accepts connects as that role with that password (the embedded server trusts local
@@ -19,7 +20,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from dagster import AssetKey, DagsterInstance, instance_for_test, serialize_value
+from dagster import AssetKey, DagsterInstance, Definitions, JobDefinition, instance_for_test, serialize_value
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -34,7 +35,9 @@ from pgdatahub_dagster.defs.resources import (
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
+from pgdatahub_dagster_tests.conftest import S3_SECRET_KEY
 from pgdatahub_dagster_tests.engine.test_importer import run_import
+from pgdatahub_dagster_tests.engine.warehouse.test_ducklake import lake_url
 from pgdatahub_dagster_tests.files import write_csv
 
 PIECES = ("Qzxv7", "Wkjr2", "Pmtb9", "Hfyd4")
@@ -187,15 +190,11 @@ def _stored(instance: DagsterInstance) -> str:
     return "\n".join(parts)
 
 
-@pytest.mark.parametrize("form", [*FORMS, UNREADABLE])
-def test_dagster_runs_never_store_the_password(
-    form: str, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Configured as users do, through PGDATAHUB_DATABASE_URL: a sync that imports a good
-    and a bad file, the status asset, and a run whose connection fails."""
-    source = tmp_path / "inbox"
-    write_csv(source / "shop" / "a.csv", "sku\nA1\n")
-    (source / "shop" / "b.xlsx").write_bytes(b"broken")
+def _code_location(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Definitions, JobDefinition, JobDefinition, Path]:
+    """The code location configured as users do, through the environment, reading
+    ``source``; its sync and status jobs, and an empty DAGSTER_HOME for the instance."""
     monkeypatch.setenv("PGDATAHUB_SOURCE_DIR", str(source))
     monkeypatch.delenv("PGDATAHUB_CONFIG", raising=False)
     defs = build_defs(
@@ -211,6 +210,19 @@ def test_dagster_runs_never_store_the_password(
     status = job.get_subset(asset_selection={AssetKey("warehouse_status")})
     home = tmp_path / "dagster_home"
     home.mkdir()
+    return defs, sync, status, home
+
+
+@pytest.mark.parametrize("form", [*FORMS, UNREADABLE])
+def test_dagster_runs_never_store_the_password(
+    form: str, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configured as users do, through PGDATAHUB_DATABASE_URL: a sync that imports a good
+    and a bad file, the status asset, and a run whose connection fails."""
+    source = tmp_path / "inbox"
+    write_csv(source / "shop" / "a.csv", "sku\nA1\n")
+    (source / "shop" / "b.xlsx").write_bytes(b"broken")
+    _, sync, status, home = _code_location(source, tmp_path, monkeypatch)
     with instance_for_test(temp_dir=str(home)) as instance:
         if form == UNREADABLE:
             monkeypatch.setenv("PGDATAHUB_DATABASE_URL", _url(form, server, server.port, monkeypatch))
@@ -236,3 +248,37 @@ def test_dagster_runs_never_store_the_password(
         for path in home.rglob("*"):
             if path.is_file():
                 assert_hidden(path.read_bytes(), str(path.relative_to(home)))
+
+
+@pytest.mark.long  # four Dagster runs against PostgreSQL and S3
+def test_the_s3_secret_never_shows_in_runs_or_the_cli(
+    s3_bucket: str,
+    make_database: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A DuckLake with its data on S3, its credentials in the environment (AWS_…): a sync
+    with a bad file, the status asset, compaction, a run whose store does not answer, and
+    ``pgdatahub status`` store and show no trace of the secret key."""
+    source = tmp_path / "inbox"
+    write_csv(source / "shop" / "a.csv", "sku\n" + "".join(f"A{i}\n" for i in range(100)))
+    (source / "shop" / "b.xlsx").write_bytes(b"broken")
+    defs, sync, status, home = _code_location(source, tmp_path, monkeypatch)
+    monkeypatch.setenv("PGDATAHUB_DATABASE_URL", lake_url(make_database("catalog"), f"{s3_bucket}/lake"))
+    with instance_for_test(temp_dir=str(home)) as instance:
+        assert not sync.execute_in_process(instance=instance, raise_on_error=False).success  # b.xlsx
+        assert status.execute_in_process(instance=instance).success
+        assert defs.resolve_job_def("compact_warehouse").execute_in_process(instance=instance).success
+        assert main(["status"]) == 0
+        shown = capsys.readouterr()
+        assert "shop/b.xlsx" in shown.out and "import " in shown.out
+        write_csv(source / "shop" / "c.csv", "sku\n" + "".join(f"C{i}\n" for i in range(100)))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        failed = sync.execute_in_process(instance=instance, raise_on_error=False)
+        assert not failed.success
+        stored = _stored(instance)
+        assert "STEP_FAILURE" in stored and "127.0.0.1:1" in stored
+        texts = [stored, shown.out, shown.err]
+        texts += [path.read_text(errors="replace") for path in home.rglob("*") if path.is_file()]
+        assert not [text for text in texts if S3_SECRET_KEY in text]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -89,6 +90,15 @@ class ReadLimits:
         )
 
 
+SNAPSHOT_RETENTION_VAR = "PGDATAHUB_SNAPSHOT_RETENTION_DAYS"
+
+
+def snapshot_retention() -> timedelta:
+    """How long a DuckLake's snapshots stay readable (time travel) before compaction expires
+    them and deletes the files only they use."""
+    return timedelta(days=_positive(SNAPSHOT_RETENTION_VAR, 7, whole=False))
+
+
 def _positive(name: str, default: float, *, whole: bool) -> float:
     """A positive (``whole``) number from the environment; anything else is a broken
     configuration, which stops the run."""
@@ -137,6 +147,39 @@ class DriveSettings:
             chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
             tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
             access_token=os.environ.get("PGDATAHUB_DRIVE_ACCESS_TOKEN") or None,
+        )
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Credentials for a DuckLake whose data is on S3 (or an S3-compatible store), from the
+    variables every AWS tool reads; without a key, the bucket is read and written unsigned."""
+
+    key_id: str | None
+    secret: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    #: ``host:port`` of a store other than AWS (MinIO, moto), from ``AWS_ENDPOINT_URL_S3`` or
+    #: ``AWS_ENDPOINT_URL``; ``None``: AWS itself.
+    endpoint: str | None = None
+    use_ssl: bool = True
+
+    @property
+    def secrets(self) -> list[str]:
+        """The values no message may show."""
+        return [value for value in (self.secret, self.session_token) if value]
+
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        endpoint = urlsplit(endpoint_url) if "://" in endpoint_url else None
+        return cls(
+            key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            secret=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+            endpoint=endpoint.netloc if endpoint else (endpoint_url or None),
+            use_ssl=endpoint is None or endpoint.scheme.lower() != "http",
         )
 
 

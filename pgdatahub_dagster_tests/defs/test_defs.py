@@ -21,6 +21,7 @@ def test_code_location_loads_with_its_asset_partitions_and_sensor() -> None:
     drive_jobs = {target.job_name for target in repository.get_sensor_def("drive_sensor").targets}
     assert drive_jobs == {"import_drive_files", "handle_deleted_files"}
     assert {job.name for job in repository.get_all_jobs()} >= {"revert_imports", "handle_deleted_files"}
+    assert repository.get_schedule_def("compact_warehouse_nightly").job_name == "compact_warehouse"
     checks = {key.name for key in repository.asset_graph.asset_check_keys}
     assert checks == {"unique_keys_hold", "ledger_matches_tables"}
     spreadsheets = repository.asset_graph.get(

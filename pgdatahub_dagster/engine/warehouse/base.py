@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
 
 import polars as pl
@@ -166,6 +166,19 @@ class HoldingImport:
     status: str
     modified_at: datetime | None
     read_as: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed version of a warehouse that keeps them (DuckLake): a table reads as of
+    it with ``AT (VERSION => id)``."""
+
+    id: int
+    committed_at: datetime
+    #: What the commit said: the ledger rows it wrote (``import 42: success crm/a.csv``).
+    message: str | None
+    #: The ids of the ledger rows it wrote (none: the engine's own housekeeping).
+    import_ids: tuple[int, ...]
 
 
 @dataclass
@@ -423,6 +436,17 @@ class Warehouse(ABC):
                 )
                 time.sleep(COMMIT_RETRY_SECONDS * attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def snapshots(self, limit: int) -> list[Snapshot]:
+        """The latest ``limit`` snapshots, newest first; none where the database keeps no
+        versions (PostgreSQL, DuckDB)."""
+        return []
+
+    def compact(self, expire_older_than: timedelta) -> str:
+        """Merge small data files, forget snapshots older than ``expire_older_than`` and
+        delete the files only they used; says what it did. The databases that keep no
+        snapshots or small files have nothing to do."""
+        return f"{self.name} keeps no snapshots or small files: nothing to compact"
 
     def ensure_ledger(self) -> None:
         def create() -> None:

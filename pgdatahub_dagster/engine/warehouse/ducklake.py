@@ -15,18 +15,24 @@ seeing the first writer's rows (``Warehouse.run_transaction``). The end is the s
 they had run one after the other.
 
 DuckLake has no sequences either: ledger ids come from the clock (``next_id``).
+
+Every transaction that writes ledger rows commits one snapshot saying so: its message names
+them (``import 42: success crm/a.csv``) and its extra info lists their ids as JSON
+(``{"import_ids": [42]}``), so a table reads as of an import with ``AT (VERSION => …)``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -38,19 +44,35 @@ from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
-from pgdatahub_dagster.engine.warehouse.base import Warehouse
+from pgdatahub_dagster.engine.settings import S3Settings
+from pgdatahub_dagster.engine.warehouse.base import (
+    LEDGER_TABLE,
+    SCHEMA_CHANGES_TABLE,
+    TABLE_SETTINGS_TABLE,
+    ImportRecord,
+    Snapshot,
+    Warehouse,
+)
 from pgdatahub_dagster.engine.warehouse.duckdb import DuckDBWarehouse, open_waiting
 
 #: The name the lake is attached under; every statement runs in it (``USE``).
 LAKE = "lake"
 #: Where each locked name's lock table lives, under the name (see ``lock``).
 LOCKS_SCHEMA = "pgdatahub_locks"
+#: The author of the snapshots the engine commits.
+AUTHOR = "pgdatahub"
+#: Compaction rewrites a data file once this share of its rows is deleted (a changed or
+#: reverted file deletes rows), so that merging can then take it in.
+REWRITE_DELETED_SHARE = 0.5
 
 # The extensions, as PyPI packages for this duckdb version: INSTALL would download them.
 _EXTENSIONS = {
     "ducklake": "duckdb_extension_ducklake",
     "postgres_scanner": "duckdb_extension_postgres_scanner",
+    "httpfs": "duckdb_extension_httpfs",
 }
+#: The DuckDB secret that signs the requests to an S3 data path.
+S3_SECRET = "pgdatahub_s3"
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,10 @@ class LakeLocation:
     @property
     def on_postgres(self) -> bool:
         return self.catalog.startswith("postgres:")
+
+    @property
+    def on_s3(self) -> bool:
+        return (self.data_path or "").lower().startswith("s3://")
 
 
 def parse_lake_url(url: str, display_url: str) -> LakeLocation:
@@ -103,8 +129,33 @@ def parse_lake_url(url: str, display_url: str) -> LakeLocation:
     )
 
 
+def _hide(text: str, hidden: Sequence[str]) -> str:
+    for value in hidden:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _create_s3_secret(conn: duckdb.DuckDBPyConnection, s3: S3Settings) -> None:
+    """The DuckDB secret for S3, from the environment (``S3Settings``). DuckDB takes no
+    parameters in ``CREATE SECRET``: the values go in as literals, and any message quoting
+    them is redacted (``DuckLakeWarehouse.hide``)."""
+    options = ["TYPE s3"]
+    if s3.key_id and s3.secret:
+        options += [f"KEY_ID {_literal(s3.key_id)}", f"SECRET {_literal(s3.secret)}"]
+    if s3.session_token:
+        options.append(f"SESSION_TOKEN {_literal(s3.session_token)}")
+    if s3.region:
+        options.append(f"REGION {_literal(s3.region)}")
+    if s3.endpoint:
+        # Stores other than AWS (MinIO, moto) name buckets in the path, not the host name.
+        options += [f"ENDPOINT {_literal(s3.endpoint)}", "URL_STYLE 'path'"]
+    options.append(f"USE_SSL {str(s3.use_ssl).lower()}")
+    conn.execute(f"CREATE OR REPLACE SECRET {S3_SECRET} ({', '.join(options)})")
 
 
 def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -140,15 +191,22 @@ class _ClockIds:
 
 
 _CLOCK_IDS = _ClockIds()
+#: Threads of one process opening a lake take turns: they share its DuckDB instance, and two
+#: attaching a new lake at once would both create its catalog.
+_OPENING = threading.Lock()
 
 
 class DuckLakeWarehouse(DuckDBWarehouse):
     has_indexes: ClassVar[bool] = False
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, display_url: str, hidden: Sequence[str] = ()) -> None:
         super().__init__(conn, display_url)
+        #: The catalog's password and the S3 secrets, which no message may show.
+        self._hidden = [value for value in hidden if value]
         #: The names this transaction locked: the tables it changes.
         self._locked: set[str] = set()
+        #: The ledger rows this transaction wrote, for its snapshot's commit message.
+        self._recorded: list[ImportRecord] = []
 
     @classmethod
     def open_lake(
@@ -162,12 +220,16 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         # one DuckDB file do: a catalog file cannot be attached twice in a process.
         digest = hashlib.sha256(repr(location).encode()).hexdigest()[:16]
         conn = duckdb.connect(f":memory:pgdatahub-lake-{digest}")
+        s3 = S3Settings.from_env() if location.on_s3 else None
+        hidden = [location.password or "", *(s3.secrets if s3 else [])]
         try:
             # Nothing is ever downloaded: the extensions come from their PyPI packages.
             conn.execute("SET autoinstall_known_extensions = false")
             _load_extension(conn, "ducklake")
             if location.on_postgres:
                 _load_extension(conn, "postgres_scanner")
+            if s3 is not None:
+                _load_extension(conn, "httpfs")
             options = []
             if location.data_path:
                 options.append(f"DATA_PATH {_literal(location.data_path)}")
@@ -181,12 +243,13 @@ class DuckLakeWarehouse(DuckDBWarehouse):
                 return conn
 
             try:
-                open_waiting(open_catalog, "the DuckLake catalog of", display_url, wait_seconds)
+                if s3 is not None:
+                    _create_s3_secret(conn, s3)
+                with _OPENING:
+                    open_waiting(open_catalog, "the DuckLake catalog of", display_url, wait_seconds)
             except (duckdb.Error, WarehouseError) as error:
                 # DuckDB's message quotes the catalog's connection string, password and all.
-                reason = str(error)
-                if location.password:
-                    reason = reason.replace(location.password, "***")
+                reason = _hide(str(error), hidden)
                 raise WarehouseError(
                     reason
                     if isinstance(error, WarehouseError)
@@ -196,7 +259,7 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         except BaseException:
             conn.close()
             raise
-        return cls(conn, display_url)
+        return cls(conn, display_url, hidden)
 
     # -- keys without indexes --------------------------------------------------------------
 
@@ -252,11 +315,13 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     def classify(self, error: Exception) -> PgDataHubError:
         """A commit that lost the race with another writer may run again (``CommitConflict``,
-        see ``Warehouse.run_transaction``); the rest as on DuckDB."""
+        see ``Warehouse.run_transaction``); the rest as on DuckDB. No secret shows."""
         if isinstance(error, duckdb.TransactionException) and "conflict" in str(error).lower():
-            last_line = str(error).splitlines()[-1]
+            last_line = _hide(str(error).splitlines()[-1], self._hidden)
             return CommitConflict(f"{self.display_url}: another writer changed the same tables: {last_line}")
-        return super().classify(error)
+        classified = super().classify(error)
+        classified.args = tuple(_hide(str(arg), self._hidden) for arg in classified.args)
+        return classified
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -265,6 +330,59 @@ class DuckLakeWarehouse(DuckDBWarehouse):
                 yield
         finally:
             self._locked.clear()
+            self._recorded.clear()
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def ensure_ledger(self) -> None:
+        """Only when something is missing: creating the ledger locks it, and every
+        connection would otherwise commit a snapshot that changes nothing."""
+        complete = {f.name for f in fields(ImportRecord)} <= set(self.column_names(LEDGER_TABLE))
+        tables = (SCHEMA_CHANGES_TABLE, TABLE_SETTINGS_TABLE)
+        if not (complete and all(self.table_exists(table) for table in tables)):
+            super().ensure_ledger()
+
+    def record_import(self, record: ImportRecord) -> None:
+        """The ledger row, and the transaction's snapshot names it (the last message set
+        before commit is the one DuckLake keeps)."""
+        super().record_import(record)
+        if not self._in_outer_transaction():
+            return
+        self._recorded.append(record)
+        message = "; ".join(f"import {r.id}: {r.status} {r.source_file}" for r in self._recorded)
+        extra = json.dumps({"import_ids": [r.id for r in self._recorded]})
+        self.execute(f"CALL {LAKE}.set_commit_message(?, ?, extra_info => ?)", [AUTHOR, message, extra])
+
+    def snapshots(self, limit: int) -> list[Snapshot]:
+        rows = self.fetchall(
+            f"SELECT snapshot_id, snapshot_time, commit_message, commit_extra_info FROM {LAKE}.snapshots() "
+            f"ORDER BY snapshot_id DESC LIMIT {int(limit)}"
+        )
+        return [
+            Snapshot(int(id_), when, message, tuple(_import_ids(extra))) for id_, when, message, extra in rows
+        ]
+
+    def compact(self, expire_older_than: timedelta) -> str:
+        """DuckLake's maintenance, each step its own commit: data files mostly deleted are
+        rewritten, small files of a table merged into larger ones (time travel still reads
+        them), snapshots older than ``expire_older_than`` (but never the latest) forgotten,
+        and the files no snapshot left uses deleted. A query still reading an expired
+        snapshot may then fail; the next one reads the current data."""
+        lake = _literal(LAKE)
+        rewritten = self.fetchall(
+            f"CALL ducklake_rewrite_data_files({lake}, delete_threshold => {REWRITE_DELETED_SHARE})"
+        )
+        merged = self.fetchall(f"CALL ducklake_merge_adjacent_files({lake})")
+        cutoff = datetime.now(UTC) - expire_older_than
+        expired = self.fetchall(f"CALL ducklake_expire_snapshots({lake}, older_than => ?)", [cutoff])
+        deleted = self.fetchall(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
+        files_in = sum(int(row[2]) for row in rewritten + merged)
+        files_out = sum(int(row[3]) for row in rewritten + merged)
+        return (
+            f"{self.display_url}: {files_in} data files rewritten into {files_out}, "
+            f"{len(expired)} snapshots older than {cutoff:%Y-%m-%d %H:%M} UTC expired, "
+            f"{len(deleted)} unused files deleted"
+        )
 
     # -- schema changes --------------------------------------------------------------------
 
@@ -280,3 +398,12 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     def drop_column(self, table: str, column: str) -> None:
         Warehouse.drop_column(self, table, column)
+
+
+def _import_ids(extra_info: str | None) -> list[int]:
+    """The ledger ids a snapshot's extra info lists; none for a snapshot not the engine's."""
+    try:
+        ids = json.loads(extra_info or "{}").get("import_ids", [])
+    except (ValueError, AttributeError):
+        return []
+    return [int(i) for i in ids if isinstance(i, int)]

@@ -1,30 +1,34 @@
-"""DuckLake with its catalog in PostgreSQL, where several processes write one lake at once:
-a subset of the warehouse tests, and two concurrent import processes that must end exactly
-as one sequential import."""
+"""DuckLake with its catalog in PostgreSQL, where several processes write one lake at once,
+its data in a folder or on S3 (moto's server, started by the tests): a subset of the
+warehouse tests, and two concurrent import processes that must end exactly as one
+sequential import."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pgdatahub_dagster.engine.errors import ConfigError, WarehouseError
+from pgdatahub_dagster.engine.errors import ConfigError, DataRefusedError, WarehouseError
 from pgdatahub_dagster.engine.importer import Importer
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, connect
+from pgdatahub_dagster_tests.conftest import S3_SECRET_KEY
 from pgdatahub_dagster_tests.engine import test_importer, test_ownership, test_revert
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal, import_tree
 from pgdatahub_dagster_tests.files import write_csv
 
 
-def lake_url(catalog_url: str, data: Path) -> str:
-    """The DuckLake URL of a lake whose catalog is the PostgreSQL database ``catalog_url``."""
+def lake_url(catalog_url: str, data: Path | str) -> str:
+    """The DuckLake URL of a lake whose catalog is the PostgreSQL database ``catalog_url``
+    and whose data is in the folder (or under the ``s3://`` prefix) ``data``."""
     separator = "&" if "?" in catalog_url else "?"
     return f"ducklake+{catalog_url}{separator}data={data}/"
 
@@ -32,6 +36,15 @@ def lake_url(catalog_url: str, data: Path) -> str:
 @pytest.fixture
 def lake_on_postgres(make_database: Callable[[str], str], tmp_path: Path) -> str:
     return lake_url(make_database("catalog"), tmp_path / "lake-data")
+
+
+@pytest.fixture(params=["folder", "s3"])
+def lake_on_postgres_and_data(request: pytest.FixtureRequest, make_database: Callable[[str], str]) -> str:
+    """A lake with its catalog in PostgreSQL and its data in a folder or on S3."""
+    if request.param == "folder":
+        return str(request.getfixturevalue("lake_on_postgres"))
+    bucket: str = request.getfixturevalue("s3_bucket")
+    return lake_url(make_database("catalog"), f"{bucket}/lake")
 
 
 @pytest.mark.parametrize(
@@ -47,9 +60,37 @@ def lake_on_postgres(make_database: Callable[[str], str], tmp_path: Path) -> str
     ids=lambda scenario: scenario.__name__.removeprefix("test_"),
 )
 def test_a_postgres_catalog_keeps_the_same_promises(
-    scenario: Callable[[str, Path], None], lake_on_postgres: str, tmp_path: Path
+    scenario: Callable[[str, Path], None], lake_on_postgres_and_data: str, tmp_path: Path
 ) -> None:
-    scenario(lake_on_postgres, tmp_path)
+    scenario(lake_on_postgres_and_data, tmp_path)
+
+
+def test_the_data_is_parquet_on_s3(
+    s3_bucket: str, s3_server: str, make_database: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = lake_url(make_database("catalog"), f"{s3_bucket}/lake")
+    write_csv(tmp_path / "leads" / "a.csv", "name\n" + "".join(f"n{i}\n" for i in range(200)))
+    [result] = test_importer.run_import(url, tmp_path)
+    assert result.status == "success"
+    listing = urllib.request.urlopen(f"{s3_server}/{s3_bucket.removeprefix('s3://')}", timeout=10).read()
+    assert b"lake/main/leads/" in listing and b".parquet" in listing
+    with connect(url) as warehouse:
+        assert warehouse.count("leads") == 200
+
+
+def test_the_s3_secret_never_shows(
+    s3_bucket: str, make_database: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = lake_url(make_database("catalog"), f"{s3_bucket}/lake")
+    with connect(url) as warehouse, pytest.raises(DataRefusedError) as refused:
+        warehouse.execute(f"SELECT '{S3_SECRET_KEY}'::INTEGER")  # an error quoting it
+    assert S3_SECRET_KEY not in str(refused.value) and "'***'" in str(refused.value)
+    # The store stops answering: the import stops the run, saying why, without the secret.
+    write_csv(tmp_path / "leads" / "a.csv", "name\n" + "".join(f"n{i}\n" for i in range(200)))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    with pytest.raises(WarehouseError) as failure:
+        test_importer.run_import(url, tmp_path)
+    assert S3_SECRET_KEY not in str(failure.value) and "127.0.0.1:1" in str(failure.value)
 
 
 def test_the_catalog_password_never_shows(tmp_path: Path) -> None:
