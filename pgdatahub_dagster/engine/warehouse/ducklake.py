@@ -281,7 +281,8 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     def build_deferred_indexes(self) -> None:
         """Before commit: instead of unique indexes, every table the transaction changed is
-        checked for a key that occurs twice, which fails the transaction."""
+        checked for a key that occurs twice, which fails the transaction; then the snapshot
+        the commit makes is named after the imports it records."""
         super().build_deferred_indexes()
         key = self.quote(ROW_KEY_COLUMN)
         for table in sorted(self._locked):
@@ -295,6 +296,7 @@ class DuckLakeWarehouse(DuckDBWarehouse):
                 raise duckdb.ConstraintException(
                     f'Duplicate key "_row_key: {repeated[0][0]}" in {table}: the load would store it twice'
                 )
+        self._name_snapshot()
 
     def next_id(self, table: str) -> int:
         return _CLOCK_IDS.next()
@@ -346,12 +348,16 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         """The ledger row, and the transaction's snapshot names it (the last message set
         before commit is the one DuckLake keeps)."""
         super().record_import(record)
-        if not self._in_outer_transaction():
-            return
-        self._recorded.append(record)
-        message = "; ".join(f"import {r.id}: {r.status} {r.source_file}" for r in self._recorded)
-        extra = json.dumps({"import_ids": [r.id for r in self._recorded]})
-        self.execute(f"CALL {LAKE}.set_commit_message(?, ?, extra_info => ?)", [AUTHOR, message, extra])
+        if self._in_outer_transaction():
+            self._recorded.append(record)
+
+    def _name_snapshot(self) -> None:
+        """Once, just before commit: a transaction that records many imports (a deletion of
+        many files) would otherwise rebuild an ever longer message at every one."""
+        if self._recorded:
+            message = "; ".join(f"import {r.id}: {r.status} {r.source_file}" for r in self._recorded)
+            extra = json.dumps({"import_ids": [r.id for r in self._recorded]})
+            self.execute(f"CALL {LAKE}.set_commit_message(?, ?, extra_info => ?)", [AUTHOR, message, extra])
 
     def snapshots(self, limit: int) -> list[Snapshot]:
         rows = self.fetchall(
