@@ -25,7 +25,9 @@ from typing import Any
 
 from pgdatahub_dagster.testing.google_http import (
     GoogleTestServer,
+    QuerySyntaxError,
     Response,
+    TokenParser,
     error,
     fault_response,
     invalid_parameter,
@@ -155,10 +157,6 @@ _CHANGE_LIST_SCHEMA: _Schema = {
 _START_PAGE_TOKEN_SCHEMA: _Schema = dict.fromkeys(("kind", "startPageToken"))
 
 
-class _SyntaxError(ValueError):
-    """A ``q`` or ``fields`` value outside the grammar this server accepts."""
-
-
 def _parse_fields(text: str) -> _FieldPaths:
     """Parse a partial-response selector into the set of selected paths.
 
@@ -176,14 +174,14 @@ def _parse_fields(text: str) -> _FieldPaths:
         nonlocal position
         token = peek()
         if token is None or (expected is not None and token != expected):
-            raise _SyntaxError(f"Invalid field selection {text}")
+            raise QuerySyntaxError(f"Invalid field selection {text}")
         position += 1
         return token
 
     def name() -> str:
         token = take()
         if not re.fullmatch(r"[A-Za-z0-9_]+|\*", token):
-            raise _SyntaxError(f"Invalid field selection {text}")
+            raise QuerySyntaxError(f"Invalid field selection {text}")
         return token
 
     def selection(prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -205,7 +203,7 @@ def _parse_fields(text: str) -> _FieldPaths:
 
     paths = selection(())
     if peek() is not None:
-        raise _SyntaxError(f"Invalid field selection {text}")
+        raise QuerySyntaxError(f"Invalid field selection {text}")
     return frozenset(paths)
 
 
@@ -247,19 +245,7 @@ _DEFAULT_START_PAGE_TOKEN_FIELDS = _parse_fields("kind,startPageToken")
 _QUERY_TOKEN = re.compile(r"\s*(?:('(?:[^'\\]|\\.)*')|(!=|=|\(|\))|([A-Za-z]+))")
 
 
-def _tokenize_query(text: str) -> list[str]:
-    tokens: list[str] = []
-    position = 0
-    while text[position:].strip():
-        match = _QUERY_TOKEN.match(text, position)
-        if match is None:
-            raise _SyntaxError(f"unexpected input at offset {position}")
-        tokens.append(match.group(match.lastindex or 0))
-        position = match.end()
-    return tokens
-
-
-class _QueryParser:
+class _QueryParser(TokenParser):
     """Recursive-descent parser for the subset of Drive's ``q`` language.
 
     Grammar (``and`` binds tighter than ``or``; keywords are
@@ -274,26 +260,12 @@ class _QueryParser:
     """
 
     def __init__(self, text: str) -> None:
-        self._tokens = _tokenize_query(text)
-        self._position = 0
+        super().__init__(_QUERY_TOKEN, text)
 
     def parse(self) -> _Predicate:
         predicate = self._disjunction()
-        if self._peek() is not None:
-            raise _SyntaxError(f"unexpected {self._peek()!r}")
+        self._finished()
         return predicate
-
-    def _peek(self) -> str | None:
-        if self._position < len(self._tokens):
-            return self._tokens[self._position]
-        return None
-
-    def _take(self) -> str:
-        token = self._peek()
-        if token is None:
-            raise _SyntaxError("unexpected end of query")
-        self._position += 1
-        return token
 
     def _accept_keyword(self, keyword: str) -> bool:
         token = self._peek()
@@ -305,13 +277,13 @@ class _QueryParser:
     def _expect_keyword(self, *keywords: str) -> str:
         token = self._take().lower()
         if token not in keywords:
-            raise _SyntaxError(f"expected {' or '.join(keywords)}, got {token!r}")
+            raise QuerySyntaxError(f"expected {' or '.join(keywords)}, got {token!r}")
         return token
 
     def _expect_string(self) -> str:
         token = self._take()
         if not token.startswith("'"):
-            raise _SyntaxError(f"expected a quoted string, got {token!r}")
+            raise QuerySyntaxError(f"expected a quoted string, got {token!r}")
         return re.sub(r"\\(.)", r"\1", token[1:-1])
 
     def _disjunction(self) -> _Predicate:
@@ -335,7 +307,7 @@ class _QueryParser:
             self._take()
             predicate = self._disjunction()
             if self._take() != ")":
-                raise _SyntaxError("expected ')'")
+                raise QuerySyntaxError("expected ')'")
             return predicate
         return self._clause()
 
@@ -354,7 +326,7 @@ class _QueryParser:
             negate = self._expect_keyword("=", "!=") == "!="
             mime_type = self._expect_string()
             return lambda item: (item.mime_type == mime_type) != negate
-        raise _SyntaxError(f"unsupported query term {token!r}")
+        raise QuerySyntaxError(f"unsupported query term {token!r}")
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -730,12 +702,10 @@ class DriveTestServer(GoogleTestServer):
     def _fault(self, kind: str) -> Response:
         return fault_response(kind, "Shared drive not found.", "The page token is too old.")
 
-    def _answer(
-        self, method: str, path: str, query: dict[str, str], headers: Message, body: bytes
+    def _answer_get(
+        self, target: urllib.parse.SplitResult, query: dict[str, str], headers: Message
     ) -> Response:
-        if method != "GET":
-            return error(501, "notImplemented", f"DriveTestServer does not implement {method}.")
-        return self._dispatch(path, query, headers)
+        return self._dispatch(target.path, query, headers)
 
     def _dispatch(
         self,
@@ -781,7 +751,7 @@ class DriveTestServer(GoogleTestServer):
         else:
             try:
                 selected = _parse_fields(fields)
-            except _SyntaxError as exc:
+            except QuerySyntaxError as exc:
                 return error(400, "invalidParameter", str(exc), location="fields")
             unknown = _unknown_field(selected, schema)
             if unknown is not None:
@@ -805,7 +775,7 @@ class DriveTestServer(GoogleTestServer):
         q = query.get("q", "")
         try:
             predicate = _QueryParser(q).parse() if q.strip() else None
-        except _SyntaxError as exc:
+        except QuerySyntaxError as exc:
             return invalid_parameter("q", f"Invalid Value: {exc}")
         page_size = self._page_size(query)
         if page_size is None:

@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -126,6 +127,41 @@ def page_offset(token: str | None, query: str) -> int | None:
     return offset
 
 
+class QuerySyntaxError(ValueError):
+    """A query (or ``fields`` selector) outside the grammar a server accepts."""
+
+
+class TokenParser:
+    """The token cursor of a recursive-descent query parser: ``pattern`` matches one token
+    (leading blanks included) in one of its groups."""
+
+    def __init__(self, pattern: re.Pattern[str], text: str) -> None:
+        self._tokens: list[str] = []
+        position = 0
+        while text[position:].strip():
+            match = pattern.match(text, position)
+            if match is None:
+                raise QuerySyntaxError(f"unexpected input at offset {position}")
+            self._tokens.append(match.group(match.lastindex or 0))
+            position = match.end()
+        self._position = 0
+
+    def _peek(self) -> str | None:
+        return self._tokens[self._position] if self._position < len(self._tokens) else None
+
+    def _take(self) -> str:
+        token = self._peek()
+        if token is None:
+            raise QuerySyntaxError("unexpected end of query")
+        self._position += 1
+        return token
+
+    def _finished(self) -> None:
+        """Raise unless every token was read."""
+        if self._peek() is not None:
+            raise QuerySyntaxError(f"unexpected {self._peek()!r}")
+
+
 @dataclass
 class _Fault:
     kind: str
@@ -198,8 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif not (self.headers.get("Authorization") or "").startswith("Bearer "):
             response = error(401, "required", "Login Required.", location="Authorization")
+        elif method == "GET":
+            response = owner._answer_get(target, query, self.headers)
         else:
-            response = owner._answer(method, target.path, query, self.headers, body)
+            response = owner._answer_other(method, target, self.headers, body)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -217,8 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class GoogleTestServer:
     """An in-memory Google API served over real HTTP, with hooks to misbehave and a log of
-    what it was asked. Subclasses answer in ``_answer`` under ``self._lock``-free entry (they
-    take the lock themselves) and word their faults in ``_fault``."""
+    what it was asked. Subclasses answer authorised requests in ``_answer_get`` and
+    ``_answer_other`` (taking ``self._lock`` themselves) and word their faults in ``_fault``."""
 
     #: The thread's name, for debugging hangs.
     name = "GoogleTestServer"
@@ -234,10 +272,17 @@ class GoogleTestServer:
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def _answer(
-        self, method: str, path: str, query: dict[str, str], headers: Message, body: bytes
+    def _answer_get(
+        self, target: urllib.parse.SplitResult, query: dict[str, str], headers: Message
     ) -> Response:
+        """The answer to an authorised GET."""
         raise NotImplementedError
+
+    def _answer_other(
+        self, method: str, target: urllib.parse.SplitResult, headers: Message, body: bytes
+    ) -> Response:
+        """The answer to an authorised request of another method: none is implemented."""
+        return error(501, "notImplemented", f"{self.name} does not implement {method}.")
 
     def _fault(self, kind: str) -> Response:
         return fault_response(kind, "Not Found", "Gone")
