@@ -132,6 +132,40 @@ class DriveSettings:
         )
 
 
+@dataclass(frozen=True)
+class GmailSettings:
+    """Gmail: which credentials, whose mailbox, how hard to retry. What to import comes from
+    the ``gmail:`` block of the folder mapping."""
+
+    credentials_file: Path | None
+    #: The mailbox a service account reads by domain-wide delegation (its user's address).
+    subject: str | None
+    api_endpoint: str | None
+    num_retries: int
+    tick_seconds: float
+    #: A plain OAuth access token for a Gmail emulator (never refreshed); only with an
+    #: ``api_endpoint``, and in place of any credentials file.
+    access_token: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.credentials_file is not None or self.access_token is not None
+
+    @classmethod
+    def from_env(cls) -> GmailSettings:
+        credentials = os.environ.get("PGDATAHUB_GMAIL_CREDENTIALS") or os.environ.get(
+            "GOOGLE_APPLICATION_CREDENTIALS"
+        )
+        return cls(
+            credentials_file=Path(credentials) if credentials else None,
+            subject=os.environ.get("PGDATAHUB_GMAIL_SUBJECT") or None,
+            api_endpoint=os.environ.get("PGDATAHUB_GMAIL_API_ENDPOINT") or None,
+            num_retries=int(_positive("PGDATAHUB_GMAIL_RETRIES", 5, whole=True)),
+            tick_seconds=_positive("PGDATAHUB_GMAIL_TICK_SECONDS", 30, whole=False),
+            access_token=os.environ.get("PGDATAHUB_GMAIL_ACCESS_TOKEN") or None,
+        )
+
+
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 #: Connection parameters that hold secrets (libpq's ``password`` and ``sslpassword``).
 _SECRET_PARAMETERS = ("password", "sslpassword")

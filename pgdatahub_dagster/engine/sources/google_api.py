@@ -73,8 +73,14 @@ def is_service_account_key(path: Path) -> bool:
     return isinstance(info, dict) and info.get("type") == "service_account"
 
 
-def emulator_credentials(access_token: str) -> Any:
-    """A plain access token, sent as it is and never refreshed (emulators and tests only)."""
+def emulator_credentials(access_token: str, api_endpoint: str | None, product: str, prefix: str) -> Any:
+    """A plain access token, sent as it is and never refreshed: for emulators and tests only,
+    so refused without an emulator's endpoint (``<prefix>_API_ENDPOINT``)."""
+    if not api_endpoint:
+        raise ConfigError(
+            f"{prefix}_ACCESS_TOKEN is for {product} emulators only: set {prefix}_API_ENDPOINT "
+            f"to the emulator's URL, or use {prefix}_CREDENTIALS for {product}"
+        )
     return google.oauth2.credentials.Credentials(token=access_token)  # type: ignore[no-untyped-call]
 
 

@@ -18,7 +18,7 @@ import google.auth.exceptions
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
-from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
+from pgdatahub_dagster.engine.errors import FileImportError, PgDataHubError
 from pgdatahub_dagster.engine.sources import google_api
 from pgdatahub_dagster.engine.sources.google_api import (
     DROPPED_CONNECTION,
@@ -212,13 +212,9 @@ class DriveClient:
     ) -> DriveClient:
         """A client that sends a plain access token, never refreshed, to a Drive emulator;
         production always uses a credentials file."""
-        if not api_endpoint:
-            raise ConfigError(
-                "PGDATAHUB_DRIVE_ACCESS_TOKEN is for Drive emulators only: set PGDATAHUB_DRIVE_API_ENDPOINT "
-                "to the emulator's URL, or use PGDATAHUB_DRIVE_CREDENTIALS for Google Drive"
-            )
+        credentials = emulator_credentials(access_token, api_endpoint, "Google Drive", "PGDATAHUB_DRIVE")
         return cls(
-            build_service("drive", "v3", emulator_credentials(access_token), api_endpoint),
+            build_service("drive", "v3", credentials, api_endpoint),
             num_retries=num_retries,
             chunk_bytes=chunk_bytes,
             credentials_name="PGDATAHUB_DRIVE_ACCESS_TOKEN",
