@@ -79,16 +79,13 @@ def drive_credentials(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def refused_credentials(drive_server: DriveTestServer, tmp_path: Path) -> Path:
-    """A real service-account key whose token requests the test server refuses, as Google
-    does for a deleted key or a disabled account (``invalid_grant``). Its secrets start with
-    ``SECRET`` (or are PEM), so a test can tell that none of them is shown."""
+def write_service_account_key(path: Path, token_uri: str) -> Path:
+    """A real service-account key whose token requests go to ``token_uri``. Its secrets start
+    with ``SECRET`` (or are PEM), so a test can tell that none of them is shown."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    path = tmp_path / "revoked.json"
     path.write_text(
         json.dumps(
             {
@@ -98,8 +95,15 @@ def refused_credentials(drive_server: DriveTestServer, tmp_path: Path) -> Path:
                 "private_key": pem,
                 "client_email": "importer@test.iam.gserviceaccount.com",
                 "client_id": "1",
-                "token_uri": drive_server.token_uri,
+                "token_uri": token_uri,
             }
         )
     )
     return path
+
+
+@pytest.fixture
+def refused_credentials(drive_server: DriveTestServer, tmp_path: Path) -> Path:
+    """A real service-account key whose token requests the test server refuses, as Google
+    does for a deleted key or a disabled account (``invalid_grant``)."""
+    return write_service_account_key(tmp_path / "revoked.json", drive_server.token_uri)
