@@ -669,3 +669,56 @@ class DriveTick(Contender):
             f"{calls} API calls ({pages} changes pages) for a tree of {self.params['files']:,} files",
             {"api_calls": calls, "changes_pages": pages, "runs_requested": requested},
         )
+
+
+# -- Gmail -----------------------------------------------------------------------------------
+
+
+@contender("gmail_tick")
+class GmailTick(Contender):
+    """One tick of the Gmail source (what its sensor evaluates) over a mailbox already listed,
+    with a few new messages, each with a workbook: the real client over HTTP to the project's
+    Gmail test server."""
+
+    description = "Gmail source: one tick after a few new messages (history, one batch, one search)"
+
+    def setup(self) -> None:
+        from pgdatahub_dagster.engine.mapping import FolderMapping
+        from pgdatahub_dagster.engine.sources import Budget
+        from pgdatahub_dagster.engine.sources.gmail import GmailClient, GmailSource
+        from pgdatahub_dagster.testing.gmail_server import Attachment, GmailTestServer
+
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            os.environ.pop(name, None)  # httplib2 would send loopback traffic to a proxy
+        self.server = GmailTestServer().start()
+        vendor = "reports@vendor.example"
+
+        def deliver(n: int) -> None:
+            self.server.add_message(
+                sender=vendor,
+                subject=f"report {n}",
+                attachments=[Attachment(f"r{n}.csv", f"n\n{n}\n".encode())],
+            )
+
+        for n in range(self.params["messages"]):
+            deliver(n)
+        mapping = FolderMapping.parse(f'gmail:\n  reports:\n    query: "from:{vendor} has:attachment"\n')
+        client = GmailClient.connect_to_emulator("bench", self.server.api_endpoint)
+        self.source = GmailSource(client, mapping.gmail_queries)
+        self.budget = Budget(max_files=100, seconds=600)
+        self.cursor = self.source.changes(None, self.budget).cursor  # the first tick lists everything
+        for n in range(self.params["new"]):
+            deliver(self.params["messages"] + n)
+        self.server.reset_request_log()
+
+    def run(self) -> Outcome:
+        changes = self.source.changes(self.cursor, self.budget)
+        calls, round_trips = len(self.server.request_log), self.server.round_trips
+        self.server.stop()
+        return Outcome(
+            self.params["new"],
+            len(changes.found),
+            f"{round_trips} HTTP requests ({calls} API calls, batched ones counted one by one) "
+            f"for a mailbox of {self.params['messages']:,} messages",
+            {"api_calls": calls, "round_trips": round_trips, "files_found": len(changes.found)},
+        )
