@@ -419,7 +419,10 @@ class GmailTickScenario(Scenario):
     """The mailbox is as large as drive_tick's tree, the new messages as many as its changes."""
 
     name = "gmail_tick"
-    title = "gmail_tick: one Gmail tick over {drive_tree[0]:,} messages, {drive_tree[2]} new (each with a workbook)"
+    title = (
+        "gmail_tick: one Gmail tick over {drive_tree[0]:,} messages, "
+        "{drive_tree[2]} new (each with a workbook)"
+    )
 
     def runs(self, context: Context) -> list[Run]:
         messages, _, new = context.sizes.drive_tree
