@@ -13,6 +13,17 @@ whose value is a mapping); settings are inherited by sub-folders::
 
 Errors name the offending key and its line, and stop start-up.
 
+The top-level key ``gmail`` is the Gmail block instead: one entry per Gmail search (a
+``query`` and the settings of a folder for its attachments), whose files live in the folders
+``gmail/<entry>``, and the entry ``messages`` for the messages table (``gmail/messages``,
+keyed by ``id``)::
+
+    gmail:
+      on_delete: retract
+      vendor_reports:
+        query: "from:reports@vendor.example has:attachment"
+        table: vendor_reports
+
 A folder's table never takes a name of the engine's own tables (``is_engine_name``): a
 ``table:`` naming one is an error, and a name derived from a folder gets the prefix
 ``data_`` (folder ``etl_imports`` → table ``data_etl_imports``). Two folders of a tree

@@ -142,7 +142,6 @@ class GmailSettings:
     subject: str | None
     api_endpoint: str | None
     num_retries: int
-    tick_seconds: float
     #: A plain OAuth access token for a Gmail emulator (never refreshed); only with an
     #: ``api_endpoint``, and in place of any credentials file.
     access_token: str | None = None
@@ -161,7 +160,6 @@ class GmailSettings:
             subject=os.environ.get("PGDATAHUB_GMAIL_SUBJECT") or None,
             api_endpoint=os.environ.get("PGDATAHUB_GMAIL_API_ENDPOINT") or None,
             num_retries=int(_positive("PGDATAHUB_GMAIL_RETRIES", 5, whole=True)),
-            tick_seconds=_positive("PGDATAHUB_GMAIL_TICK_SECONDS", 30, whole=False),
             access_token=os.environ.get("PGDATAHUB_GMAIL_ACCESS_TOKEN") or None,
         )
 
