@@ -21,6 +21,7 @@ from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 from pgdatahub_dagster.testing.gmail_server import XLSX_MIME_TYPE, Attachment, GmailTestServer
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal
 from pgdatahub_dagster_tests.files import write_xlsx
+from pgdatahub_dagster_tests.gmail_sync import fresh_gmail_import
 
 VENDOR = "reports@vendor.example"
 MAPPING = f"""
@@ -77,12 +78,6 @@ class _Sync:
         return changes
 
 
-def _fresh_import(url: str, client: GmailClient, mapping: FolderMapping) -> None:
-    with connect(url) as warehouse:
-        results = list(Importer(warehouse, GmailSource(client, mapping.gmail_queries), mapping).import_all())
-    assert not [r.record.error for r in results if r.failed]
-
-
 @pytest.fixture
 def client(gmail_server: GmailTestServer) -> GmailClient:
     return GmailClient.connect_to_emulator("test-token", gmail_server.api_endpoint, num_retries=4)
@@ -114,7 +109,7 @@ def test_ticks_follow_the_mailbox_and_equal_a_fresh_import(
 
     def check(step: str) -> None:
         fresh = new_warehouse("fresh")
-        _fresh_import(fresh, client, mapping)
+        fresh_gmail_import(fresh, client, mapping)
         assert_tables_equal(url, fresh, history=[step])
         assert_ledger_consistent(url, [step])
 
