@@ -219,10 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = owner._begin_request(method, target.path, query, self.path)
         body = b""
         if method != "GET":
-            # The body is read (the client must finish sending it), and the connection
-            # closed after the answer.
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.close_connection = True
         if fault == "slow":
             time.sleep(owner.slow_seconds)
         if fault in STATUS_FAULTS:

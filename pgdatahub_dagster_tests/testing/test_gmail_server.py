@@ -188,6 +188,12 @@ def test_batch_at_the_gmail_batch_path_with_a_fault_in_one_part(
     assert answers == {ids[0]: ids[0], ids[1]: 429, ids[2]: ids[2]}
     assert server.round_trips == 1
     assert server.request_count(path_contains="/messages/") == 3
+    # The connection stays usable: a second batch, and a plain request, on the same client.
+    again = BatchHttpRequest(callback=collect, batch_uri=server.batch_uri)
+    again.add(service.users().messages().get(userId="me", id=ids[1]), request_id=ids[1])
+    again.execute()
+    assert answers[ids[1]] == ids[1]
+    assert service.users().getProfile(userId="me").execute()["historyId"] == server.current_history_id()
 
 
 def test_faults_are_retried_by_the_client_and_counted(server: GmailTestServer, service: Resource) -> None:
