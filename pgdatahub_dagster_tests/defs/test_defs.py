@@ -2,9 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import Definitions
-
-from pgdatahub_dagster.defs.partitions import local_files
+from dagster import Definitions, DynamicPartitionsDefinition
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +28,7 @@ def test_code_location_loads_with_its_asset_partitions_and_sensor() -> None:
             if k.to_user_string() == "local_spreadsheets"
         )
     )
-    assert spreadsheets.partitions_def == local_files
+    assert spreadsheets.partitions_def == DynamicPartitionsDefinition(name="local_files")
     assert (
         spreadsheets.backfill_policy is not None and spreadsheets.backfill_policy.max_partitions_per_run > 1
     )

@@ -7,10 +7,14 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, DagsterInstance, DynamicPartitionsDefinition
 
+from pgdatahub_dagster.defs.partitions import file_id_for
+from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources import Source, SourceState
+from pgdatahub_dagster.engine.warehouse import Warehouse
 
 
 class SourceResource(ConfigurableResource["SourceResource"]):
@@ -46,9 +50,10 @@ class SourcePlugin:
     #: The resource key, and the resource used when ``build_defs`` is given none for it.
     resource_key: str
     default_resource: Callable[[], SourceResource]
-    #: The import asset's UI group, kinds and description.
+    #: What the source holds, for descriptions: "the local folder tree".
+    label: str
+    #: The import asset's UI group and kinds.
     group_name: str
-    description: str
     kinds: frozenset[str] = field(default_factory=frozenset)
     asset_name: str = ""  # default: <name>_spreadsheets
     partitions_name: str = ""  # default: <name>_files
@@ -67,3 +72,37 @@ class SourcePlugin:
         for attribute, default in derived.items():
             if not getattr(self, attribute):
                 object.__setattr__(self, attribute, default)
+
+    @property
+    def partitions_def(self) -> DynamicPartitionsDefinition:
+        """One partition per file (the key: ``partition_key_for(file_id)``)."""
+        return DynamicPartitionsDefinition(name=self.partitions_name)
+
+
+class DagsterSourceState(SourceState):
+    """A source's state as Dagster keeps it: the files reported are its partitions, and the
+    warehouse is opened by ``open_warehouse`` at the first call (a sensor opens it only for a
+    source that keeps tables there, a run passes the one it has open)."""
+
+    def __init__(
+        self,
+        instance: DagsterInstance,
+        plugin: SourcePlugin,
+        mapping: Callable[[], FolderMapping],
+        open_warehouse: Callable[[], Warehouse],
+    ) -> None:
+        self._instance = instance
+        self._plugin = plugin
+        self._mapping = cache(mapping)
+        self._warehouse = cache(open_warehouse)
+
+    def known_file_ids(self) -> set[str]:
+        return {
+            file_id_for(key) for key in self._instance.get_dynamic_partitions(self._plugin.partitions_name)
+        }
+
+    def warehouse(self) -> Warehouse:
+        return self._warehouse()
+
+    def mapping(self) -> FolderMapping:
+        return self._mapping()
