@@ -14,11 +14,12 @@ from pgdatahub_dagster.defs.operations import revert_imports
 from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
 from pgdatahub_dagster.defs.sources.drive import GOOGLE_DRIVE
 from pgdatahub_dagster.defs.sources.factory import source_definitions
+from pgdatahub_dagster.defs.sources.gmail import GMAIL
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.errors import ConfigError
 
 #: The sources: each one's partitions, import asset, job and sensor come from its plugin.
-SOURCES = [LOCAL_FOLDER, GOOGLE_DRIVE]
+SOURCES = [LOCAL_FOLDER, GOOGLE_DRIVE, GMAIL]
 
 
 class CodeLocationConfigError(click.ClickException):

@@ -202,14 +202,23 @@ class GmailSettings:
         return self.credentials_file is not None or self.access_token is not None
 
     @classmethod
-    def from_env(cls) -> GmailSettings:
-        credentials = os.environ.get("PGDATAHUB_GMAIL_CREDENTIALS") or os.environ.get(
-            "GOOGLE_APPLICATION_CREDENTIALS"
+    def from_env(
+        cls,
+        *,
+        credentials_file: str | None = None,
+        subject: str | None = None,
+        api_endpoint: str | None = None,
+    ) -> GmailSettings:
+        """Explicit values win, then the environment."""
+        credentials = (
+            credentials_file
+            or os.environ.get("PGDATAHUB_GMAIL_CREDENTIALS")
+            or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
         )
         return cls(
             credentials_file=Path(credentials) if credentials else None,
-            subject=os.environ.get("PGDATAHUB_GMAIL_SUBJECT") or None,
-            api_endpoint=os.environ.get("PGDATAHUB_GMAIL_API_ENDPOINT") or None,
+            subject=subject or os.environ.get("PGDATAHUB_GMAIL_SUBJECT") or None,
+            api_endpoint=api_endpoint or os.environ.get("PGDATAHUB_GMAIL_API_ENDPOINT") or None,
             num_retries=int(_positive("PGDATAHUB_GMAIL_RETRIES", 5, whole=True)),
             access_token=os.environ.get("PGDATAHUB_GMAIL_ACCESS_TOKEN") or None,
         )

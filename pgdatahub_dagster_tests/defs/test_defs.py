@@ -13,11 +13,19 @@ def test_code_location_loads_with_its_asset_partitions_and_sensor() -> None:
     assert isinstance(defs, Definitions)
     repository = defs.get_repository_def()
     asset_keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert asset_keys == {"local_spreadsheets", "local_folder_sync", "drive_spreadsheets", "warehouse_status"}
+    assert asset_keys == {
+        "local_spreadsheets",
+        "local_folder_sync",
+        "drive_spreadsheets",
+        "gmail_spreadsheets",
+        "warehouse_status",
+    }
     local_jobs = {target.job_name for target in repository.get_sensor_def("local_folder_sensor").targets}
     assert local_jobs == {"import_local_files", "sync_local_folder", "handle_deleted_files"}
     drive_jobs = {target.job_name for target in repository.get_sensor_def("drive_sensor").targets}
     assert drive_jobs == {"import_drive_files", "handle_deleted_files"}
+    gmail_jobs = {target.job_name for target in repository.get_sensor_def("gmail_sensor").targets}
+    assert gmail_jobs == {"import_gmail_files", "handle_deleted_files"}
     assert {job.name for job in repository.get_all_jobs()} >= {"revert_imports", "handle_deleted_files"}
     checks = {key.name for key in repository.asset_graph.asset_check_keys}
     assert checks == {"unique_keys_hold", "ledger_matches_tables"}

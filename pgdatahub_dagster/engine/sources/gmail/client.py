@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from googleapiclient.errors import HttpError
 
 from pgdatahub_dagster.engine.errors import ConfigError, FileImportError
+from pgdatahub_dagster.engine.settings import GmailSettings
 from pgdatahub_dagster.engine.sources.base import SourceUnavailableError
 from pgdatahub_dagster.engine.sources.google_api import (
     GoogleCalls,
@@ -175,6 +176,17 @@ class GmailClient:
             batch_uri_for(api_endpoint),
             num_retries=num_retries,
             credentials_name="PGDATAHUB_GMAIL_ACCESS_TOKEN",
+        )
+
+    @classmethod
+    def from_settings(cls, settings: GmailSettings) -> GmailClient:
+        """The client the settings ask for: an emulator's plain token, or a credentials file."""
+        if settings.access_token is not None:
+            return cls.connect_to_emulator(settings.access_token, settings.api_endpoint, settings.num_retries)
+        if settings.credentials_file is None:
+            raise ConfigError("Gmail is not configured: set PGDATAHUB_GMAIL_CREDENTIALS")
+        return cls.connect(
+            settings.credentials_file, settings.subject, settings.api_endpoint, settings.num_retries
         )
 
     def _execute(self, request: Any) -> Any:
