@@ -676,16 +676,17 @@ class DriveTick(Contender):
 
 @contender("gmail_tick")
 class GmailTick(Contender):
-    """One tick of the Gmail source (what its sensor evaluates) over a mailbox already listed,
-    with a few new messages, each with a workbook: the real client over HTTP to the project's
-    Gmail test server."""
+    """One tick of the code location's gmail_sensor over a mailbox already listed, with a few
+    new messages, each with a workbook: the real client over HTTP to the project's Gmail test
+    server."""
 
-    description = "Gmail source: one tick after a few new messages (history, one batch, one search)"
+    description = "gmail_sensor: one tick after a few new messages (Dagster sensor evaluation)"
 
     def setup(self) -> None:
-        from pgdatahub_dagster.engine.mapping import FolderMapping
-        from pgdatahub_dagster.engine.sources import Budget
-        from pgdatahub_dagster.engine.sources.gmail import GmailClient, GmailSource
+        from dagster import DagsterInstance, build_sensor_context
+
+        from pgdatahub_dagster.definitions import build_defs
+        from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
         from pgdatahub_dagster.testing.gmail_server import Attachment, GmailTestServer
 
         for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
@@ -694,31 +695,51 @@ class GmailTick(Contender):
         vendor = "reports@vendor.example"
 
         def deliver(n: int) -> None:
-            self.server.add_message(
-                sender=vendor,
-                subject=f"report {n}",
-                attachments=[Attachment(f"r{n}.csv", f"n\n{n}\n".encode())],
-            )
+            workbook = Attachment(f"r{n}.csv", f"n\n{n}\n".encode())
+            self.server.add_message(sender=vendor, subject=f"report {n}", attachments=[workbook])
 
         for n in range(self.params["messages"]):
             deliver(n)
-        mapping = FolderMapping.parse(f'gmail:\n  reports:\n    query: "from:{vendor} has:attachment"\n')
-        client = GmailClient.connect_to_emulator("bench", self.server.api_endpoint)
-        self.source = GmailSource(client, mapping.gmail_queries)
-        self.budget = Budget(max_files=100, seconds=600)
-        self.cursor = self.source.changes(None, self.budget).cursor  # the first tick lists everything
+        scratch = Path(tempfile.mkdtemp(prefix="bench-gmail-"))
+        mapping = scratch / "pgdatahub.yaml"
+        mapping.write_text(f'gmail:\n  reports:\n    query: "from:{vendor} has:attachment"\n')
+        os.environ.update(
+            PGDATAHUB_CONFIG=str(mapping),
+            PGDATAHUB_GMAIL_ACCESS_TOKEN="bench",
+            PGDATAHUB_GMAIL_API_ENDPOINT=self.server.api_endpoint,
+        )
+        self.defs = build_defs(
+            {
+                "warehouse": WarehouseResource(database_url=self.params["url"]),
+                "folder_mapping": FolderMappingResource(),
+            }
+        )
+        self.instance = DagsterInstance.ephemeral()
+        self.build_context = build_sensor_context
+        listing = self._tick(None)  # the first tick lists the whole mailbox
+        for request in listing.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        self.cursor = listing.cursor
         for n in range(self.params["new"]):
             deliver(self.params["messages"] + n)
         self.server.reset_request_log()
 
+    def _tick(self, cursor: str | None) -> Any:
+        sensor = self.defs.resolve_sensor_def("gmail_sensor")
+        with self.build_context(
+            instance=self.instance, cursor=cursor, resources=self.defs.resources
+        ) as context:
+            return sensor(context)
+
     def run(self) -> Outcome:
-        changes = self.source.changes(self.cursor, self.budget)
+        result = self._tick(self.cursor)
         calls, round_trips = len(self.server.request_log), self.server.round_trips
         self.server.stop()
+        requested = len(result.run_requests or [])
         return Outcome(
             self.params["new"],
-            len(changes.found),
+            requested,
             f"{round_trips} HTTP requests ({calls} API calls, batched ones counted one by one) "
             f"for a mailbox of {self.params['messages']:,} messages",
-            {"api_calls": calls, "round_trips": round_trips, "files_found": len(changes.found)},
+            {"api_calls": calls, "round_trips": round_trips, "runs_requested": requested},
         )
