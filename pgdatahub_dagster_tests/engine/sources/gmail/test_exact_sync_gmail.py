@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources.gmail import GmailClient
 from pgdatahub_dagster.testing.gmail_server import Attachment, GmailTestServer
-from pgdatahub_dagster_tests.engine.sources.gmail.test_source import _Sync
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal, machine_settings
-from pgdatahub_dagster_tests.gmail_sync import fresh_gmail_import
+from pgdatahub_dagster_tests.gmail_sync import GmailSync, fresh_gmail_import
 
 VENDOR = "reports@vendor.example"
 MAPPING = f"""\
@@ -54,7 +53,7 @@ def _check(
         finance = server.add_label("Finance")
         client = GmailClient.connect_to_emulator("test-token", server.api_endpoint, num_retries=2)
         url = new_warehouse("synced")
-        sync = _Sync(url, client, mapping)
+        sync = GmailSync(url, client, mapping)
         history: list[str] = []
         for kind, from_vendor, workbook, labelled, pick in operations:
             ids = server.message_ids()

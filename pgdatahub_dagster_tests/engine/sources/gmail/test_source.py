@@ -12,16 +12,13 @@ from typing import Any
 
 import pytest
 
-from pgdatahub_dagster.engine.importer import Importer
-from pgdatahub_dagster.engine.lifecycle import record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
-from pgdatahub_dagster.engine.sources import Budget, Changes, SourceState
 from pgdatahub_dagster.engine.sources.gmail import GmailClient, GmailSource
-from pgdatahub_dagster.engine.warehouse import Warehouse, connect
+from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.gmail_server import XLSX_MIME_TYPE, Attachment, GmailTestServer
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal
 from pgdatahub_dagster_tests.files import write_xlsx
-from pgdatahub_dagster_tests.gmail_sync import fresh_gmail_import
+from pgdatahub_dagster_tests.gmail_sync import BUDGET, GmailSync, fresh_gmail_import
 
 VENDOR = "reports@vendor.example"
 MAPPING = f"""
@@ -31,51 +28,10 @@ gmail:
     query: "from:{VENDOR} has:attachment"
     table: vendor_reports
 """
-BUDGET = Budget(max_files=100, seconds=30)
 
 
 def _workbook(tmp_path: Path, name: str, rows: list[list[Any]]) -> bytes:
     return write_xlsx(tmp_path / name, {"Sheet1": [["sku", "units"], *rows]}).read_bytes()
-
-
-class _State(SourceState):
-    """What the Dagster layer keeps for a source: the files reported and not removed."""
-
-    def __init__(self, mapping: FolderMapping) -> None:
-        self.known: set[str] = set()
-        self._mapping = mapping
-
-    def known_file_ids(self) -> set[str]:
-        return set(self.known)
-
-    def warehouse(self) -> Warehouse:
-        raise AssertionError("the Gmail source keeps nothing in the warehouse")
-
-    def mapping(self) -> FolderMapping:
-        return self._mapping
-
-
-class _Sync:
-    """One tick as the sensor and its runs do it, with the engine alone."""
-
-    def __init__(self, url: str, client: GmailClient, mapping: FolderMapping) -> None:
-        self.url, self.mapping = url, mapping
-        self.state = _State(mapping)
-        self.source = GmailSource(client, mapping.gmail_queries, self.state)
-        self.cursor: str | None = None
-
-    def tick(self) -> Changes:
-        changes = self.source.changes(self.cursor, BUDGET)
-        self.cursor = changes.cursor
-        with connect(self.url) as warehouse:
-            importer = Importer(warehouse, self.source, self.mapping)
-            for file in changes.found:
-                assert not importer.import_file(file).failed
-                self.state.known.add(file.file_id)
-            for file_id in sorted(changes.removed.keys() & self.state.known):
-                record_deletion(warehouse, self.mapping, file_id, run_id=None)
-                self.state.known.discard(file_id)
-        return changes
 
 
 @pytest.fixture
@@ -93,7 +49,7 @@ def test_ticks_follow_the_mailbox_and_equal_a_fresh_import(
 ) -> None:
     mapping = FolderMapping.parse(MAPPING)
     url = new_warehouse("synced")
-    sync = _Sync(url, client, mapping)
+    sync = GmailSync(url, client, mapping)
     week1 = _workbook(tmp_path, "w1.xlsx", [["A-1", 5], ["A-2", 7]])
     first = gmail_server.add_message(
         sender=f"Vendor <{VENDOR}>",
@@ -190,7 +146,7 @@ def test_on_delete_keep_keeps_a_deleted_messages_rows(
     gmail_server: GmailTestServer, client: GmailClient, warehouse_url: str, tmp_path: Path
 ) -> None:
     mapping = FolderMapping.parse(MAPPING.replace("on_delete: retract", "on_delete: keep"))
-    sync = _Sync(warehouse_url, client, mapping)
+    sync = GmailSync(warehouse_url, client, mapping)
     message = gmail_server.add_message(
         sender=VENDOR,
         subject="w",
