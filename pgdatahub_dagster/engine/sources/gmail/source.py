@@ -221,6 +221,8 @@ class GmailSource(Source):
         return removed
 
     def changes(self, cursor: str | None, budget: Budget) -> Changes:
+        # The budget is not applied: the cursor moves only after the history's last page, and
+        # a listing is done whole (a mailbox's listing is a few calls per 500 messages).
         start = json.loads(cursor)["history_id"] if cursor else None
         if start is not None:
             try:
@@ -232,7 +234,7 @@ class GmailSource(Source):
     def _full_listing(self, log: list[str]) -> Changes:
         # Taken before the listing: what arrives meanwhile is in the next tick's history.
         history_id = self.client.history_id()
-        found = [file for file in self.list_files()]
+        found = list(self.list_files())
         found_ids = {file.file_id for file in found}
         removed = {file_id: file_id for file_id in self._known() - found_ids}
         log.append(f"listed {len(self.queries)} Gmail queries: {len(found)} messages and attachments")
