@@ -11,6 +11,15 @@ from pgdatahub_dagster.engine.sources.gmail import GmailClient, GmailSource
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 
 BUDGET = Budget(max_files=100, seconds=30)
+VENDOR = "reports@vendor.example"
+#: The vendor's workbooks into vendor_reports; messages and workbooks retracted when they go.
+VENDOR_MAPPING = f"""\
+gmail:
+  on_delete: retract
+  vendor_reports:
+    query: "from:{VENDOR} has:attachment"
+    table: vendor_reports
+"""
 
 
 def fresh_gmail_import(url: str, client: GmailClient, mapping: FolderMapping) -> None:

@@ -20,16 +20,9 @@ from pgdatahub_dagster.testing.gmail_server import XLSX_MIME_TYPE, Attachment, G
 from pgdatahub_dagster_tests.drive_fixtures import write_service_account_key
 from pgdatahub_dagster_tests.exact_sync import SensorDaemon, assert_ledger_consistent, assert_tables_equal
 from pgdatahub_dagster_tests.files import write_xlsx
-from pgdatahub_dagster_tests.gmail_sync import fresh_gmail_import
+from pgdatahub_dagster_tests.gmail_sync import VENDOR, VENDOR_MAPPING, fresh_gmail_import
 
-VENDOR = "reports@vendor.example"
-MAPPING = f"""\
-gmail:
-  on_delete: retract
-  vendor_reports:
-    query: "from:{VENDOR} has:attachment"
-    table: vendor_reports
-"""
+MAPPING = VENDOR_MAPPING
 
 
 @pytest.fixture

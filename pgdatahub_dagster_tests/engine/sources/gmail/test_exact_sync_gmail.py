@@ -14,18 +14,9 @@ from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources.gmail import GmailClient
 from pgdatahub_dagster.testing.gmail_server import Attachment, GmailTestServer
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal, machine_settings
-from pgdatahub_dagster_tests.gmail_sync import GmailSync, fresh_gmail_import
+from pgdatahub_dagster_tests.gmail_sync import VENDOR, VENDOR_MAPPING, GmailSync, fresh_gmail_import
 
-VENDOR = "reports@vendor.example"
-MAPPING = f"""\
-gmail:
-  on_delete: retract
-  vendor_reports:
-    query: "from:{VENDOR} has:attachment"
-    table: vendor_reports
-  finance:
-    query: "label:finance filename:csv"
-"""
+MAPPING = VENDOR_MAPPING + '  finance:\n    query: "label:finance filename:csv"\n'
 #: Workbooks that share rows, so that the same keys are held by several messages.
 WORKBOOKS = [b"sku,units\nA,1\nB,2\n", b"sku,units\nB,2\nC,3\n", b"sku,units\nA,1\n"]
 

@@ -18,16 +18,9 @@ from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.gmail_server import XLSX_MIME_TYPE, Attachment, GmailTestServer
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal
 from pgdatahub_dagster_tests.files import write_xlsx
-from pgdatahub_dagster_tests.gmail_sync import BUDGET, GmailSync, fresh_gmail_import
+from pgdatahub_dagster_tests.gmail_sync import BUDGET, VENDOR, VENDOR_MAPPING, GmailSync, fresh_gmail_import
 
-VENDOR = "reports@vendor.example"
-MAPPING = f"""
-gmail:
-  on_delete: retract
-  vendor_reports:
-    query: "from:{VENDOR} has:attachment"
-    table: vendor_reports
-"""
+MAPPING = VENDOR_MAPPING
 
 
 def _workbook(tmp_path: Path, name: str, rows: list[list[Any]]) -> bytes:
