@@ -92,6 +92,7 @@ def test_random_mailbox_histories(gmail_server: GmailTestServer, new_warehouse: 
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)
 def test_random_mailbox_histories_long(
     gmail_server: GmailTestServer, new_warehouse: Callable[[str], str]
 ) -> None:
