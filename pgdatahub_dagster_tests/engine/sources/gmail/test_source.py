@@ -16,6 +16,7 @@ from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.sources.gmail import GmailClient, GmailSource
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.gmail_server import XLSX_MIME_TYPE, Attachment, GmailTestServer
+from pgdatahub_dagster_tests.conftest import url_of_warehouse
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal
 from pgdatahub_dagster_tests.files import write_xlsx
 from pgdatahub_dagster_tests.gmail_sync import BUDGET, VENDOR, VENDOR_MAPPING, GmailSync, fresh_gmail_import
@@ -196,3 +197,31 @@ def test_the_message_row_quotes_what_it_must(gmail_server: GmailTestServer, clie
         text = io.StringIO(copy.path.read_text())
     assert text.readline().startswith("id,thread_id,internal_date,from,to,cc,subject")
     assert '"Quotes ""and"", commas"' in text.read()
+
+
+@pytest.mark.parametrize("warehouse_url", ["ducklake"], indirect=True)
+def test_ticks_on_a_ducklake(
+    gmail_server: GmailTestServer,
+    client: GmailClient,
+    warehouse_url: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """The Gmail source keeps nothing in the warehouse, so a DuckLake serves it as well."""
+    mapping = FolderMapping.parse(MAPPING)
+    sync = GmailSync(warehouse_url, client, mapping)
+    first = gmail_server.add_message(
+        sender=VENDOR, subject="a", attachments=[Attachment("a.csv", b"k,v\n1,2\n")]
+    )
+    sync.tick()
+    gmail_server.add_message(
+        sender=VENDOR, subject="b", attachments=[Attachment("b.csv", b"k,v\n1,2\n3,4\n")]
+    )
+    sync.tick()
+    gmail_server.delete_message(first)
+    sync.tick()
+    (tmp_path / "fresh").mkdir()
+    fresh = url_of_warehouse("ducklake", request, tmp_path / "fresh")
+    fresh_gmail_import(fresh, client, mapping)
+    assert_tables_equal(warehouse_url, fresh)
+    assert _rows(warehouse_url, "vendor_reports", "k, v") == [(1, 2), (3, 4)]
