@@ -646,15 +646,34 @@ class PandasOpenpyxl(_Pandas):
 # -- Google Drive ----------------------------------------------------------------------------
 
 
+class _SensorTick(Contender):
+    """One evaluation of a code location's sensor (``sensor_name``) from a cursor, with the
+    test server, definitions and instance ``setup`` made."""
+
+    sensor_name = ""
+
+    def _tick(self, cursor: str | None) -> Any:
+        from dagster import build_sensor_context
+
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            os.environ.pop(name, None)  # httplib2 would send loopback traffic to a proxy
+        sensor = self.defs.resolve_sensor_def(self.sensor_name)
+        with build_sensor_context(
+            instance=self.instance, cursor=cursor, resources=self.defs.resources
+        ) as context:
+            return sensor(context)
+
+
 @contender("drive_tick")
-class DriveTick(Contender):
+class DriveTick(_SensorTick):
     """One tick of the code location's drive_sensor, over a watched tree already walked, with a
     few files changed: the real client over HTTP to the project's Drive test server."""
 
     description = "drive_sensor: one tick after a few changes (Dagster sensor evaluation)"
+    sensor_name = "drive_sensor"
 
     def setup(self) -> None:
-        from dagster import DagsterInstance, build_sensor_context
+        from dagster import DagsterInstance
 
         from pgdatahub_dagster.definitions import build_defs
         from pgdatahub_dagster.defs.resources import (
@@ -665,8 +684,6 @@ class DriveTick(Contender):
         )
         from pgdatahub_dagster.testing.drive_server import DriveTestServer
 
-        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-            os.environ.pop(name, None)  # httplib2 would send loopback traffic to a proxy
         self.server = DriveTestServer().start()
         root = self.server.add_folder("Inbox")
         folders = [self.server.add_folder(f"d{i:04d}", root) for i in range(self.params["folders"])]
@@ -703,7 +720,6 @@ class DriveTick(Contender):
             }
         )
         self.instance = DagsterInstance.ephemeral()
-        self.build_context = build_sensor_context
         walk = self._tick(None)  # the first tick walks the whole tree
         for request in walk.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -711,13 +727,6 @@ class DriveTick(Contender):
         for file_id in files[: self.params["changes"]]:
             self.server.update_content(file_id, b"n\nchanged\n")
         self.server.reset_request_log()
-
-    def _tick(self, cursor: str | None) -> Any:
-        sensor = self.defs.resolve_sensor_def("drive_sensor")
-        with self.build_context(
-            instance=self.instance, cursor=cursor, resources=self.defs.resources
-        ) as context:
-            return sensor(context)
 
     def run(self) -> Outcome:
         result = self._tick(self.cursor)
@@ -730,4 +739,69 @@ class DriveTick(Contender):
             requested,
             f"{calls} API calls ({pages} changes pages) for a tree of {self.params['files']:,} files",
             {"api_calls": calls, "changes_pages": pages, "runs_requested": requested},
+        )
+
+
+# -- Gmail -----------------------------------------------------------------------------------
+
+
+@contender("gmail_tick")
+class GmailTick(_SensorTick):
+    """One tick of the code location's gmail_sensor over a mailbox already listed, with a few
+    new messages, each with a workbook: the real client over HTTP to the project's Gmail test
+    server."""
+
+    description = "gmail_sensor: one tick after a few new messages (Dagster sensor evaluation)"
+    sensor_name = "gmail_sensor"
+
+    def setup(self) -> None:
+        from dagster import DagsterInstance
+
+        from pgdatahub_dagster.definitions import build_defs
+        from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+        from pgdatahub_dagster.testing.gmail_server import Attachment, GmailTestServer
+
+        self.server = GmailTestServer().start()
+        vendor = "reports@vendor.example"
+
+        def deliver(n: int) -> None:
+            workbook = Attachment(f"r{n}.csv", f"n\n{n}\n".encode())
+            self.server.add_message(sender=vendor, subject=f"report {n}", attachments=[workbook])
+
+        for n in range(self.params["messages"]):
+            deliver(n)
+        scratch = Path(tempfile.mkdtemp(prefix="bench-gmail-"))
+        mapping = scratch / "pgdatahub.yaml"
+        mapping.write_text(f'gmail:\n  reports:\n    query: "from:{vendor} has:attachment"\n')
+        os.environ.update(
+            PGDATAHUB_CONFIG=str(mapping),
+            PGDATAHUB_GMAIL_ACCESS_TOKEN="bench",
+            PGDATAHUB_GMAIL_API_ENDPOINT=self.server.api_endpoint,
+        )
+        self.defs = build_defs(
+            {
+                "warehouse": WarehouseResource(database_url=self.params["url"]),
+                "folder_mapping": FolderMappingResource(),
+            }
+        )
+        self.instance = DagsterInstance.ephemeral()
+        listing = self._tick(None)  # the first tick lists the whole mailbox
+        for request in listing.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        self.cursor = listing.cursor
+        for n in range(self.params["new"]):
+            deliver(self.params["messages"] + n)
+        self.server.reset_request_log()
+
+    def run(self) -> Outcome:
+        result = self._tick(self.cursor)
+        calls, round_trips = len(self.server.request_log), self.server.round_trips
+        self.server.stop()
+        requested = len(result.run_requests or [])
+        return Outcome(
+            self.params["new"],
+            requested,
+            f"{round_trips} HTTP requests ({calls} API calls, batched ones counted one by one) "
+            f"for a mailbox of {self.params['messages']:,} messages",
+            {"api_calls": calls, "round_trips": round_trips, "runs_requested": requested},
         )

@@ -447,6 +447,35 @@ class DriveTickScenario(Scenario):
 
 
 @scenario
+class GmailTickScenario(Scenario):
+    """The mailbox is as large as drive_tick's tree, the new messages as many as its changes."""
+
+    name = "gmail_tick"
+    title = (
+        "gmail_tick: one Gmail tick over {drive_tree[0]:,} messages, "
+        "{drive_tree[2]} new (each with a workbook)"
+    )
+
+    def runs(self, context: Context) -> list[Run]:
+        messages, _, new = context.sizes.drive_tree
+        return [Run("gmail_tick", "gmail_tick", "engine", {"messages": messages, "new": new})]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        outcome = results.get("gmail_tick") or {}
+        figures = outcome.get("extra") or {}
+        new = context.sizes.drive_tree[2]
+        return [
+            # The history page, one batch of the new messages, one search of the query.
+            Target("HTTP requests", figures.get("round_trips"), 3, "max"),
+            # A run for each new message and one for its workbook.
+            Target(
+                "runs requested ÷ (2 × new)", (figures.get("runs_requested") or 0) / (2 * new), 1.0, "min"
+            ),
+            Target("seconds for the tick", outcome.get("seconds"), 2.0, "max"),
+        ]
+
+
+@scenario
 class Hostile(Scenario):
     """Files that asked for unbounded memory before the read limits, each imported alone with
     the default limits: each must end ``failed`` naming its limit, in well under 1 GB."""

@@ -8,20 +8,19 @@ from typing import Any
 import click
 from dagster import Definitions
 
-from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_folder_sync, local_spreadsheets
-from pgdatahub_dagster.defs.checks import ledger_matches_tables, unique_keys_hold, warehouse_status
+from pgdatahub_dagster.defs.checks import ledger_matches_tables, unique_keys_hold, warehouse_status_asset
 from pgdatahub_dagster.defs.executor import executor_from_env
-from pgdatahub_dagster.defs.jobs import import_drive_files, import_local_files, sync_local_folder
 from pgdatahub_dagster.defs.maintenance import compact_warehouse_nightly
-from pgdatahub_dagster.defs.operations import handle_deleted_files, revert_imports
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
-from pgdatahub_dagster.defs.sensors import drive_sensor, local_folder_sensor
+from pgdatahub_dagster.defs.operations import revert_imports
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.drive import GOOGLE_DRIVE
+from pgdatahub_dagster.defs.sources.factory import source_definitions
+from pgdatahub_dagster.defs.sources.gmail import GMAIL
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.errors import ConfigError
+
+#: The sources: each one's partitions, import asset, job and sensor come from its plugin.
+SOURCES = [LOCAL_FOLDER, GOOGLE_DRIVE, GMAIL]
 
 
 class CodeLocationConfigError(click.ClickException):
@@ -32,20 +31,16 @@ class CodeLocationConfigError(click.ClickException):
 
 
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
-    """The code location's definitions with the given resources (tests point them elsewhere)."""
+    """The code location's definitions with the given resources (tests point them elsewhere);
+    a source whose resource is not given reads its configuration from the environment."""
+    sources = source_definitions(SOURCES)
     return Definitions(
-        assets=[local_spreadsheets, local_folder_sync, drive_spreadsheets, warehouse_status],
+        assets=[*sources.assets, warehouse_status_asset(sources.assets)],
         asset_checks=[unique_keys_hold, ledger_matches_tables],
-        jobs=[
-            import_local_files,
-            sync_local_folder,
-            import_drive_files,
-            revert_imports,
-            handle_deleted_files,
-        ],
-        sensors=[local_folder_sensor, drive_sensor],
+        jobs=[*sources.jobs, revert_imports],
+        sensors=sources.sensors,
         schedules=[compact_warehouse_nightly],
-        resources=dict(resources),
+        resources={**sources.default_resources, **resources},
         executor=executor_from_env(),
     )
 
@@ -57,11 +52,4 @@ try:
 except ConfigError as error:
     raise CodeLocationConfigError(str(error)) from None
 
-defs = build_defs(
-    {
-        "warehouse": WarehouseResource(),
-        "folder_mapping": FolderMappingResource(),
-        "local_folder": LocalFolderResource(),
-        "drive": DriveResource(),
-    }
-)
+defs = build_defs({"warehouse": WarehouseResource(), "folder_mapping": FolderMappingResource()})

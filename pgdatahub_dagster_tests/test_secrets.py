@@ -26,12 +26,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgdatahub_dagster.cli import main
 from pgdatahub_dagster.definitions import build_defs
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.drive import DriveResource
+from pgdatahub_dagster.defs.sources.local import LocalFolderResource
 from pgdatahub_dagster.engine.errors import WarehouseError
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse

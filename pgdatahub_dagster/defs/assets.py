@@ -1,23 +1,25 @@
-"""Assets that import files; all the work happens in the engine's ``Importer``.
+"""Assets that import files, one pair per source; all the work happens in the engine's
+``Importer``.
 
-``local_spreadsheets`` and ``drive_spreadsheets`` have one partition per file: sensors
-request them per file and backfills import many files per run
-(``BackfillPolicy.multi_run``). ``local_folder_sync`` is a full sync of the folder in one
-run (imports, and ``on_delete`` for files gone): the command for CI and the quick start.
-Both report each file's outcome as metadata and fail the run when any file failed, after
-every other file has been imported and committed. A system fault (the warehouse lost, a full
-disk) stops the run at once with its own message; ``local_folder_sync`` has reported every file
-committed before it already.
+A source's import asset (``local_spreadsheets``, ``drive_spreadsheets``) has one partition
+per file: sensors request them per file and backfills import many files per run
+(``BackfillPolicy.multi_run``). Every one of them goes through ``_import_partitions``. A
+source's full-sync asset (``local_folder_sync``) syncs it whole in one run (imports, and
+``on_delete`` for files gone): the command for CI and the quick start. Both report each
+file's outcome as metadata and fail the run when any file failed, after every other file has
+been imported and committed. A system fault (the warehouse lost, a full disk) stops the run
+at once with its own message; a full sync has reported every file committed before it already.
 """
 
-import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetMaterialization,
+    AssetsDefinition,
     BackfillPolicy,
     Failure,
     MaterializeResult,
@@ -26,30 +28,21 @@ from dagster import (
     asset,
 )
 
-from pgdatahub_dagster.defs.partitions import (
-    LOCAL_FILES,
-    drive_files,
-    file_id_for,
-    local_files,
-    partition_key_for,
-)
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
+from pgdatahub_dagster.defs.partitions import file_id_for, partition_key_for
+from pgdatahub_dagster.defs.sources.plugin import DagsterSourceState, FullSync, SourcePlugin, SourceResource
 from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
+from pgdatahub_dagster.engine.settings import SensorSettings
 from pgdatahub_dagster.engine.sources import Source, SourceFile, SourceUnavailableError
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
 #: Imports share this Dagster pool; its limit (dagster.yaml) keeps backfills from
 #: swamping the warehouse, and keeps DuckDB, which has one writer, to one import at a time.
 WAREHOUSE_POOL = "warehouse"
-FILES_PER_RUN = int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "25"))
+#: The resources every source's assets use besides its own.
+SHARED_RESOURCES = frozenset({"warehouse", "folder_mapping"})
 _LISTED_FILES = 200
 
 
@@ -212,85 +205,88 @@ def _import_partitions(
     return _result(results, metadata)
 
 
-@asset(
-    partitions_def=local_files,
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
-    pool=WAREHOUSE_POOL,
-    group_name="local_folder",
-    kinds={"polars"},
-)
-def local_spreadsheets(
-    context: AssetExecutionContext,
-    warehouse: WarehouseResource,
-    local_folder: LocalFolderResource,
-    folder_mapping: FolderMappingResource,
-) -> MaterializeResult[None]:
-    """The spreadsheets of the local folder tree, one partition per file, loaded into the
-    warehouse tables the folder mapping names."""
-    with _system_faults_stop_the_run(), warehouse.open() as opened:
-        return _import_partitions(context, opened, local_folder.source(), folder_mapping.mapping())
+def import_asset(plugin: SourcePlugin) -> AssetsDefinition:
+    """The source's files, one partition per file, through ``_import_partitions``."""
+
+    @asset(
+        name=plugin.asset_name,
+        partitions_def=plugin.partitions_def,
+        backfill_policy=BackfillPolicy.multi_run(
+            max_partitions_per_run=SensorSettings.from_env().files_per_run
+        ),
+        pool=WAREHOUSE_POOL,
+        group_name=plugin.group_name,
+        kinds=set(plugin.kinds),
+        description=f"The spreadsheets of {plugin.label}, one partition per file, loaded into the "
+        "warehouse tables the folder mapping names.",
+        required_resource_keys={*SHARED_RESOURCES, plugin.resource_key},
+    )
+    def import_files(context: AssetExecutionContext) -> MaterializeResult[None]:
+        resource: SourceResource = getattr(context.resources, plugin.resource_key)
+        mapping = context.resources.folder_mapping.mapping()
+        with _system_faults_stop_the_run(), context.resources.warehouse.open() as opened:
+            state = DagsterSourceState(context.instance, plugin, lambda: mapping, lambda: opened)
+            return _import_partitions(context, opened, resource.source(state), mapping)
+
+    return import_files
 
 
-@asset(pool=WAREHOUSE_POOL, group_name="local_folder", kinds={"polars"})
-def local_folder_sync(
-    context: AssetExecutionContext,
-    warehouse: WarehouseResource,
-    local_folder: LocalFolderResource,
-    folder_mapping: FolderMappingResource,
-) -> MaterializeResult[None]:
-    """A full sync of the local folder tree in one run: new and changed files are imported,
-    and files gone from the tree get their folder's ``on_delete``, so the warehouse ends
-    equal to the folder.
+def full_sync_asset(plugin: SourcePlugin, names: FullSync) -> AssetsDefinition:
+    """A full sync of the source in one run: new and changed files are imported, and files
+    gone get their folder's ``on_delete``, so the warehouse ends equal to the source.
 
-    New files are registered as partitions of ``local_spreadsheets`` (gone ones removed),
-    and each imported file is recorded as a materialisation of its partition, so the UI
-    shows the same state whichever way a file was imported.
-    """
-    source = local_folder.source()
-    files = _listed(source)
-    present = {partition_key_for(file.file_id) for file in files}
-    known = set(context.instance.get_dynamic_partitions(LOCAL_FILES))
-    new_keys = sorted(present - known)
-    if new_keys:
-        context.instance.add_dynamic_partitions(LOCAL_FILES, new_keys)
+    New files are registered as partitions of the source's import asset (gone ones removed),
+    and each imported file is recorded as a materialisation of its partition, so the UI shows
+    the same state whichever way a file was imported."""
 
-    def committed(file: SourceFile, result: ImportResult) -> None:
-        context.log_event(
-            AssetMaterialization(
-                asset_key=local_spreadsheets.key,
-                partition=partition_key_for(file.file_id),
-                metadata=file_metadata(result),
+    @asset(
+        name=names.asset_name,
+        pool=WAREHOUSE_POOL,
+        group_name=plugin.group_name,
+        kinds=set(plugin.kinds),
+        description=f"A full sync of {plugin.label} in one run: new and changed files are imported, "
+        "and files gone get their folder's on_delete, so the warehouse ends equal to the source.",
+        required_resource_keys={*SHARED_RESOURCES, plugin.resource_key},
+    )
+    def full_sync(context: AssetExecutionContext) -> MaterializeResult[None]:
+        resource: SourceResource = getattr(context.resources, plugin.resource_key)
+        partitions = plugin.partitions_name
+        with _system_faults_stop_the_run(), ExitStack() as stack:
+            state = DagsterSourceState(
+                context.instance,
+                plugin,
+                context.resources.folder_mapping.mapping,
+                lambda: stack.enter_context(context.resources.warehouse.open()),
             )
-        )
+            source = resource.source(state)
+            # Listed before the warehouse is opened: a source that cannot be read stops here.
+            files = _listed(source)
+            present = {partition_key_for(file.file_id) for file in files}
+            known = set(context.instance.get_dynamic_partitions(partitions))
+            new_keys = sorted(present - known)
+            if new_keys:
+                context.instance.add_dynamic_partitions(partitions, new_keys)
 
-    mapping = folder_mapping.mapping()
-    with _system_faults_stop_the_run(), warehouse.open() as opened:
-        importer = Importer(opened, source, mapping, run_id=context.run.run_id)
-        results = _import(context, importer, files, committed)
-        gone = sorted(opened.live_file_ids(source.kind) - {file.file_id for file in files})
-        deletions = apply_deletions(context, opened, mapping, gone)
-    for key in sorted(known - present):
-        context.instance.delete_dynamic_partition(LOCAL_FILES, key)
-    metadata = _summary(results)
-    metadata["files_gone"] = len(gone)
-    metadata["rows_retracted"] = sum(outcome.rows_deleted for outcome in deletions)
-    return _result(results, metadata)
+            def committed(file: SourceFile, result: ImportResult) -> None:
+                context.log_event(
+                    AssetMaterialization(
+                        asset_key=AssetKey(plugin.asset_name),
+                        partition=partition_key_for(file.file_id),
+                        metadata=file_metadata(result),
+                    )
+                )
 
+            mapping = state.mapping()
+            opened = state.warehouse()
+            importer = Importer(opened, source, mapping, run_id=context.run.run_id)
+            results = _import(context, importer, files, committed)
+            gone = sorted(opened.live_file_ids(source.name) - {file.file_id for file in files})
+            deletions = apply_deletions(context, opened, mapping, gone)
+        for key in sorted(known - present):
+            context.instance.delete_dynamic_partition(partitions, key)
+        metadata = _summary(results)
+        metadata["files_gone"] = len(gone)
+        metadata["rows_retracted"] = sum(outcome.rows_deleted for outcome in deletions)
+        return _result(results, metadata)
 
-@asset(
-    partitions_def=drive_files,
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
-    pool=WAREHOUSE_POOL,
-    group_name="google_drive",
-    kinds={"googledrive", "polars"},
-)
-def drive_spreadsheets(
-    context: AssetExecutionContext,
-    warehouse: WarehouseResource,
-    drive: DriveResource,
-    folder_mapping: FolderMappingResource,
-) -> MaterializeResult[None]:
-    """The spreadsheets of the watched Google Drive folders (Google Sheets exported as
-    xlsx), one partition per Drive file id."""
-    with _system_faults_stop_the_run(), warehouse.open() as opened:
-        return _import_partitions(context, opened, drive.source(opened), folder_mapping.mapping())
+    return full_sync

@@ -1,25 +1,43 @@
 """The warehouse's state in the UI: per-table figures as metadata, and asset checks that
 the business keys hold and that the ledger accounts for every row."""
 
+from collections.abc import Sequence
+
 from dagster import (
     AssetCheckResult,
-    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
     asset_check,
 )
 
-from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_spreadsheets
 from pgdatahub_dagster.defs.resources import WarehouseResource
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, recent_imports, table_status
 
+WAREHOUSE_STATUS = AssetKey("warehouse_status")
 
-@asset(deps=[local_spreadsheets, drive_spreadsheets], group_name="warehouse", kinds={"sql"})
-def warehouse_status(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult[None]:
-    """Per table: files imported, skipped, failed, reverted and deleted, rows, the last
-    import and the last error; and the latest failures. The same figures as
-    ``pgdatahub status``."""
+
+def warehouse_status_asset(imports: Sequence[AssetsDefinition]) -> AssetsDefinition:
+    """The status asset, downstream of the assets that ``imports`` into the warehouse."""
+
+    @asset(
+        key=WAREHOUSE_STATUS,
+        deps=[key for definition in imports for key in definition.keys],
+        group_name="warehouse",
+        kinds={"sql"},
+    )
+    def warehouse_status(warehouse: WarehouseResource) -> MaterializeResult[None]:
+        """Per table: files imported, skipped, failed, reverted and deleted, rows, the last
+        import and the last error; and the latest failures. The same figures as
+        ``pgdatahub status``."""
+        return _status(warehouse)
+
+    return warehouse_status
+
+
+def _status(warehouse: WarehouseResource) -> MaterializeResult[None]:
     with warehouse.open() as opened:
         statuses = table_status(opened)
         failures = recent_imports(opened, 10, status="failed")
@@ -43,7 +61,7 @@ def warehouse_status(context: AssetExecutionContext, warehouse: WarehouseResourc
     )
 
 
-@asset_check(asset=warehouse_status, description="No business key occurs twice in any table.")
+@asset_check(asset=WAREHOUSE_STATUS, description="No business key occurs twice in any table.")
 def unique_keys_hold(warehouse: WarehouseResource) -> AssetCheckResult:
     with warehouse.open() as opened:
         repeated = duplicate_keys(opened)
@@ -53,7 +71,7 @@ def unique_keys_hold(warehouse: WarehouseResource) -> AssetCheckResult:
 
 
 @asset_check(
-    asset=warehouse_status,
+    asset=WAREHOUSE_STATUS,
     description="Each import that holds rows accounts for exactly its rows_held keys (rows it supplies "
     "plus its rows in the holders table), and no row names an import that holds nothing.",
 )

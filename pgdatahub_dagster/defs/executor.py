@@ -11,13 +11,14 @@ start the workers with ``deploy/celery/worker.yaml``, which reads the same two v
 they may hold passwords, and executor config written here would be shown by the UI.
 """
 
-import os
-
 from dagster import ExecutorDefinition, in_process_executor
 
-EXECUTOR_ENV = "PGDATAHUB_EXECUTOR"
-CELERY_BROKER_ENV = "PGDATAHUB_CELERY_BROKER"
-CELERY_BACKEND_ENV = "PGDATAHUB_CELERY_BACKEND"
+from pgdatahub_dagster.engine.settings import (
+    CELERY_BACKEND_VAR,
+    CELERY_BROKER_VAR,
+    EXECUTOR_VAR,
+    ExecutorSettings,
+)
 
 #: dagster-celery's own default result backend, which works with an AMQP broker (RabbitMQ) only.
 DEFAULT_CELERY_BACKEND = "rpc://"
@@ -31,7 +32,7 @@ def executor_from_env() -> ExecutorDefinition | None:
     ``None`` (Dagster's multiprocess default) for ``multiprocess``. Anything else stops the
     code location from loading, rather than silently running every import somewhere
     unintended."""
-    choice = os.environ.get(EXECUTOR_ENV, "").strip().lower()
+    choice = ExecutorSettings.from_env().choice
     if choice in _IN_PROCESS_NAMES:
         return in_process_executor
     if choice in _DAGSTER_DEFAULT_NAMES:
@@ -39,7 +40,7 @@ def executor_from_env() -> ExecutorDefinition | None:
     if choice == "celery":
         return celery_executor_from_env()
     raise ValueError(
-        f"{EXECUTOR_ENV}={choice!r} is not an executor: use 'celery' or 'multiprocess', or leave it unset"
+        f"{EXECUTOR_VAR}={choice!r} is not an executor: use 'celery' or 'multiprocess', or leave it unset"
     )
 
 
@@ -48,19 +49,20 @@ def celery_executor_from_env() -> ExecutorDefinition:
         from dagster_celery import celery_executor
     except ImportError as error:
         raise ImportError(
-            f"{EXECUTOR_ENV}=celery needs dagster-celery: pip install 'pgdatahub_dagster[deploy]'"
+            f"{EXECUTOR_VAR}=celery needs dagster-celery: pip install 'pgdatahub_dagster[deploy]'"
         ) from error
-    if not os.environ.get(CELERY_BROKER_ENV):
+    settings = ExecutorSettings.from_env()
+    if not settings.has_celery_broker:
         raise ValueError(
-            f"{EXECUTOR_ENV}=celery needs {CELERY_BROKER_ENV}: the URL of the broker the Celery "
+            f"{EXECUTOR_VAR}=celery needs {CELERY_BROKER_VAR}: the URL of the broker the Celery "
             "workers listen to, e.g. redis://redis:6379/0"
         )
     # {"env": …} makes Dagster read the variables when a run starts, so neither URL is part
     # of the definitions the UI displays.
     backend: str | dict[str, str] = (
-        {"env": CELERY_BACKEND_ENV} if os.environ.get(CELERY_BACKEND_ENV) else DEFAULT_CELERY_BACKEND
+        {"env": CELERY_BACKEND_VAR} if settings.has_celery_backend else DEFAULT_CELERY_BACKEND
     )
     executor: ExecutorDefinition = celery_executor.configured(
-        {"broker": {"env": CELERY_BROKER_ENV}, "backend": backend}, name="celery"
+        {"broker": {"env": CELERY_BROKER_VAR}, "backend": backend}, name="celery"
     )
     return executor

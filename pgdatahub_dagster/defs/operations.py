@@ -1,14 +1,12 @@
 """Jobs that change what is already loaded: revert imports, handle deleted files."""
 
-from dagster import Config, Failure, OpExecutionContext, job, op
+from collections.abc import Sequence
 
-from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL, apply_deletions
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
+from dagster import Config, Failure, JobDefinition, OpExecutionContext, job, op
+
+from pgdatahub_dagster.defs.assets import SHARED_RESOURCES, WAREHOUSE_POOL, apply_deletions
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.plugin import DagsterSourceState, SourcePlugin, SourceResource
 from pgdatahub_dagster.engine.revert import SELECTORS, revert
 
 
@@ -64,34 +62,43 @@ def revert_imports() -> None:
 
 
 class DeletedFilesConfig(Config):
+    #: ``SourcePlugin.name`` of the source the files were in.
     source: str
     file_ids: list[str]
 
 
-@op(pool=WAREHOUSE_POOL)
-def handle_deleted_files_op(
-    context: OpExecutionContext,
-    config: DeletedFilesConfig,
-    warehouse: WarehouseResource,
-    folder_mapping: FolderMappingResource,
-    local_folder: LocalFolderResource,
-    drive: DriveResource,
-) -> None:
-    with warehouse.open() as opened:
-        source = local_folder.source() if config.source == "local" else drive.source(opened)
-        # Runs may execute out of order: a file restored after this run was requested is
-        # there again (and its import run has it), so it is not deleted now.
-        gone = []
-        for file_id in config.file_ids:
-            try:
-                source.get_file(file_id)
-            except FileNotFoundError:
-                gone.append(file_id)
-            else:
-                context.log.info(f"KEPT {file_id}: it is back in the source, nothing to delete")
-        apply_deletions(context, opened, folder_mapping.mapping(), gone)
+def handle_deleted_files_job(plugins: Sequence[SourcePlugin]) -> JobDefinition:
+    """The one job that applies ``on_delete``, for the files of any of ``plugins``."""
+    by_name = {plugin.name: plugin for plugin in plugins}
 
+    @op(pool=WAREHOUSE_POOL, required_resource_keys={*SHARED_RESOURCES, *(p.resource_key for p in plugins)})
+    def handle_deleted_files_op(context: OpExecutionContext, config: DeletedFilesConfig) -> None:
+        if config.source not in by_name:
+            raise Failure(description=f"no source is named {config.source!r}; the sources: {sorted(by_name)}")
+        plugin = by_name[config.source]
+        resource: SourceResource = getattr(context.resources, plugin.resource_key)
+        mapping = context.resources.folder_mapping.mapping()
+        with context.resources.warehouse.open() as opened:
+            source = resource.source(
+                DagsterSourceState(context.instance, plugin, lambda: mapping, lambda: opened)
+            )
+            # Runs may execute out of order: a file restored after this run was requested is
+            # there again (and its import run has it), so it is not deleted now.
+            gone = []
+            for file_id in config.file_ids:
+                try:
+                    source.get_file(file_id)
+                except FileNotFoundError:
+                    gone.append(file_id)
+                else:
+                    context.log.info(f"KEPT {file_id}: it is back in the source, nothing to delete")
+            apply_deletions(context, opened, mapping, gone)
 
-@job(description="Apply on_delete (keep or retract) to files deleted, trashed or moved out of a source.")
-def handle_deleted_files() -> None:
-    handle_deleted_files_op()
+    @job(
+        name="handle_deleted_files",
+        description="Apply on_delete (keep or retract) to files deleted, trashed or moved out of a source.",
+    )
+    def handle_deleted_files() -> None:
+        handle_deleted_files_op()
+
+    return handle_deleted_files

@@ -1,25 +1,21 @@
-"""Dagster resources: the warehouse, the folder mapping, and the two sources.
+"""Dagster resources shared by every source: the warehouse and the folder mapping. Each
+source's own resource is in its module under ``defs/sources/``.
 
-Each defaults to the environment (``PGDATAHUB_DATABASE_URL``, ``PGDATAHUB_CONFIG``,
-``PGDATAHUB_SOURCE_DIR``, ``PGDATAHUB_DRIVE_*``) so that no secret needs to be written into
-resource config, where the UI would show it.
+Each defaults to the environment (``PGDATAHUB_DATABASE_URL``, ``PGDATAHUB_CONFIG``) so that no
+secret needs to be written into resource config, where the UI would show it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from pgdatahub_dagster.defs.crashed_runs import end_crashed_runs, record_process
 from pgdatahub_dagster.engine.mapping import FolderMapping
-from pgdatahub_dagster.engine.settings import DriveSettings, Settings
-from pgdatahub_dagster.engine.sources import LocalFolderSource
-from pgdatahub_dagster.engine.sources.drive import DriveClient, DriveSource, FolderRegistry
+from pgdatahub_dagster.engine.settings import Settings
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 
 
@@ -64,57 +60,8 @@ class FolderMappingResource(ConfigurableResource["FolderMappingResource"]):
         return FolderMapping.load(Settings.from_env(config_path=self.config_path).config_path)
 
 
-class LocalFolderResource(ConfigurableResource["LocalFolderResource"]):
-    """A local folder tree of spreadsheets."""
+# The sources' resources, where bench/ imports them from.
+from pgdatahub_dagster.defs.sources.drive import DriveResource  # noqa: E402
+from pgdatahub_dagster.defs.sources.local import LocalFolderResource  # noqa: E402
 
-    source_dir: str | None = Field(default=None, description="Defaults to PGDATAHUB_SOURCE_DIR.")
-
-    def source(self) -> LocalFolderSource:
-        return LocalFolderSource(Settings.from_env(source_dir=self.source_dir).source_dir)
-
-
-class DriveResource(ConfigurableResource["DriveResource"]):
-    """Google Drive folders, read with the drive.readonly scope only."""
-
-    folder_ids: str | None = Field(
-        default=None, description="Comma-separated; defaults to PGDATAHUB_DRIVE_FOLDER_ID."
-    )
-    credentials_file: str | None = Field(
-        default=None,
-        description="A service-account key or OAuth authorized-user token file; defaults to "
-        "PGDATAHUB_DRIVE_CREDENTIALS, else GOOGLE_APPLICATION_CREDENTIALS.",
-    )
-    api_endpoint: str | None = Field(default=None, description="Defaults to PGDATAHUB_DRIVE_API_ENDPOINT.")
-
-    def settings(self) -> DriveSettings:
-        settings = DriveSettings.from_env()
-        if self.folder_ids:
-            settings = replace(
-                settings, folder_ids=[f.strip() for f in self.folder_ids.split(",") if f.strip()]
-            )
-        if self.credentials_file:
-            settings = replace(settings, credentials_file=Path(self.credentials_file))
-        if self.api_endpoint:
-            settings = replace(settings, api_endpoint=self.api_endpoint)
-        return settings
-
-    def source(self, warehouse: Warehouse) -> DriveSource:
-        """The watched folders as a source; the folder registry lives in ``warehouse``."""
-        return DriveSource(self.client(), FolderRegistry(warehouse))
-
-    def client(self) -> DriveClient:
-        settings = self.settings()
-        if settings.access_token is not None:
-            return DriveClient.connect_to_emulator(
-                settings.access_token,
-                api_endpoint=settings.api_endpoint,
-                num_retries=settings.num_retries,
-                chunk_bytes=settings.chunk_bytes,
-            )
-        assert settings.credentials_file is not None
-        return DriveClient.connect(
-            settings.credentials_file,
-            api_endpoint=settings.api_endpoint,
-            num_retries=settings.num_retries,
-            chunk_bytes=settings.chunk_bytes,
-        )
+__all__ = ["DriveResource", "FolderMappingResource", "LocalFolderResource", "WarehouseResource"]

@@ -131,7 +131,7 @@ class Importer:
             run_id=self.run_id,
             started_at=started_at,
             finished_at=started_at,
-            source=self.source.kind,
+            source=self.source.name,
             modified_at=file.modified_at,
             read_as=settings.read_as(),
         )

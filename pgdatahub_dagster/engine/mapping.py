@@ -13,6 +13,17 @@ whose value is a mapping); settings are inherited by sub-folders::
 
 Errors name the offending key and its line, and stop start-up.
 
+The top-level key ``gmail`` is the Gmail block instead: one entry per Gmail search (a
+``query`` and the settings of a folder for its attachments), whose files live in the folders
+``gmail/<entry>``, and the entry ``messages`` for the messages table (``gmail/messages``,
+keyed by ``id``)::
+
+    gmail:
+      on_delete: retract
+      vendor_reports:
+        query: "from:reports@vendor.example has:attachment"
+        table: vendor_reports
+
 A folder's table never takes a name of the engine's own tables (``is_engine_name``): a
 ``table:`` naming one is an error, and a name derived from a folder gets the prefix
 ``data_`` (folder ``etl_imports`` → table ``data_etl_imports``). Two folders of a tree
@@ -40,6 +51,13 @@ ON_DELETE_CHOICES = ("keep", "retract")
 #: Whose values a row shows when files holding its key disagree (``ownership.py``).
 PREFER_CHOICES = ("newest", "oldest")
 TOP_LEVEL_SETTINGS = ("default_sheet",)
+#: The top-level key of the Gmail block, and the folder its files live in (``GMAIL_ROOT/…``).
+GMAIL_ROOT = "gmail"
+#: The Gmail block's entry for the messages table: every message that matches a query.
+GMAIL_MESSAGES = "messages"
+#: What the Gmail block itself, and its ``messages`` entry, may set.
+GMAIL_BLOCK_SETTINGS = ("on_delete", "prefer")
+GMAIL_MESSAGES_SETTINGS = ("table", "on_delete", "prefer")
 DEFAULT_PHONE_REGION = "US"
 #: What a table name derived from a folder gets in front when it is one of the engine's.
 RENAMED_TABLE_PREFIX = "data_"
@@ -80,6 +98,15 @@ class FolderSettings:
         )
 
 
+@dataclass(frozen=True)
+class GmailQuery:
+    """One entry of the Gmail block: the messages its Gmail search finds, whose spreadsheet
+    attachments load into the entry's table."""
+
+    name: str
+    query: str
+
+
 @dataclass
 class _Node:
     settings: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +121,9 @@ class FolderMapping:
     #: The sha256 of the mapping's text ("" without a mapping file): sensors compare it to
     #: notice an edited mapping.
     digest: str = ""
+    #: The Gmail block's queries, in the mapping's order (the first that finds a message
+    #: chooses its attachments' table).
+    gmail_queries: list[GmailQuery] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path | None) -> FolderMapping:
@@ -133,6 +163,8 @@ class FolderMapping:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(_value(key_node))
             if top_level and key in TOP_LEVEL_SETTINGS:
                 self.default_sheet = self._string(key, value_node)
+            elif top_level and key == GMAIL_ROOT and isinstance(value_node, yaml.MappingNode):
+                self._fill_gmail(target.children.setdefault(GMAIL_ROOT, _Node()), value_node)
             elif key in FOLDER_SETTINGS:
                 target.settings[key] = self._setting(key, value_node)
             elif isinstance(value_node, yaml.MappingNode):
@@ -147,6 +179,48 @@ class FolderMapping:
                     f"unknown key {key!r}: a key is either a setting ({allowed}) "
                     "or a folder name whose value is a mapping",
                 )
+
+    def _fill_gmail(self, target: _Node, node: yaml.MappingNode) -> None:
+        """The Gmail block: ``on_delete`` and ``prefer`` for all of it, the optional entry
+        ``messages`` (the messages table), and one entry per query, each a ``query`` and the
+        settings of a folder. Its files live in the folders ``gmail/<entry>``."""
+        # The messages table is keyed by message id, whatever else is inherited.
+        messages = target.children.setdefault(GMAIL_MESSAGES, _Node({"unique_key": ("id",)}))
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(_value(key_node))
+            if key in GMAIL_BLOCK_SETTINGS:
+                target.settings[key] = self._setting(key, value_node)
+            elif not isinstance(value_node, yaml.MappingNode):
+                raise self._error(
+                    key_node,
+                    f"unknown key {key!r} in the gmail block: a key is {' or '.join(GMAIL_BLOCK_SETTINGS)}, "
+                    "messages, or a name whose value is a query and its settings",
+                )
+            elif key == GMAIL_MESSAGES:
+                messages.settings.update(
+                    self._entry(value_node, GMAIL_MESSAGES_SETTINGS, "the messages table")
+                )
+            else:
+                settings = self._entry(value_node, (*FOLDER_SETTINGS, "query"), f"gmail entry {key!r}")
+                if "query" not in settings:
+                    raise self._error(
+                        key_node, f"gmail entry {key!r} needs a query, e.g. query: has:attachment"
+                    )
+                self.gmail_queries.append(GmailQuery(key, settings.pop("query")))
+                target.children[key] = _Node(settings)
+
+    def _entry(self, node: yaml.MappingNode, allowed: Sequence[str], what: str) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value if isinstance(key_node, yaml.ScalarNode) else _value(key_node))
+            if key not in allowed:
+                raise self._error(
+                    key_node, f"unknown key {key!r} for {what}: allowed are {', '.join(allowed)}"
+                )
+            settings[key] = (
+                self._string(key, value_node) if key == "query" else self._setting(key, value_node)
+            )
+        return settings
 
     def _string(self, key: str, node: yaml.Node) -> str:
         value = _value(node)

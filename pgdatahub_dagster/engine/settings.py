@@ -52,6 +52,55 @@ class Settings:
         return cls(database_url=url, source_dir=root, config_path=mapping)
 
 
+@dataclass(frozen=True)
+class SensorSettings:
+    """How often sensors tick and how much one tick may do; how many files a backfill run takes."""
+
+    interval_seconds: int = 30
+    #: Runs one tick may request (``Budget.max_files``); the rest follow on the next ticks.
+    max_runs: int = 100
+    #: A local file changed more recently than this waits for a later tick (half-written).
+    settle_seconds: float = 2.0
+    #: Seconds of work one tick may take (``Budget.seconds``); Dagster ends a tick at 60.
+    tick_seconds: float = 30.0
+    #: Files per run of a backfill (``BackfillPolicy.multi_run``).
+    files_per_run: int = 25
+
+    @classmethod
+    def from_env(cls) -> SensorSettings:
+        return cls(
+            interval_seconds=int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30")),
+            max_runs=int(os.environ.get("PGDATAHUB_SENSOR_MAX_RUNS", "100")),
+            settle_seconds=float(os.environ.get("PGDATAHUB_SENSOR_SETTLE_SECONDS", "2")),
+            tick_seconds=float(os.environ.get("PGDATAHUB_SENSOR_TICK_SECONDS", "30")),
+            files_per_run=int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "25")),
+        )
+
+
+EXECUTOR_VAR = "PGDATAHUB_EXECUTOR"
+CELERY_BROKER_VAR = "PGDATAHUB_CELERY_BROKER"
+CELERY_BACKEND_VAR = "PGDATAHUB_CELERY_BACKEND"
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Where a run's steps execute. The Celery URLs themselves are not kept: they may hold
+    passwords, so Dagster reads them from the environment in the run's own process."""
+
+    #: ``PGDATAHUB_EXECUTOR``, lower-cased and stripped ("" when unset).
+    choice: str
+    has_celery_broker: bool
+    has_celery_backend: bool
+
+    @classmethod
+    def from_env(cls) -> ExecutorSettings:
+        return cls(
+            choice=os.environ.get(EXECUTOR_VAR, "").strip().lower(),
+            has_celery_broker=bool(os.environ.get(CELERY_BROKER_VAR)),
+            has_celery_backend=bool(os.environ.get(CELERY_BACKEND_VAR)),
+        )
+
+
 MAX_CELLS_VAR = "PGDATAHUB_MAX_CELLS"
 MAX_COLUMNS_VAR = "PGDATAHUB_MAX_COLUMNS"
 MAX_LINE_MB_VAR = "PGDATAHUB_MAX_LINE_MB"
@@ -124,7 +173,9 @@ class DriveSettings:
     api_endpoint: str | None
     num_retries: int
     chunk_bytes: int
-    tick_seconds: float
+    #: The work budget of one Drive sensor tick, when it differs from every sensor's
+    #: (``SensorSettings.tick_seconds``).
+    tick_seconds: float | None
     #: A plain OAuth access token for a Drive emulator (never refreshed); only with an
     #: ``api_endpoint``, and in place of any credentials file.
     access_token: str | None = None
@@ -145,7 +196,7 @@ class DriveSettings:
             api_endpoint=os.environ.get("PGDATAHUB_DRIVE_API_ENDPOINT") or None,
             num_retries=int(os.environ.get("PGDATAHUB_DRIVE_RETRIES", "5")),
             chunk_bytes=int(float(os.environ.get("PGDATAHUB_DRIVE_CHUNK_MB", "8")) * 1024 * 1024),
-            tick_seconds=float(os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS", "30")),
+            tick_seconds=float(tick) if (tick := os.environ.get("PGDATAHUB_DRIVE_TICK_SECONDS")) else None,
             access_token=os.environ.get("PGDATAHUB_DRIVE_ACCESS_TOKEN") or None,
         )
 
@@ -180,6 +231,47 @@ class S3Settings:
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
             endpoint=endpoint.netloc if endpoint else (endpoint_url or None),
             use_ssl=endpoint is None or endpoint.scheme.lower() != "http",
+        )
+
+
+@dataclass(frozen=True)
+class GmailSettings:
+    """Gmail: which credentials, whose mailbox, how hard to retry. What to import comes from
+    the ``gmail:`` block of the folder mapping."""
+
+    credentials_file: Path | None
+    #: The mailbox a service account reads by domain-wide delegation (its user's address).
+    subject: str | None
+    api_endpoint: str | None
+    num_retries: int
+    #: A plain OAuth access token for a Gmail emulator (never refreshed); only with an
+    #: ``api_endpoint``, and in place of any credentials file.
+    access_token: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.credentials_file is not None or self.access_token is not None
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        credentials_file: str | None = None,
+        subject: str | None = None,
+        api_endpoint: str | None = None,
+    ) -> GmailSettings:
+        """Explicit values win, then the environment."""
+        credentials = (
+            credentials_file
+            or os.environ.get("PGDATAHUB_GMAIL_CREDENTIALS")
+            or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        )
+        return cls(
+            credentials_file=Path(credentials) if credentials else None,
+            subject=subject or os.environ.get("PGDATAHUB_GMAIL_SUBJECT") or None,
+            api_endpoint=api_endpoint or os.environ.get("PGDATAHUB_GMAIL_API_ENDPOINT") or None,
+            num_retries=int(_positive("PGDATAHUB_GMAIL_RETRIES", 5, whole=True)),
+            access_token=os.environ.get("PGDATAHUB_GMAIL_ACCESS_TOKEN") or None,
         )
 
 

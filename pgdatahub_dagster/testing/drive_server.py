@@ -14,49 +14,40 @@ and changes.list.
 from __future__ import annotations
 
 import base64
-import binascii
-import contextlib
 import hashlib
-import json
 import re
-import socket
-import threading
-import time
 import urllib.parse
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any
+
+from pgdatahub_dagster.testing.google_http import (
+    GoogleTestServer,
+    QuerySyntaxError,
+    Response,
+    TokenParser,
+    error,
+    fault_response,
+    invalid_parameter,
+    json_response,
+    page_offset,
+    page_token,
+)
 
 FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
 SHEET_MIME_TYPE = "application/vnd.google-apps.spreadsheet"
 SHORTCUT_MIME_TYPE = "application/vnd.google-apps.shortcut"
 XLSX_MIME_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-FAULT_KINDS = frozenset({"429", "503", "403_rate", "400", "404", "410", "slow", "drop"})
 
 _GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
-_JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 # The client reaches media through the API base, but Drive also serves the
 # same resources under /download/ and some code builds those URLs by hand.
 _PATH_PREFIXES = ("/drive/v3/", "/download/drive/v3/")
 _MAX_PAGE_SIZE = 1000
 _DEFAULT_PAGE_SIZE = 100
 _DEFAULT_CLOCK_START = datetime(2024, 1, 1, tzinfo=UTC)
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    410: "GONE",
-    416: "OUT_OF_RANGE",
-    429: "RESOURCE_EXHAUSTED",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-}
 
 # A None child means "any sub-selection is accepted": those objects are not
 # modelled, so the server cannot judge what lives inside them.
@@ -166,10 +157,6 @@ _CHANGE_LIST_SCHEMA: _Schema = {
 _START_PAGE_TOKEN_SCHEMA: _Schema = dict.fromkeys(("kind", "startPageToken"))
 
 
-class _SyntaxError(ValueError):
-    """A ``q`` or ``fields`` value outside the grammar this server accepts."""
-
-
 def _parse_fields(text: str) -> _FieldPaths:
     """Parse a partial-response selector into the set of selected paths.
 
@@ -187,14 +174,14 @@ def _parse_fields(text: str) -> _FieldPaths:
         nonlocal position
         token = peek()
         if token is None or (expected is not None and token != expected):
-            raise _SyntaxError(f"Invalid field selection {text}")
+            raise QuerySyntaxError(f"Invalid field selection {text}")
         position += 1
         return token
 
     def name() -> str:
         token = take()
         if not re.fullmatch(r"[A-Za-z0-9_]+|\*", token):
-            raise _SyntaxError(f"Invalid field selection {text}")
+            raise QuerySyntaxError(f"Invalid field selection {text}")
         return token
 
     def selection(prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -216,7 +203,7 @@ def _parse_fields(text: str) -> _FieldPaths:
 
     paths = selection(())
     if peek() is not None:
-        raise _SyntaxError(f"Invalid field selection {text}")
+        raise QuerySyntaxError(f"Invalid field selection {text}")
     return frozenset(paths)
 
 
@@ -258,19 +245,7 @@ _DEFAULT_START_PAGE_TOKEN_FIELDS = _parse_fields("kind,startPageToken")
 _QUERY_TOKEN = re.compile(r"\s*(?:('(?:[^'\\]|\\.)*')|(!=|=|\(|\))|([A-Za-z]+))")
 
 
-def _tokenize_query(text: str) -> list[str]:
-    tokens: list[str] = []
-    position = 0
-    while text[position:].strip():
-        match = _QUERY_TOKEN.match(text, position)
-        if match is None:
-            raise _SyntaxError(f"unexpected input at offset {position}")
-        tokens.append(match.group(match.lastindex or 0))
-        position = match.end()
-    return tokens
-
-
-class _QueryParser:
+class _QueryParser(TokenParser):
     """Recursive-descent parser for the subset of Drive's ``q`` language.
 
     Grammar (``and`` binds tighter than ``or``; keywords are
@@ -285,26 +260,12 @@ class _QueryParser:
     """
 
     def __init__(self, text: str) -> None:
-        self._tokens = _tokenize_query(text)
-        self._position = 0
+        super().__init__(_QUERY_TOKEN, text)
 
     def parse(self) -> _Predicate:
         predicate = self._disjunction()
-        if self._peek() is not None:
-            raise _SyntaxError(f"unexpected {self._peek()!r}")
+        self._finished()
         return predicate
-
-    def _peek(self) -> str | None:
-        if self._position < len(self._tokens):
-            return self._tokens[self._position]
-        return None
-
-    def _take(self) -> str:
-        token = self._peek()
-        if token is None:
-            raise _SyntaxError("unexpected end of query")
-        self._position += 1
-        return token
 
     def _accept_keyword(self, keyword: str) -> bool:
         token = self._peek()
@@ -316,13 +277,13 @@ class _QueryParser:
     def _expect_keyword(self, *keywords: str) -> str:
         token = self._take().lower()
         if token not in keywords:
-            raise _SyntaxError(f"expected {' or '.join(keywords)}, got {token!r}")
+            raise QuerySyntaxError(f"expected {' or '.join(keywords)}, got {token!r}")
         return token
 
     def _expect_string(self) -> str:
         token = self._take()
         if not token.startswith("'"):
-            raise _SyntaxError(f"expected a quoted string, got {token!r}")
+            raise QuerySyntaxError(f"expected a quoted string, got {token!r}")
         return re.sub(r"\\(.)", r"\1", token[1:-1])
 
     def _disjunction(self) -> _Predicate:
@@ -346,7 +307,7 @@ class _QueryParser:
             self._take()
             predicate = self._disjunction()
             if self._take() != ")":
-                raise _SyntaxError("expected ')'")
+                raise QuerySyntaxError("expected ')'")
             return predicate
         return self._clause()
 
@@ -365,7 +326,7 @@ class _QueryParser:
             negate = self._expect_keyword("=", "!=") == "!="
             mime_type = self._expect_string()
             return lambda item: (item.mime_type == mime_type) != negate
-        raise _SyntaxError(f"unsupported query term {token!r}")
+        raise QuerySyntaxError(f"unsupported query term {token!r}")
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -456,149 +417,7 @@ class _Change:
         return resource
 
 
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    path_contains: str | None
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes = b""
-    content_type: str = _JSON_CONTENT_TYPE
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json_response(payload: Mapping[str, Any], status: int = 200) -> _Response:
-    return _Response(status, json.dumps(payload).encode())
-
-
-def _error(
-    status: int,
-    reason: str,
-    message: str,
-    *,
-    domain: str = "global",
-    location: str | None = None,
-    details: list[dict[str, Any]] | None = None,
-) -> _Response:
-    detail: dict[str, str] = {"domain": domain, "reason": reason, "message": message}
-    if location is not None:
-        detail["locationType"] = "parameter"
-        detail["location"] = location
-    body: dict[str, Any] = {
-        "code": status,
-        "message": message,
-        "errors": [detail],
-        "status": _STATUS_NAMES[status],
-    }
-    if details is not None:
-        # Newer Drive answers carry google.rpc details too, listed before ``errors``.
-        body = {"code": status, "message": message, "details": details, **body}
-    return _json_response({"error": body}, status)
-
-
-def _invalid_parameter(name: str, message: str = "Invalid Value") -> _Response:
-    return _error(400, "invalid", message, location=name)
-
-
-def _fault_response(kind: str) -> _Response:
-    if kind == "429":
-        return _error(429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
-    if kind == "503":
-        return _error(503, "backendError", "Backend Error")
-    if kind == "400":
-        return _error(400, "badRequest", "Bad Request")
-    if kind == "404":
-        return _error(404, "notFound", "Shared drive not found.")
-    if kind == "410":
-        return _error(410, "deleted", "The page token is too old.", location="pageToken")
-    return _error(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits")
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    def __init__(self, drive: DriveTestServer) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.drive = drive
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps httplib2's pooled connection alive between requests the
-    # way googleapis.com does; every response therefore sets Content-Length.
-    protocol_version = "HTTP/1.1"
-
-    @property
-    def _drive(self) -> DriveTestServer:
-        return cast(_HTTPServer, self.server).drive
-
-    def setup(self) -> None:
-        super().setup()
-        self._drive._track_connection(self.connection, open_=True)
-
-    def finish(self) -> None:
-        self._drive._track_connection(self.connection, open_=False)
-        super().finish()
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # request_log is the supported record; stderr noise would drown tests.
-        pass
-
-    def _serve(self, method: str) -> None:
-        drive = self._drive
-        target = urllib.parse.urlsplit(self.path)
-        query = dict(urllib.parse.parse_qsl(target.query, keep_blank_values=True))
-        fault = drive._begin_request(method, target.path, query, self.path)
-        if method != "GET":
-            # The body is read (the token endpoint needs the client to finish sending it),
-            # and the connection closed after the answer.
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.close_connection = True
-        if fault == "slow":
-            time.sleep(drive.slow_seconds)
-        if fault in ("429", "503", "403_rate", "400", "404", "410"):
-            response = _fault_response(fault)
-        elif method == "POST" and target.path == "/token":
-            # The OAuth token endpoint: every refresh is refused, as for a revoked grant.
-            response = _json_response(
-                {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, 400
-            )
-        elif method != "GET":
-            response = _error(501, "notImplemented", f"DriveTestServer does not implement {method}.")
-        else:
-            response = drive._dispatch(target.path, query, self.headers)
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if fault == "drop":
-            # Promise the whole body, deliver half, then hang up: what a reset
-            # connection looks like to the client mid-download.
-            self.wfile.write(response.body[: len(response.body) // 2])
-            self.close_connection = True
-        else:
-            self.wfile.write(response.body)
-
-
-class DriveTestServer:
+class DriveTestServer(GoogleTestServer):
     """In-memory Drive served over real HTTP, with hooks to mutate and misbehave.
 
     Mutations made through the Python API are recorded in a change log that
@@ -614,8 +433,8 @@ class DriveTestServer:
         slow_seconds: float = 0.5,
         clock_start: datetime = _DEFAULT_CLOCK_START,
     ) -> None:
+        super().__init__(slow_seconds=slow_seconds)
         self.export_limit_bytes = export_limit_bytes
-        self.slow_seconds = slow_seconds
         #: Whether the caller is a member of the shared drives (then their files' changes
         #: are in each drive's change log only); otherwise it sees their items as shared with
         #: it, in its own change log, and cannot read the drives' logs.
@@ -624,62 +443,12 @@ class DriveTestServer:
         #: shared drives out, as Drive may when the caller has many.
         self.incomplete_all_drives_search = False
         self._clock = clock_start
-        self._lock = threading.Lock()
         self._items: dict[str, _Item] = {}
         self._changes: list[_Change] = []
         self._expired_before = 0
         self._id_counter = 0
-        self._faults: list[_Fault] = []
-        self._faults_served: Counter[str] = Counter()
-        self._request_log: list[tuple[str, str, dict[str, str]]] = []
-        self._connections: set[socket.socket] = set()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("DriveTestServer is already running")
-        self._server = _HTTPServer(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            # shutdown() waits for the loop's next poll; the default 0.5 s
-            # would dominate teardown of every test.
-            kwargs={"poll_interval": 0.02},
-            name="DriveTestServer",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        # Handler threads sit in recv() on httplib2's kept-alive connections;
-        # shutting the sockets down lets them finish instead of lingering.
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            # The client may have hung up already; that is the goal anyway.
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    name = "DriveTestServer"
 
     @property
     def api_endpoint(self) -> str:
@@ -689,17 +458,7 @@ class DriveTestServer:
         ``drive/v3/`` service path that the discovery document's rootUrl
         normally supplies.
         """
-        if self._server is None:
-            raise RuntimeError("DriveTestServer is not running; call start()")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/drive/v3/"
-
-    @property
-    def token_uri(self) -> str:
-        """An OAuth token endpoint that refuses every refresh (``invalid_grant``), as Google's
-        does for revoked or expired credentials."""
-        if self._server is None:
-            raise RuntimeError("DriveTestServer is not running; call start()")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"{self.base_url}drive/v3/"
 
     # -- state mutation ----------------------------------------------------
 
@@ -849,45 +608,6 @@ class DriveTestServer:
                 raise ValueError(f"not a valid page token: {token!r}")
             self._expired_before = position
 
-    # -- fault injection and observation -----------------------------------
-
-    def inject_fault(self, kind: str, count: int = 1, path_contains: str | None = None) -> None:
-        """Queue ``count`` faults for requests whose target contains a string.
-
-        ``path_contains`` is matched against the raw request target, query
-        string included, so ``"alt=media"`` selects downloads. Faults are
-        consumed in the order they were injected.
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; use one of {FAULT_KINDS}")
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        with self._lock:
-            self._faults.append(_Fault(kind, count, path_contains))
-
-    @property
-    def faults_served(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self._faults_served)
-
-    @property
-    def request_log(self) -> list[tuple[str, str, dict[str, str]]]:
-        """``(method, path, query)`` per request received, oldest first."""
-        with self._lock:
-            return list(self._request_log)
-
-    def request_count(self, method: str | None = None, path_contains: str | None = None) -> int:
-        with self._lock:
-            return sum(
-                1
-                for logged_method, path, _ in self._request_log
-                if method in (None, logged_method) and (path_contains is None or path_contains in path)
-            )
-
-    def reset_request_log(self) -> None:
-        with self._lock:
-            self._request_log.clear()
-
     # -- internals: state ------------------------------------------------------
 
     def _create(
@@ -979,42 +699,23 @@ class DriveTestServer:
 
     # -- internals: HTTP -------------------------------------------------------
 
-    def _track_connection(self, connection: socket.socket, *, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
+    def _fault(self, kind: str) -> Response:
+        return fault_response(kind, "Shared drive not found.", "The page token is too old.")
 
-    def _begin_request(self, method: str, path: str, query: dict[str, str], target: str) -> str | None:
-        """Log the request and claim the first queued fault that matches it."""
-        with self._lock:
-            self._request_log.append((method, path, dict(query)))
-            for fault in self._faults:
-                if fault.path_contains is None or fault.path_contains in target:
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    self._faults_served[fault.kind] += 1
-                    return fault.kind
-        return None
+    def _answer_get(
+        self, target: urllib.parse.SplitResult, query: dict[str, str], headers: Message
+    ) -> Response:
+        return self._dispatch(target.path, query, headers)
 
     def _dispatch(
         self,
         path: str,
         query: dict[str, str],
         headers: Message,
-    ) -> _Response:
-        if not (headers.get("Authorization") or "").startswith("Bearer "):
-            return _error(
-                401,
-                "required",
-                "Login Required.",
-                location="Authorization",
-            )
+    ) -> Response:
         prefix = next((p for p in _PATH_PREFIXES if path.startswith(p)), None)
         if prefix is None:
-            return _error(404, "notFound", f"Not Found: {path}")
+            return error(404, "notFound", f"Not Found: {path}")
         segments = [urllib.parse.unquote(s) for s in path[len(prefix) :].split("/")]
         with self._lock:
             if segments == ["files"]:
@@ -1026,7 +727,7 @@ class DriveTestServer:
             if len(segments) in (2, 3) and segments[0] == "files":
                 item = self._items.get(segments[1])
                 if item is None or item.hidden:
-                    return _error(404, "notFound", f"File not found: {segments[1]}.")
+                    return error(404, "notFound", f"File not found: {segments[1]}.")
                 if len(segments) == 2 and query.get("alt") == "media":
                     return self._media(item, headers.get("Range"))
                 if len(segments) == 2:
@@ -1035,7 +736,7 @@ class DriveTestServer:
                     )
                 if segments[2] == "export":
                     return self._export(item, query)
-        return _error(404, "notFound", f"Not Found: {path}")
+        return error(404, "notFound", f"Not Found: {path}")
 
     def _respond_with_fields(
         self,
@@ -1043,24 +744,24 @@ class DriveTestServer:
         query: Mapping[str, str],
         schema: _Schema,
         default_fields: _FieldPaths,
-    ) -> _Response:
+    ) -> Response:
         fields = query.get("fields")
         if fields is None:
             selected = default_fields
         else:
             try:
                 selected = _parse_fields(fields)
-            except _SyntaxError as exc:
-                return _error(400, "invalidParameter", str(exc), location="fields")
+            except QuerySyntaxError as exc:
+                return error(400, "invalidParameter", str(exc), location="fields")
             unknown = _unknown_field(selected, schema)
             if unknown is not None:
-                return _error(
+                return error(
                     400,
                     "invalidParameter",
                     f"Invalid field selection {unknown}",
                     location="fields",
                 )
-        return _json_response(_select(payload, selected))
+        return json_response(_select(payload, selected))
 
     def _page_size(self, query: Mapping[str, str]) -> int | None:
         raw = query.get("pageSize", str(_DEFAULT_PAGE_SIZE))
@@ -1070,36 +771,26 @@ class DriveTestServer:
         # yields maximum-sized pages.
         return min(int(raw), _MAX_PAGE_SIZE)
 
-    def _list_files(self, query: Mapping[str, str]) -> _Response:
+    def _list_files(self, query: Mapping[str, str]) -> Response:
         q = query.get("q", "")
         try:
             predicate = _QueryParser(q).parse() if q.strip() else None
-        except _SyntaxError as exc:
-            return _invalid_parameter("q", f"Invalid Value: {exc}")
+        except QuerySyntaxError as exc:
+            return invalid_parameter("q", f"Invalid Value: {exc}")
         page_size = self._page_size(query)
         if page_size is None:
-            return _invalid_parameter("pageSize")
-        # Tokens are bound to their query so a token replayed with another q
-        # fails loudly instead of skipping rows.
-        query_digest = hashlib.sha256(q.encode()).hexdigest()[:16]
-        offset = 0
-        if query.get("pageToken"):
-            try:
-                decoded = base64.urlsafe_b64decode(query["pageToken"].encode())
-                token_offset, token_digest = json.loads(decoded)
-            except (binascii.Error, ValueError, TypeError):
-                return _invalid_parameter("pageToken")
-            if token_digest != query_digest or not isinstance(token_offset, int) or token_offset < 0:
-                return _invalid_parameter("pageToken")
-            offset = token_offset
+            return invalid_parameter("pageSize")
+        offset = page_offset(query.get("pageToken"), q)
+        if offset is None:
+            return invalid_parameter("pageToken")
         corpora = query.get("corpora", "user")
         if corpora == "drive":
             if not query.get("driveId") or query.get("includeItemsFromAllDrives") != "true":
-                return _invalid_parameter("corpora", "driveId and includeItemsFromAllDrives are required")
+                return invalid_parameter("corpora", "driveId and includeItemsFromAllDrives are required")
             if not self.shared_drive_members:
-                return _error(404, "notFound", f"Shared drive not found: {query['driveId']}")
+                return error(404, "notFound", f"Shared drive not found: {query['driveId']}")
         elif corpora not in ("user", "allDrives"):
-            return _invalid_parameter("corpora")
+            return invalid_parameter("corpora")
         incomplete = corpora == "allDrives" and self.incomplete_all_drives_search
         matches = sorted(
             (
@@ -1117,8 +808,7 @@ class DriveTestServer:
             "files": [i.resource() for i in matches[offset : offset + page_size]],
         }
         if offset + page_size < len(matches):
-            next_token = json.dumps([offset + page_size, query_digest]).encode()
-            payload["nextPageToken"] = base64.urlsafe_b64encode(next_token).decode()
+            payload["nextPageToken"] = page_token(offset + page_size, q)
         return self._respond_with_fields(payload, query, _FILE_LIST_SCHEMA, _DEFAULT_FILE_LIST_FIELDS)
 
     def _in_corpus(self, item: _Item, corpora: str, drive_id: str | None, incomplete: bool) -> bool:
@@ -1137,9 +827,9 @@ class DriveTestServer:
             return change.drive_id == drive_id and not change.of_drive
         return change.of_drive or change.drive_id is None or not self.shared_drive_members
 
-    def _start_page_token(self, query: Mapping[str, str]) -> _Response:
+    def _start_page_token(self, query: Mapping[str, str]) -> Response:
         if query.get("driveId") and not self.shared_drive_members:
-            return _error(404, "notFound", f"Shared drive not found: {query['driveId']}")
+            return error(404, "notFound", f"Shared drive not found: {query['driveId']}")
         payload = {
             "kind": "drive#startPageToken",
             "startPageToken": str(len(self._changes)),
@@ -1148,10 +838,10 @@ class DriveTestServer:
             payload, query, _START_PAGE_TOKEN_SCHEMA, _DEFAULT_START_PAGE_TOKEN_FIELDS
         )
 
-    def _list_changes(self, query: Mapping[str, str]) -> _Response:
+    def _list_changes(self, query: Mapping[str, str]) -> Response:
         token = query.get("pageToken")
         if token is None:
-            return _error(
+            return error(
                 400,
                 "required",
                 "Required parameter: pageToken",
@@ -1159,14 +849,14 @@ class DriveTestServer:
             )
         start = self._token_position(token)
         if start is None:
-            return _invalid_parameter("pageToken")
+            return invalid_parameter("pageToken")
         page_size = self._page_size(query)
         if page_size is None:
-            return _invalid_parameter("pageSize")
+            return invalid_parameter("pageSize")
         include_removed = query.get("includeRemoved", "true") != "false"
         drive_id = query.get("driveId")
         if drive_id and not self.shared_drive_members:
-            return _error(404, "notFound", f"Shared drive not found: {drive_id}")
+            return error(404, "notFound", f"Shared drive not found: {drive_id}")
         end = min(start + page_size, len(self._changes))
         payload: dict[str, Any] = {
             "kind": "drive#changeList",
@@ -1182,9 +872,9 @@ class DriveTestServer:
             payload["newStartPageToken"] = str(end)
         return self._respond_with_fields(payload, query, _CHANGE_LIST_SCHEMA, _DEFAULT_CHANGE_LIST_FIELDS)
 
-    def _media(self, item: _Item, range_header: str | None) -> _Response:
+    def _media(self, item: _Item, range_header: str | None) -> Response:
         if item.mime_type.startswith(_GOOGLE_APPS_PREFIX):
-            return _error(
+            return error(
                 403,
                 "fileNotDownloadable",
                 "Only files with binary content can be downloaded. Use Export with Docs Editors files.",
@@ -1194,7 +884,7 @@ class DriveTestServer:
         total = len(content)
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", (range_header or "").strip())
         if match is None or match.group(1) == match.group(2) == "":
-            return _Response(200, content, item.mime_type)
+            return Response(200, content, item.mime_type)
         first, last = match.groups()
         if first == "":
             start, end = max(total - int(last), 0), total - 1
@@ -1203,26 +893,26 @@ class DriveTestServer:
             end = min(int(last), total - 1) if last else total - 1
         if start >= total or start > end:
             # MediaIoBaseDownload relies on this to finish empty files.
-            return _Response(416, b"", item.mime_type, {"Content-Range": f"bytes */{total}"})
-        return _Response(
+            return Response(416, b"", item.mime_type, {"Content-Range": f"bytes */{total}"})
+        return Response(
             206,
             content[start : end + 1],
             item.mime_type,
             {"Content-Range": f"bytes {start}-{end}/{total}"},
         )
 
-    def _export(self, item: _Item, query: Mapping[str, str]) -> _Response:
+    def _export(self, item: _Item, query: Mapping[str, str]) -> Response:
         if item.mime_type != SHEET_MIME_TYPE:
-            return _error(403, "fileNotExportable", "Export only supports Docs Editors files.")
+            return error(403, "fileNotExportable", "Export only supports Docs Editors files.")
         if query.get("mimeType") != XLSX_MIME_TYPE:
-            return _error(
+            return error(
                 400,
                 "badRequest",
                 "The requested conversion is not supported.",
                 location="mimeType",
             )
         if len(item.content) > self.export_limit_bytes:
-            return _error(
+            return error(
                 403,
                 "exportSizeLimitExceeded",
                 "This file is too large to be exported.",
@@ -1230,4 +920,4 @@ class DriveTestServer:
             )
         # Range is deliberately ignored: the whole workbook comes back with a
         # 200, and MediaIoBaseDownload then finishes on Content-Length alone.
-        return _Response(200, item.content, XLSX_MIME_TYPE)
+        return Response(200, item.content, XLSX_MIME_TYPE)

@@ -18,12 +18,9 @@ from dagster import (
 )
 
 from pgdatahub_dagster.definitions import build_defs
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.drive import DriveResource
+from pgdatahub_dagster.defs.sources.local import LocalFolderResource
 
 
 @pytest.fixture

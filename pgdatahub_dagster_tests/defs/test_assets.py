@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
-from pgdatahub_dagster.defs.partitions import local_files
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
 
@@ -25,7 +25,7 @@ def test_one_run_imports_a_range_of_partitions_and_fails_only_for_the_bad_file(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:
     keys = _files(source_dir)
-    instance.add_dynamic_partitions(local_files.name, keys)
+    instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, keys)
     job = test_defs.resolve_job_def("import_local_files")
     result = job.execute_in_process(
         instance=instance, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False
@@ -55,7 +55,7 @@ def test_single_file_run_reports_the_file_in_metadata(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path
 ) -> None:
     _files(source_dir)
-    instance.add_dynamic_partitions(local_files.name, ["shop/b.xlsx"])
+    instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, ["shop/b.xlsx"])
     result = test_defs.resolve_job_def("import_local_files").execute_in_process(
         instance=instance, partition_key="shop/b.xlsx"
     )
@@ -80,7 +80,10 @@ def test_folder_sync_imports_everything_and_marks_the_file_partitions(
         .execute_in_process(instance=instance)
     )
     assert result.success
-    assert set(instance.get_dynamic_partitions(local_files.name)) == {"shop/a.csv", "people/p.csv"}
+    assert set(instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name)) == {
+        "shop/a.csv",
+        "people/p.csv",
+    }
     materialized = instance.get_materialized_partitions(AssetKey("local_spreadsheets"))
     assert materialized == {"shop/a.csv", "people/p.csv"}
     with connect(warehouse_url) as warehouse:
@@ -113,7 +116,7 @@ def test_folder_sync_is_a_full_sync_that_applies_on_delete(
     ]
     assert materialization.metadata["files_gone"].value == 1
     assert materialization.metadata["rows_retracted"].value == 1  # A2 stays: b.csv holds it
-    assert set(instance.get_dynamic_partitions(local_files.name)) == {"shop/b.csv"}
+    assert set(instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name)) == {"shop/b.csv"}
     with connect(warehouse_url) as warehouse:
         assert warehouse.fetchall("SELECT sku, source_file FROM shop ORDER BY sku") == [
             ("A2", "shop/b.csv"),

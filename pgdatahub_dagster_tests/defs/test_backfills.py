@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from dagster import (
+    AssetKey,
     AssetPartitionStatus,
     DagsterInstance,
     DagsterRun,
@@ -44,13 +45,15 @@ from dagster._core.storage.tags import (
 from dagster._core.utils import make_new_backfill_id
 
 from pgdatahub_dagster.definitions import defs
-from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL, local_folder_sync, local_spreadsheets
-from pgdatahub_dagster.defs.partitions import local_files
-from pgdatahub_dagster.defs.resources import FolderMappingResource, LocalFolderResource, WarehouseResource
+from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER, LocalFolderResource
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.deploy.conftest import BIN, Processes, base_env, wait_for
 from pgdatahub_dagster_tests.faults import TableLock
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
+
+LOCAL_SPREADSHEETS = AssetKey(LOCAL_FOLDER.asset_name)
 
 ROOT = Path(__file__).resolve().parents[2]
 SUCCESS, CANCELED = DagsterRunStatus.SUCCESS, DagsterRunStatus.CANCELED
@@ -147,7 +150,7 @@ def _launch_backfill(instance: DagsterInstance, keys: list[str], title: str) -> 
         backfill_id=make_new_backfill_id(),
         asset_graph=defs.resolve_asset_graph(),
         partition_names=keys,
-        asset_selection=[local_spreadsheets.key],
+        asset_selection=[LOCAL_SPREADSHEETS],
         backfill_timestamp=time.time(),
         tags={},
         dynamic_partitions_store=instance,
@@ -268,7 +271,7 @@ def test_a_cancelled_and_relaunched_backfill_imports_exactly_what_an_uninterrupt
         # PostgreSQL). With dagster.yaml's single slot, the held run would stall all others.
         instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 2)
         # What local_folder_sensor or local_folder_sync would have registered.
-        instance.add_dynamic_partitions(local_files.name, keys)
+        instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, keys)
         bulk = _launch_backfill(instance, keys, "bulk import")
         processes.start(
             "dagster-daemon",
@@ -305,7 +308,7 @@ def test_a_cancelled_and_relaunched_backfill_imports_exactly_what_an_uninterrupt
         monkeypatch.setenv("PGDATAHUB_SOURCE_DIR", str(source))
         monkeypatch.delenv("PGDATAHUB_CONFIG", raising=False)
         reference = materialize(
-            [local_folder_sync],
+            [defs.get_assets_def("local_folder_sync")],
             resources={
                 "warehouse": WarehouseResource(database_url=reference_url),
                 "local_folder": LocalFolderResource(),
@@ -328,7 +331,7 @@ def test_a_cancelled_and_relaunched_backfill_imports_exactly_what_an_uninterrupt
 
         # Resume: the partitions the UI's partition dialog selects with the status filters
         # "Missing" and "Failed" (those of cancelled runs show as missing).
-        statuses = instance.get_status_by_partition(local_spreadsheets.key, keys, local_files)
+        statuses = instance.get_status_by_partition(LOCAL_SPREADSHEETS, keys, LOCAL_FOLDER.partitions_def)
         assert statuses is not None
         report = f"partitions: {statuses}\n{report}"
         assert AssetPartitionStatus.IN_PROGRESS not in statuses.values(), report
@@ -361,7 +364,7 @@ def test_a_cancelled_and_relaunched_backfill_imports_exactly_what_an_uninterrupt
         resume_runs = _runs(instance, resume)
         assert {run.status for run in resume_runs} == {SUCCESS}
         assert sorted(key for run in resume_runs for key in _partitions_of(run, keys)) == resume_keys
-        assert instance.get_materialized_partitions(local_spreadsheets.key) == set(keys)
+        assert instance.get_materialized_partitions(LOCAL_SPREADSHEETS) == set(keys)
 
         # The multi-run policy batched the work: at most FILES_PER_RUN files per run, and the
         # full batches hold that many.

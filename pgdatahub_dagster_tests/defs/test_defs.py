@@ -2,9 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import Definitions
-
-from pgdatahub_dagster.defs.partitions import local_files
+from dagster import Definitions, DynamicPartitionsDefinition
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,11 +13,19 @@ def test_code_location_loads_with_its_asset_partitions_and_sensor() -> None:
     assert isinstance(defs, Definitions)
     repository = defs.get_repository_def()
     asset_keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert asset_keys == {"local_spreadsheets", "local_folder_sync", "drive_spreadsheets", "warehouse_status"}
+    assert asset_keys == {
+        "local_spreadsheets",
+        "local_folder_sync",
+        "drive_spreadsheets",
+        "gmail_spreadsheets",
+        "warehouse_status",
+    }
     local_jobs = {target.job_name for target in repository.get_sensor_def("local_folder_sensor").targets}
     assert local_jobs == {"import_local_files", "sync_local_folder", "handle_deleted_files"}
     drive_jobs = {target.job_name for target in repository.get_sensor_def("drive_sensor").targets}
     assert drive_jobs == {"import_drive_files", "handle_deleted_files"}
+    gmail_jobs = {target.job_name for target in repository.get_sensor_def("gmail_sensor").targets}
+    assert gmail_jobs == {"import_gmail_files", "handle_deleted_files"}
     assert {job.name for job in repository.get_all_jobs()} >= {"revert_imports", "handle_deleted_files"}
     assert repository.get_schedule_def("compact_warehouse_nightly").job_name == "compact_warehouse"
     checks = {key.name for key in repository.asset_graph.asset_check_keys}
@@ -31,7 +37,7 @@ def test_code_location_loads_with_its_asset_partitions_and_sensor() -> None:
             if k.to_user_string() == "local_spreadsheets"
         )
     )
-    assert spreadsheets.partitions_def == local_files
+    assert spreadsheets.partitions_def == DynamicPartitionsDefinition(name="local_files")
     assert (
         spreadsheets.backfill_policy is not None and spreadsheets.backfill_policy.max_partitions_per_run > 1
     )

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, Definitions
 
-from pgdatahub_dagster.defs.partitions import drive_files
+from pgdatahub_dagster.defs.sources.drive import GOOGLE_DRIVE
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.exact_sync import SensorDaemon
 
@@ -224,5 +224,5 @@ def test_the_sensor_scenario_against_google_drive_mock(
     drive_mock.delete(second)
     assert daemon.sync() == ["handle_deleted_files"]
     assert _rows(warehouse_url, "SELECT count(*) FROM leads") == [(0,)]
-    assert instance.get_dynamic_partitions(drive_files.name) == []
+    assert instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name) == []
     assert daemon.tick() == ([], [])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, Definitions
 
-from pgdatahub_dagster.defs.partitions import drive_files
+from pgdatahub_dagster.defs.sources.drive import GOOGLE_DRIVE
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
 from pgdatahub_dagster_tests.exact_sync import SensorDaemon
@@ -65,7 +65,7 @@ def test_initial_import_of_a_nested_tree(
     assert sorted(ran) == sorted(
         [drive_tree["a"], drive_tree["eu_file"], drive_tree["sheet"], drive_tree["shortcut"]]
     )
-    assert set(instance.get_dynamic_partitions(drive_files.name)) == set(ran)
+    assert set(instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name)) == set(ran)
     assert _rows(warehouse_url, "SELECT name, source_file FROM leads ORDER BY name") == [
         ("Acme", "Leads/a.csv"),
         ("Blue", "Leads/a.csv"),
@@ -122,7 +122,7 @@ def test_add_rename_move_modify_and_trash(
         warehouse_url,
         f"SELECT status FROM etl_imports WHERE source_file_id = '{drive_tree['a']}' ORDER BY id",
     )[-1] == ("deleted",)
-    assert drive_tree["a"] not in instance.get_dynamic_partitions(drive_files.name)
+    assert drive_tree["a"] not in instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name)
     assert daemon.tick() == ([], [])
 
 
@@ -223,7 +223,7 @@ def test_folders_carry_their_files_renamed_moved_out_and_in(
     drive_server.move(drive_tree["eu"], drive_tree["elsewhere"])
     daemon.sync()
     assert _rows(warehouse_url, "SELECT count(*) FROM leads_europe") == [(0,)]
-    assert drive_tree["eu_file"] not in instance.get_dynamic_partitions(drive_files.name)
+    assert drive_tree["eu_file"] not in instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name)
 
     # Moved back in: its files come back, although none of them changed; the run the log
     # announces is one the daemon launches (its run key is new), never one it drops.
@@ -249,7 +249,7 @@ def test_a_file_moved_out_and_back_in_one_tick_keeps_its_rows(
     drive_server.move(drive_tree["a"], box)
     drive_server.move(box, drive_tree["leads"])
     daemon.sync()
-    assert drive_tree["a"] in instance.get_dynamic_partitions(drive_files.name)
+    assert drive_tree["a"] in instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name)
     assert _rows(warehouse_url, "SELECT name, source_file FROM leads_box ORDER BY name") == [
         ("Acme", "Leads/Box/a.csv"),
         ("Blue", "Leads/Box/a.csv"),

@@ -48,12 +48,9 @@ from hypothesis.stateful import (
 )
 
 from pgdatahub_dagster.definitions import build_defs
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.drive import DriveResource
+from pgdatahub_dagster.defs.sources.local import LocalFolderResource
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.exact_sync import (
     SensorDaemon,

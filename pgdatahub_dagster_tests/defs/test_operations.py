@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance, Definitions
 
-from pgdatahub_dagster.defs.partitions import local_files
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.files import write_csv
 
@@ -57,7 +57,11 @@ def test_status_asset_carries_the_figures_and_its_checks_pass(
         .execute_in_process(instance=instance, raise_on_error=False)
     )
     assert not result.success  # broken.xlsx failed; the others were imported
-    assert set(instance.get_dynamic_partitions(local_files.name)) == {"t/a.csv", "t/broken.xlsx", "u/b.csv"}
+    assert set(instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name)) == {
+        "t/a.csv",
+        "t/broken.xlsx",
+        "u/b.csv",
+    }
 
     status_job = test_defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection={AssetKey("warehouse_status")},

@@ -1,7 +1,8 @@
 import pytest
 from dagster import DagsterInstance
 
-from pgdatahub_dagster.defs.partitions import file_id_for, local_files, partition_key_for
+from pgdatahub_dagster.defs.partitions import file_id_for, partition_key_for
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 
 
 @pytest.mark.parametrize(
@@ -19,8 +20,8 @@ from pgdatahub_dagster.defs.partitions import file_id_for, local_files, partitio
 def test_partition_keys_are_valid_for_dagster_and_reversible(instance: DagsterInstance, file_id: str) -> None:
     key = partition_key_for(file_id)
     assert file_id_for(key) == file_id
-    instance.add_dynamic_partitions(local_files.name, [key])
-    assert key in instance.get_dynamic_partitions(local_files.name)
+    instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, [key])
+    assert key in instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name)
 
 
 def test_plain_paths_are_kept_readable() -> None:

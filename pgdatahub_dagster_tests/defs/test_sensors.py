@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
 
-from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
+from pgdatahub_dagster.defs.partitions import partition_key_for
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
 from pgdatahub_dagster_tests.exact_sync import SensorDaemon
@@ -49,7 +50,10 @@ def test_first_tick_requests_every_file_then_goes_idle(
     for request in requests:
         stat = (source_dir / request.partition_key).stat()
         assert request.run_key == f"{request.partition_key}:{stat.st_ctime_ns}"
-    assert set(instance.get_dynamic_partitions(local_files.name)) == {"leads/a.csv", "leads/b.csv"}
+    assert set(instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name)) == {
+        "leads/a.csv",
+        "leads/b.csv",
+    }
     assert first.cursor is not None and len(first.cursor) < 200
     assert json.loads(first.cursor)["handled_at_changed_ns"]
 
@@ -143,7 +147,7 @@ def test_deleted_files_lose_their_partition_and_follow_on_delete(
     second = tick(test_defs, instance, first.cursor)
     [deletion] = second.run_requests or []
     assert deletion.job_name == "handle_deleted_files"
-    assert instance.get_dynamic_partitions(local_files.name) == ["leads/b.csv"]
+    assert instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name) == ["leads/b.csv"]
     run_requests(test_defs, instance, second)
     with connect(warehouse_url) as warehouse:
         names = warehouse.fetchall("SELECT name FROM leads ORDER BY name")
@@ -168,7 +172,7 @@ def test_a_missing_source_folder_is_not_a_mass_deletion(
     shutil.rmtree(source_dir)
     second = tick(test_defs, instance, first.cursor)
     assert not second.run_requests and "does not exist" in str(second.skip_reason)
-    assert instance.get_dynamic_partitions(local_files.name) == ["t/a.csv"]
+    assert instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name) == ["t/a.csv"]
 
 
 def test_content_restored_to_an_earlier_version_is_imported_again(

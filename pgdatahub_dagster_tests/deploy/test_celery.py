@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry, RunsFilter
 
-from pgdatahub_dagster.defs.partitions import local_files, partition_key_for
+from pgdatahub_dagster.defs.partitions import partition_key_for
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.deploy.conftest import (
     BIN,
@@ -80,9 +81,10 @@ def test_import_runs_execute_on_several_celery_workers(
 
     # What the sensor does before requesting runs: register one partition per file.
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
-    assert local_files.name is not None
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions(local_files.name, [partition_key_for(file_id) for file_id in FILES])
+        instance.add_dynamic_partitions(
+            LOCAL_FOLDER.partitions_name, [partition_key_for(file_id) for file_id in FILES]
+        )
     # The deployment step of docs/deployment.md: the pool's limit set explicitly. Fewer slots
     # than runs, so a run may have to wait for a slot while the others import.
     pool = subprocess.run(

@@ -8,12 +8,9 @@ from dagster._serdes import serialize_value
 
 from pgdatahub_dagster.definitions import build_defs
 from pgdatahub_dagster.defs.executor import executor_from_env
-from pgdatahub_dagster.defs.resources import (
-    DriveResource,
-    FolderMappingResource,
-    LocalFolderResource,
-    WarehouseResource,
-)
+from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+from pgdatahub_dagster.defs.sources.drive import DriveResource
+from pgdatahub_dagster.defs.sources.local import LocalFolderResource
 
 SECRET_BROKER = "redis://:s3cret-broker-password@redis.internal:6379/0"
 SECRET_BACKEND = "db+postgresql+psycopg2://celery:s3cret-backend-password@db.internal/celery"

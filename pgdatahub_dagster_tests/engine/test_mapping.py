@@ -65,3 +65,60 @@ def test_errors_name_the_key_and_line(text: str, message: str) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the folder mapping"):
         FolderMapping.load(tmp_path / "nope.yaml")
+
+
+GMAIL_BLOCK = """\
+gmail:
+  on_delete: retract
+  messages:
+    prefer: oldest
+  vendor_reports:
+    query: "from:reports@vendor.example has:attachment"
+    table: vendor_reports
+    sheet: Data
+  label:finance:
+    query: label:finance
+"""
+
+
+def test_the_gmail_block_gives_queries_tables_and_the_messages_settings() -> None:
+    mapping = FolderMapping.parse(GMAIL_BLOCK)
+    assert [(q.name, q.query) for q in mapping.gmail_queries] == [
+        ("vendor_reports", "from:reports@vendor.example has:attachment"),
+        ("label:finance", "label:finance"),
+    ]
+    vendor = mapping.settings_for(("gmail", "vendor_reports"), "gmail")
+    assert (vendor.table, vendor.sheet, vendor.on_delete, vendor.unique_key) == (
+        "vendor_reports",
+        "Data",
+        "retract",
+        None,
+    )
+    assert mapping.settings_for(("gmail", "label:finance"), "gmail").table == "gmail_label_finance"
+    messages = mapping.settings_for(("gmail", "messages"), "gmail")
+    assert (messages.table, messages.unique_key, messages.on_delete, messages.prefer) == (
+        "gmail_messages",
+        ("id",),
+        "retract",
+        "oldest",
+    )
+    # Without a gmail block the messages still have their table and key.
+    assert FolderMapping.parse("").settings_for(("gmail", "messages"), "gmail").table == "gmail_messages"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gmail:\n  reports:\n    table: r\n", "line 2: gmail entry 'reports' needs a query"),
+        (
+            "gmail:\n  reports:\n    query: x\n    folder: y\n",
+            "line 4: unknown key 'folder' for gmail entry 'reports'",
+        ),
+        ("gmail:\n  messages:\n    sheet: x\n", "line 3: unknown key 'sheet' for the messages table"),
+        ("gmail:\n  table: x\n", "line 2: unknown key 'table' in the gmail block"),
+        ("gmail:\n  reports:\n    query: [a]\n", "line 3: query must be a non-empty text"),
+    ],
+)
+def test_gmail_block_errors_name_the_key_and_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FolderMapping.parse(text)

@@ -13,8 +13,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import Resource, build
+from googleapiclient.discovery import Resource
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
@@ -25,6 +24,7 @@ from pgdatahub_dagster.testing.drive_server import (
     XLSX_MIME_TYPE,
     DriveTestServer,
 )
+from pgdatahub_dagster_tests.drive_fixtures import google_service
 
 
 @pytest.fixture
@@ -34,15 +34,7 @@ def server(drive_server: DriveTestServer) -> DriveTestServer:
 
 @pytest.fixture
 def service(server: DriveTestServer) -> Resource:
-    return build(
-        "drive",
-        "v3",
-        # Without explicit credentials the client probes the GCE metadata server.
-        credentials=Credentials(token="test-token"),  # type: ignore[no-untyped-call]
-        static_discovery=True,
-        client_options={"api_endpoint": server.api_endpoint},
-        cache_discovery=False,
-    )
+    return google_service("drive", "v3", server.api_endpoint)
 
 
 def _error_reason(error: HttpError) -> str:

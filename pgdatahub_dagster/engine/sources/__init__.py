@@ -1,6 +1,24 @@
-"""Where files come from: one small interface, one implementation per kind of source."""
+"""Where files come from: one interface for the whole life of a source (listing, fetching,
+changes from a cursor), one implementation per kind of source."""
 
-from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile, SourceUnavailableError
+from pgdatahub_dagster.engine.sources.base import (
+    Budget,
+    Changes,
+    LocalCopy,
+    Source,
+    SourceFile,
+    SourceState,
+    SourceUnavailableError,
+)
 from pgdatahub_dagster.engine.sources.local import LocalFolderSource
 
-__all__ = ["LocalCopy", "LocalFolderSource", "Source", "SourceFile", "SourceUnavailableError"]
+__all__ = [
+    "Budget",
+    "Changes",
+    "LocalCopy",
+    "LocalFolderSource",
+    "Source",
+    "SourceFile",
+    "SourceState",
+    "SourceUnavailableError",
+]

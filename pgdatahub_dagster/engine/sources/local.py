@@ -1,19 +1,40 @@
-"""A local folder tree as a source."""
+"""A local folder tree as a source.
+
+Changes are found by the files' change time (``st_ctime``), which every create, copy,
+rename, move or write advances, and which nobody can set back. The cursor is a small JSON
+document: the newest change time handled, plus the files already handled at exactly that
+time (several files can share a timestamp), and the digest of the folder mapping they were
+handled under. A tick reports at most ``Budget.max_files`` files and the rest on the next
+tick; a file written in the last ``settle_seconds`` waits for a later tick, so that no
+half-written file is imported. A file gone is one reported before (``SourceState``) that the
+tree no longer holds. An edited folder mapping can change what every file gives (its table,
+key, sheet, prefer), so a changed digest asks for one full sync.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pgdatahub_dagster.engine.errors import FileImportError
 from pgdatahub_dagster.engine.read import is_supported
-from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile, SourceUnavailableError
+from pgdatahub_dagster.engine.sources.base import (
+    Budget,
+    Changes,
+    LocalCopy,
+    Source,
+    SourceFile,
+    SourceState,
+    SourceUnavailableError,
+)
 
 _CHUNK_BYTES = 1024 * 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -32,12 +53,40 @@ class LocalFileState:
     modified_ns: int
 
 
-class LocalFolderSource(Source):
-    kind = "local"
+@dataclass
+class LocalFolderCursor:
+    changed_ns: int = 0
+    handled_at_changed_ns: list[str] = field(default_factory=list)
+    #: The digest of the folder mapping the files were handled under (``FolderMapping.digest``).
+    mapping: str | None = None
 
-    def __init__(self, root: Path) -> None:
+    @classmethod
+    def from_json(cls, text: str | None) -> LocalFolderCursor:
+        return cls(**json.loads(text)) if text else cls()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    def is_unhandled(self, state: LocalFileState) -> bool:
+        if state.changed_ns != self.changed_ns:
+            return state.changed_ns > self.changed_ns
+        return state.file.file_id not in self.handled_at_changed_ns
+
+    def advance(self, state: LocalFileState) -> None:
+        if state.changed_ns != self.changed_ns:
+            self.changed_ns, self.handled_at_changed_ns = state.changed_ns, []
+        self.handled_at_changed_ns.append(state.file.file_id)
+
+
+class LocalFolderSource(Source):
+    name = "local"
+
+    def __init__(self, root: Path, state: SourceState | None = None, settle_seconds: float = 2.0) -> None:
+        """``state`` is needed to follow changes only; an import alone does without."""
         self.root = root
         self.root_name = root.resolve().name
+        self.state = state
+        self.settle_seconds = settle_seconds
 
     def _state(self, path: Path) -> LocalFileState:
         stat = path.stat()
@@ -114,6 +163,43 @@ class LocalFolderSource(Source):
 
     def root_name_for(self, file: SourceFile) -> str:
         return self.root_name
+
+    def changes(self, cursor: str | None, budget: Budget) -> Changes:
+        if self.state is None:
+            raise TypeError("LocalFolderSource.changes needs the SourceState of the files reported")
+        # An unmounted share must not read as "every file was deleted": this raises first.
+        states = list(self.scan())
+        position = LocalFolderCursor.from_json(cursor)
+        digest = self.state.mapping().digest
+        log = []
+        # None on the very first tick: every file is new then anyway.
+        full_sync = position.mapping is not None and position.mapping != digest
+        if full_sync:
+            log.append("MAPPING CHANGED: a full sync applies it to every file")
+        position.mapping = digest
+        present = {state.file.file_id for state in states}
+        removed = {file_id: file_id for file_id in sorted(self.state.known_file_ids() - present)}
+        settled_before_ns = time.time_ns() - int(self.settle_seconds * 1e9)
+        pending = sorted(
+            (state for state in states if position.is_unhandled(state)),
+            key=lambda state: (state.changed_ns, state.file.file_id),
+        )
+        found: list[SourceFile] = []
+        for index, state in enumerate(pending):
+            if max(state.changed_ns, state.modified_ns) > settled_before_ns:
+                # Handling files in change-time order means everything after this one is
+                # newer still: all of it waits for the next tick.
+                waiting = len(pending) - index - 1
+                log.append(f"SKIPPED {state.file.path} and {waiting} newer: still being written")
+                break
+            if index == budget.max_files:  # every earlier file was reported
+                log.append(
+                    f"SKIPPED {len(pending) - index} files: over {budget.max_files} runs this tick, next tick"
+                )
+                break
+            found.append(state.file)
+            position.advance(state)
+        return Changes(found, removed, position.to_json(), log, full_sync)
 
 
 def _identity(stat: os.stat_result) -> tuple[int, ...]:

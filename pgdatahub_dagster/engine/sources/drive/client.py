@@ -1,17 +1,13 @@
 """A small, retrying client over google-api-python-client's Drive v3.
 
-Every call passes ``num_retries``, so 429, 5xx and 403 rate-limit answers back off
-exponentially (the client's own retry loop). Only the ``drive.readonly`` scope is ever
+Every call follows the retry policy of the Google sources (``google_api.py``): 429, 5xx and
+403 rate-limit answers back off exponentially. Only the ``drive.readonly`` scope is ever
 requested. Credentials never appear in messages.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import json
-import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,16 +15,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import google.auth.exceptions
-import google.oauth2.credentials
-import google_auth_httplib2
-import httplib2
-from google.oauth2 import service_account
-from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 
-from pgdatahub_dagster.engine.errors import ConfigError, FileImportError, PgDataHubError
-from pgdatahub_dagster.engine.sources.base import SourceUnavailableError
+from pgdatahub_dagster.engine.errors import FileImportError, PgDataHubError
+from pgdatahub_dagster.engine.sources import google_api
+from pgdatahub_dagster.engine.sources.google_api import (
+    DROPPED_CONNECTION,
+    GoogleCalls,
+    backoff,
+    build_service,
+    emulator_credentials,
+    error_entries,
+    has_reason,
+)
 
 DRIVE_SCOPES = ["https://www.googleapis.com/auth/drive.readonly"]
 FOLDER_MIME_TYPE = "application/vnd.google-apps.folder"
@@ -49,7 +49,6 @@ _CHANGES_FIELDS = (
     f"changes(changeType, fileId, driveId, removed, time, file({ITEM_FIELDS}))"
 )
 _PAGE_SIZE = 1000
-_HTTP_TIMEOUT_SECONDS = 120
 # Drive rejects a changes page token that is invalid or too old with 400 ("Invalid Value" at
 # location pageToken), or 410 (gone); any other 400 or 404 is a fault of its own.
 _REJECTED_TOKEN_STATUSES = (400, 404, 410)
@@ -57,7 +56,6 @@ _EXPORT_TOO_LARGE = (
     "this Google Sheet is over Drive's 10 MB export limit, so it cannot be exported as xlsx; "
     "download it as .xlsx and upload that file instead, or split the sheet"
 )
-_DROPPED_CONNECTION = (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout)
 
 
 class DriveError(PgDataHubError):
@@ -66,11 +64,6 @@ class DriveError(PgDataHubError):
 
 class InvalidPageToken(DriveError):
     """The stored changes page token was rejected; the tree must be walked again."""
-
-
-class CredentialsRefused(SourceUnavailableError):
-    """Google refused the credentials (revoked, expired, deleted key): nothing in Drive can
-    be read until they are replaced."""
 
 
 @dataclass(frozen=True)
@@ -164,60 +157,14 @@ class ChangePage:
 
 def load_credentials(path: Path) -> Any:
     """A service-account key or an OAuth authorized-user token file, scoped read-only."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path}: cannot read Google credentials ({type(error).__name__})") from None
-    kind = info.get("type") if isinstance(info, dict) else None
-    try:
-        if kind == "service_account":
-            return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                info, scopes=DRIVE_SCOPES
-            )
-        if kind == "authorized_user" or (isinstance(info, dict) and "refresh_token" in info):
-            return google.oauth2.credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
-                info, scopes=DRIVE_SCOPES
-            )
-    except (ValueError, KeyError) as error:
-        # The message of google-auth names missing fields, never their values.
-        raise ConfigError(f"{path}: invalid Google credentials: {error}") from None
-    raise ConfigError(f"{path}: not a service-account key or an OAuth authorized-user token file")
-
-
-def _error_entries(error: HttpError) -> list[dict[str, Any]]:
-    """Every entry of the error body's ``errors`` and ``details`` lists: Drive may send
-    both, and googleapiclient's ``error_details`` keeps only one of them."""
-    try:
-        body = json.loads(error.content.decode("utf-8")).get("error", {})
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return []
-    entries = [*(body.get("errors") or []), *(body.get("details") or [])] if isinstance(body, dict) else []
-    return [entry for entry in entries if isinstance(entry, dict)]
-
-
-def _has_reason(error: HttpError, reason: str) -> bool:
-    return any(entry.get("reason") == reason for entry in _error_entries(error))
+    return google_api.load_credentials(path, DRIVE_SCOPES)
 
 
 def _is_rejected_token(error: HttpError) -> bool:
     if error.status_code == 410:
         return True
     return error.status_code in _REJECTED_TOKEN_STATUSES and any(
-        entry.get("location") == "pageToken" for entry in _error_entries(error)
-    )
-
-
-def _service(credentials: Any, api_endpoint: str | None) -> Any:
-    # A socket timeout, so a hung connection fails (and is retried) instead of blocking a
-    # sensor tick or a run forever.
-    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=_HTTP_TIMEOUT_SECONDS))
-    return build(
-        "drive",
-        "v3",
-        http=http,
-        static_discovery=True,
-        cache_discovery=False,
-        client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
+        entry.get("location") == "pageToken" for entry in error_entries(error)
     )
 
 
@@ -232,7 +179,7 @@ class DriveClient:
     ) -> None:
         self._files = service.files()
         self._changes = service.changes()
-        #: Named in the message when Google refuses the credentials.
+        self._calls = GoogleCalls(num_retries, credentials_name, "PGDATAHUB_DRIVE_CREDENTIALS")
         self.credentials_name = credentials_name
         self.num_retries = num_retries
         self.chunk_bytes = chunk_bytes
@@ -248,7 +195,7 @@ class DriveClient:
         page_size: int = _PAGE_SIZE,
     ) -> DriveClient:
         return cls(
-            _service(load_credentials(credentials_file), api_endpoint),
+            build_service("drive", "v3", load_credentials(credentials_file), api_endpoint),
             num_retries=num_retries,
             chunk_bytes=chunk_bytes,
             page_size=page_size,
@@ -265,38 +212,16 @@ class DriveClient:
     ) -> DriveClient:
         """A client that sends a plain access token, never refreshed, to a Drive emulator;
         production always uses a credentials file."""
-        if not api_endpoint:
-            raise ConfigError(
-                "PGDATAHUB_DRIVE_ACCESS_TOKEN is for Drive emulators only: set PGDATAHUB_DRIVE_API_ENDPOINT "
-                "to the emulator's URL, or use PGDATAHUB_DRIVE_CREDENTIALS for Google Drive"
-            )
-        credentials = google.oauth2.credentials.Credentials(token=access_token)  # type: ignore[no-untyped-call]
+        credentials = emulator_credentials(access_token, api_endpoint, "Google Drive", "PGDATAHUB_DRIVE")
         return cls(
-            _service(credentials, api_endpoint),
+            build_service("drive", "v3", credentials, api_endpoint),
             num_retries=num_retries,
             chunk_bytes=chunk_bytes,
             credentials_name="PGDATAHUB_DRIVE_ACCESS_TOKEN",
         )
 
-    def _refused(self) -> CredentialsRefused:
-        # google-auth's message may quote the token endpoint's answer: never shown.
-        return CredentialsRefused(
-            f"{self.credentials_name}: Google refused these credentials (revoked, expired, or the key "
-            "was deleted); create a new service-account key or authorized-user token file and point "
-            "PGDATAHUB_DRIVE_CREDENTIALS at it"
-        )
-
     def _send(self, request: Any) -> Any:
-        """``request.execute`` with retries; refused credentials raise ``CredentialsRefused``."""
-        try:
-            return request.execute(num_retries=self.num_retries)
-        except google.auth.exceptions.RefreshError:
-            raise self._refused() from None
-        except google.auth.exceptions.TransportError:
-            raise SourceUnavailableError(
-                f"{self.credentials_name}: Google's token endpoint cannot be reached to refresh "
-                "these credentials; check the network"
-            ) from None
+        return self._calls.send(request)
 
     def _execute(self, request: Any) -> Any:
         try:
@@ -414,16 +339,16 @@ class DriveClient:
             try:
                 _, done = downloader.next_chunk(num_retries=self.num_retries)
             except google.auth.exceptions.RefreshError:
-                raise self._refused() from None
-            except _DROPPED_CONNECTION:
+                raise self._calls.refused() from None
+            except DROPPED_CONNECTION:
                 # The client's retry loop does not cover a body cut off mid-way; the
                 # downloader only advances after a whole chunk, so asking again resumes.
                 dropped += 1
                 if dropped > self.num_retries:
                     raise FileImportError(display_name, "the download from Drive kept breaking off") from None
-                time.sleep(min(2**dropped, 30) * 0.1)
+                backoff(dropped)
             except HttpError as error:
-                if _has_reason(error, "exportSizeLimitExceeded"):
+                if has_reason(error, "exportSizeLimitExceeded"):
                     raise FileImportError(display_name, _EXPORT_TOO_LARGE) from None
                 raise FileImportError(
                     display_name, f"Drive answered {error.status_code}: {error.reason}"

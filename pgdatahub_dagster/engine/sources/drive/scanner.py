@@ -62,6 +62,11 @@ class ScanState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
+    @classmethod
+    def from_json(cls, text: str | None) -> ScanState:
+        """The state a cursor holds; ``None`` (no cursor yet): a first scan."""
+        return cls(**json.loads(text)) if text else cls()
+
 
 @dataclass
 class ScanResult:

@@ -1,25 +1,49 @@
-"""Google Drive as a Source for the importer."""
+"""Google Drive as a source: its changes come from ``DriveScanner``, its private state (the
+folder registry) lives in the warehouse."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from pgdatahub_dagster.engine.sources.base import LocalCopy, Source, SourceFile
-from pgdatahub_dagster.engine.sources.drive.client import DriveClient, DriveItem
+from pgdatahub_dagster.engine.sources.base import (
+    Budget,
+    Changes,
+    LocalCopy,
+    Source,
+    SourceFile,
+    SourceUnavailableError,
+)
+from pgdatahub_dagster.engine.sources.drive.client import DriveClient, DriveError, DriveItem
 from pgdatahub_dagster.engine.sources.drive.registry import FolderRegistry
-from pgdatahub_dagster.engine.sources.drive.scanner import FOLDERS_PER_QUERY, spreadsheet_content
+from pgdatahub_dagster.engine.sources.drive.scanner import (
+    FOLDERS_PER_QUERY,
+    DriveScanner,
+    ScanState,
+    spreadsheet_content,
+)
 
 
 class DriveSource(Source):
-    kind = "drive"
+    name = "drive"
 
-    def __init__(self, client: DriveClient, registry: FolderRegistry) -> None:
+    def __init__(
+        self,
+        client: DriveClient,
+        registry: FolderRegistry,
+        root_ids: Sequence[str] = (),
+        tick_seconds: float | None = None,
+    ) -> None:
+        """``root_ids``: the watched folders, needed to follow changes only (an import of
+        files already registered does without); ``tick_seconds`` overrides the sensor's
+        ``Budget.seconds`` for Drive."""
         self.client = client
         self.registry = registry
+        self.root_ids = list(root_ids)
+        self.tick_seconds = tick_seconds
         self._root_names: dict[str, str] = {}
         #: The item whose bytes each file met so far imports (a shortcut's target), so that
         #: fetching it asks Drive nothing more.
@@ -79,3 +103,21 @@ class DriveSource(Source):
         if file.file_id not in self._root_names:
             self.get_file(file.file_id)
         return self._root_names[file.file_id]
+
+    def changes(self, cursor: str | None, budget: Budget) -> Changes:
+        """One scan from the cursor (``ScanState``): the Changes API page tokens, whether a walk
+        of the tree is still going on (the registry knows which folders are left), and the
+        tick count. A scan reports every change it read, whatever ``budget.max_files``: the
+        change log moves on a page at a time."""
+        state = ScanState.from_json(cursor)
+        seconds = budget.seconds if self.tick_seconds is None else self.tick_seconds
+        scanner = DriveScanner(self.client, self.registry, self.root_ids, budget_seconds=seconds)
+        try:
+            result = scanner.scan(state)
+        except DriveError as error:
+            # Drive failing after every retry: the tick changed nothing and is tried again.
+            raise SourceUnavailableError(str(error)) from error
+        log = list(result.log)
+        if result.ignored:
+            log.append(f"SKIPPED {result.ignored} changes outside the watched folders or not spreadsheets")
+        return Changes(list(result.found.values()), dict(result.removed), result.state.to_json(), log)
