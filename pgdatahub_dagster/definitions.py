@@ -20,6 +20,7 @@ from pgdatahub_dagster.defs.resources import (
     WarehouseResource,
 )
 from pgdatahub_dagster.defs.sensors import drive_sensor, local_folder_sensor
+from pgdatahub_dagster.defs.table_checks import table_definitions
 from pgdatahub_dagster.engine.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ class CodeLocationConfigError(click.ClickException):
 
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
     """The code location's definitions with the given resources (tests point them elsewhere)."""
-    return Definitions(
+    imports = Definitions(
         assets=[local_spreadsheets, local_folder_sync, drive_spreadsheets, warehouse_status],
         asset_checks=[unique_keys_hold, ledger_matches_tables],
         jobs=[
@@ -46,6 +47,7 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
         resources=dict(resources),
         executor=executor_from_env(),
     )
+    return Definitions.merge(imports, table_definitions(resources))
 
 
 # A broken folder mapping stops the code location from loading, naming the key and line,

@@ -39,6 +39,7 @@ from pgdatahub_dagster.defs.resources import (
     LocalFolderResource,
     WarehouseResource,
 )
+from pgdatahub_dagster.defs.tables import progress_logger, report_file, report_table
 from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
@@ -131,6 +132,7 @@ def _import(
 ) -> list[ImportResult]:
     """Import the files one by one; ``committed`` hears of each file imported or skipped,
     as soon as it is, so a run that stops later has reported it already."""
+    importer.progress = progress_logger(context)
     results = []
     for file in files:
         result = importer.import_file(file)
@@ -144,6 +146,7 @@ def _import(
                 f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "
                 f"{record.rows_duplicate} duplicates, {len(result.schema_changes)} schema changes"
             )
+        report_file(context, importer.warehouse, importer.source.kind, result)
         if committed is not None and not result.failed:
             committed(file, result)
         results.append(result)
@@ -170,6 +173,7 @@ def apply_deletions(
                 context.log.info(
                     f"DELETED {outcome.source_file}: rows kept in {outcome.table_name} (on_delete: keep)"
                 )
+            report_table(context, warehouse, outcome.table_name)
         outcomes += done
     return outcomes
 
@@ -217,7 +221,7 @@ def _import_partitions(
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
     pool=WAREHOUSE_POOL,
     group_name="local_folder",
-    kinds={"polars"},
+    kinds={"polars", "csv", "excel"},
 )
 def local_spreadsheets(
     context: AssetExecutionContext,
@@ -231,7 +235,7 @@ def local_spreadsheets(
         return _import_partitions(context, opened, local_folder.source(), folder_mapping.mapping())
 
 
-@asset(pool=WAREHOUSE_POOL, group_name="local_folder", kinds={"polars"})
+@asset(pool=WAREHOUSE_POOL, group_name="local_folder", kinds={"polars", "csv", "excel"})
 def local_folder_sync(
     context: AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -282,7 +286,7 @@ def local_folder_sync(
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
     pool=WAREHOUSE_POOL,
     group_name="google_drive",
-    kinds={"googledrive", "polars"},
+    kinds={"googledrive", "csv", "excel"},
 )
 def drive_spreadsheets(
     context: AssetExecutionContext,

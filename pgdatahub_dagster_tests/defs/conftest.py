@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetKey,
     DagsterInstance,
     Definitions,
     DeleteDynamicPartitionsRequest,
+    ExecuteInProcessResult,
     RunRequest,
     SensorResult,
     instance_for_test,
@@ -45,6 +47,12 @@ def test_defs(source_dir: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPa
     pgdatahub.yaml, if any) from PGDATAHUB_SOURCE_DIR."""
     monkeypatch.setenv("PGDATAHUB_SOURCE_DIR", str(source_dir))
     monkeypatch.delenv("PGDATAHUB_CONFIG", raising=False)
+    return code_location(warehouse_url)
+
+
+def code_location(warehouse_url: str) -> Definitions:
+    """The code location as it loads now, with the source folder of the environment: its
+    table assets are the tables of the folders there at this moment."""
     return build_defs(
         {
             "warehouse": WarehouseResource(database_url=warehouse_url),
@@ -52,6 +60,16 @@ def test_defs(source_dir: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPa
             "local_folder": LocalFolderResource(),
             "drive": DriveResource(),
         }
+    )
+
+
+def full_sync(defs: Definitions, instance: DagsterInstance) -> ExecuteInProcessResult:
+    """``dagster asset materialize --select local_folder_sync``, in process; a failed file
+    fails the run, which is an outcome here, not an error."""
+    return (
+        defs.resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={AssetKey("local_folder_sync")})
+        .execute_in_process(instance=instance, raise_on_error=False)
     )
 
 
