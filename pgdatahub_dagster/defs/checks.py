@@ -12,6 +12,7 @@ from dagster import (
 
 from pgdatahub_dagster.defs.assets import drive_spreadsheets, local_spreadsheets
 from pgdatahub_dagster.defs.resources import WarehouseResource
+from pgdatahub_dagster.defs.tables import observe_tables
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, recent_imports, table_status
 
 
@@ -19,10 +20,11 @@ from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, r
 def warehouse_status(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult[None]:
     """Per table: files imported, skipped, failed, reverted and deleted, rows, the last
     import and the last error; and the latest failures. The same figures as
-    ``pgdatahub status``."""
+    ``pgdatahub status``. Each table asset gets an observation of the table as it is."""
     with warehouse.open() as opened:
         statuses = table_status(opened)
         failures = recent_imports(opened, 10, status="failed")
+        observe_tables(context, opened, [s.table_name for s in statuses])
     lines = ["| table | rows | imported | skipped | failed | reverted | deleted | last import | last error |"]
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for s in statuses:
