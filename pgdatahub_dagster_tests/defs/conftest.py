@@ -16,6 +16,7 @@ from dagster import (
     ExecuteInProcessResult,
     RunRequest,
     SensorResult,
+    TableSchema,
     instance_for_test,
 )
 
@@ -26,6 +27,7 @@ from pgdatahub_dagster.defs.resources import (
     LocalFolderResource,
     WarehouseResource,
 )
+from pgdatahub_dagster.engine.warehouse import LINEAGE_COLUMNS, connect
 
 
 @pytest.fixture
@@ -96,3 +98,27 @@ def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) ->
         raise_on_error=False,
     )
     return result.success
+
+
+def latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, object]:
+    """The metadata of the asset's latest materialisation, as plain values."""
+    event = instance.get_latest_materialization_event(key)
+    assert event is not None and event.asset_materialization is not None, key
+    return {name: value.value for name, value in event.asset_materialization.metadata.items()}
+
+
+def assert_table_asset_shows_the_warehouse(instance: DagsterInstance, warehouse_url: str, table: str) -> None:
+    """The table asset's latest materialisation carries the table's row count, qualified name
+    and columns with their SQL types, its lineage columns marked."""
+    metadata = latest_metadata(instance, AssetKey(["warehouse", table]))
+    with connect(warehouse_url) as warehouse:
+        rows = warehouse.count(table)
+        columns = warehouse.column_types(table)
+        database, schema = warehouse.fetchall("SELECT current_database(), current_schema()")[0]
+    assert metadata["dagster/row_count"] == rows
+    assert metadata["dagster/table_name"] == f"{database}.{schema}.{table}"
+    schema_value = metadata["dagster/column_schema"]
+    assert isinstance(schema_value, TableSchema)
+    assert [(c.name, c.type) for c in schema_value.columns] == columns
+    lineage = {c.name for c in schema_value.columns if c.tags.get("lineage") == "true"}
+    assert lineage == set(LINEAGE_COLUMNS)

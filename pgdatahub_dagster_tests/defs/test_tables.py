@@ -8,8 +8,12 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance, Definitions, TableSchema
 
 from pgdatahub_dagster.defs.partitions import local_files
-from pgdatahub_dagster.engine.warehouse import LINEAGE_COLUMNS, connect
-from pgdatahub_dagster_tests.defs.conftest import code_location, full_sync
+from pgdatahub_dagster_tests.defs.conftest import (
+    assert_table_asset_shows_the_warehouse,
+    code_location,
+    full_sync,
+    latest_metadata,
+)
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
 
 SHOP, PEOPLE = AssetKey(["warehouse", "shop"]), AssetKey(["warehouse", "people"])
@@ -43,35 +47,14 @@ def test_the_tables_of_the_folders_are_assets_downstream_of_the_imports(
     assert AssetKey(["warehouse", "shop_eu"]) in keys
 
 
-def _latest(instance: DagsterInstance, key: AssetKey) -> dict[str, object]:
-    event = instance.get_latest_materialization_event(key)
-    assert event is not None and event.asset_materialization is not None, key
-    return {name: value.value for name, value in event.asset_materialization.metadata.items()}
-
-
-def _assert_reports_the_warehouse(instance: DagsterInstance, warehouse_url: str, table: str) -> None:
-    metadata = _latest(instance, AssetKey(["warehouse", table]))
-    with connect(warehouse_url) as warehouse:
-        rows = warehouse.count(table)
-        columns = warehouse.column_types(table)
-        database, schema = warehouse.fetchall("SELECT current_database(), current_schema()")[0]
-    assert metadata["dagster/row_count"] == rows
-    assert metadata["dagster/table_name"] == f"{database}.{schema}.{table}"
-    schema_value = metadata["dagster/column_schema"]
-    assert isinstance(schema_value, TableSchema)
-    assert [(c.name, c.type) for c in schema_value.columns] == columns
-    lineage = {c.name for c in schema_value.columns if c.tags.get("lineage") == "true"}
-    assert lineage == set(LINEAGE_COLUMNS)
-
-
 def test_an_import_of_two_folders_reports_each_table_as_the_warehouse_holds_it(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:
     _two_folders(source_dir)
     assert full_sync(code_location(warehouse_url), instance).success
     for table in ("shop", "people"):
-        _assert_reports_the_warehouse(instance, warehouse_url, table)
-    shop = _latest(instance, SHOP)
+        assert_table_asset_shows_the_warehouse(instance, warehouse_url, table)
+    shop = latest_metadata(instance, SHOP)
     assert shop["dagster/row_count"] == 3 and shop["files_held"] == 2 and shop["rows_held"] == 3
     schema = shop["dagster/column_schema"]
     assert isinstance(schema, TableSchema)
@@ -85,7 +68,7 @@ def test_an_import_of_two_folders_reports_each_table_as_the_warehouse_holds_it(
         "source_file": "shop/b.xlsx",
         "changed_at": shop["last_schema_change"]["changed_at"],  # type: ignore[index]
     }
-    people = _latest(instance, PEOPLE)
+    people = latest_metadata(instance, PEOPLE)
     assert people["dagster/row_count"] == 2  # Ada twice: one key
     people_schema = people["dagster/column_schema"]
     assert isinstance(people_schema, TableSchema)
@@ -101,8 +84,8 @@ def test_an_import_of_two_folders_reports_each_table_as_the_warehouse_holds_it(
     code_location(warehouse_url).resolve_job_def("import_local_files").execute_in_process(
         instance=instance, partition_key="people/q.csv"
     )
-    assert _latest(instance, PEOPLE)["dagster/row_count"] == 3
-    _assert_reports_the_warehouse(instance, warehouse_url, "people")
+    assert latest_metadata(instance, PEOPLE)["dagster/row_count"] == 3
+    assert_table_asset_shows_the_warehouse(instance, warehouse_url, "people")
 
 
 def test_a_failed_file_has_its_reason_on_its_partition(
