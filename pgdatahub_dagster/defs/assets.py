@@ -39,7 +39,7 @@ from pgdatahub_dagster.defs.resources import (
     LocalFolderResource,
     WarehouseResource,
 )
-from pgdatahub_dagster.defs.tables import progress_logger, report_file, report_table
+from pgdatahub_dagster.defs.tables import progress_logger, report_failure, report_tables
 from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
@@ -146,10 +146,13 @@ def _import(
                 f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "
                 f"{record.rows_duplicate} duplicates, {len(result.schema_changes)} schema changes"
             )
-        report_file(context, importer.warehouse, importer.source.kind, result)
+        report_failure(context, importer.source.kind, result)
         if committed is not None and not result.failed:
             committed(file, result)
         results.append(result)
+    report_tables(
+        context, importer.warehouse, [r.record.table_name for r in results if r.status == "success"]
+    )
     return results
 
 
@@ -173,8 +176,8 @@ def apply_deletions(
                 context.log.info(
                     f"DELETED {outcome.source_file}: rows kept in {outcome.table_name} (on_delete: keep)"
                 )
-            report_table(context, warehouse, outcome.table_name)
         outcomes += done
+    report_tables(context, warehouse, [outcome.table_name for outcome in outcomes])
     return outcomes
 
 

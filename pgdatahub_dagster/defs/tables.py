@@ -4,8 +4,8 @@ The tables are data, not code: a folder is a table (through the folder mapping).
 location learns them when it loads, from the mapping and the local folder tree (the folders
 that hold spreadsheets, as an import sees them); no warehouse connection is made at load, so a
 busy DuckDB file or a PostgreSQL server that is down never stops the code location from
-loading. A table asset is external: the import runs report it. After each file they import (or
-a deletion they apply) they record a materialisation of the table the file wrote, with its
+loading. A table asset is external: the import runs report it. After the files they import (and
+the deletions they apply) they record a materialisation of each table they changed, with its
 column schema, row count, the files and rows it holds and its last schema change; so do
 ``local_folder_sync`` runs from the command line with no daemon. A table that appears after the
 code location loaded (a new folder) is reported all the same, and shows as a defined asset,
@@ -133,15 +133,15 @@ def table_metadata(details: TableDetails) -> dict[str, Any]:
     }
 
 
-def report_table(context: Context, warehouse: Warehouse, table: str, source_file: str | None = None) -> None:
-    """Record the table as it is now as a materialisation of its asset: it just changed."""
-    details = table_details(warehouse, table)
-    if details is None:
-        return
-    metadata = table_metadata(details)
-    if source_file is not None:
-        metadata["changed_by"] = source_file
-    context.log_event(AssetMaterialization(asset_key=table_key(table), metadata=metadata))
+def report_tables(context: Context, warehouse: Warehouse, tables: Sequence[str]) -> None:
+    """Record each table as it is now as a materialisation of its asset: the run changed it.
+    Once per table and run, after its files: the figures cost a count of the table's rows."""
+    for table in sorted(set(tables)):
+        details = table_details(warehouse, table)
+        if details is not None:
+            context.log_event(
+                AssetMaterialization(asset_key=table_key(table), metadata=table_metadata(details))
+            )
 
 
 def observe_tables(context: Context, warehouse: Warehouse, tables: Sequence[str]) -> None:
@@ -153,9 +153,9 @@ def observe_tables(context: Context, warehouse: Warehouse, tables: Sequence[str]
             context.log_event(AssetObservation(asset_key=table_key(table), metadata=table_metadata(details)))
 
 
-def report_file(context: Context, warehouse: Warehouse, source_kind: str, result: ImportResult) -> None:
-    """After one file: the table it wrote, or, for a failed file, its reason on its partition
-    (an observation: Dagster shows it in the partition's events; the run's failure says it too)."""
+def report_failure(context: Context, source_kind: str, result: ImportResult) -> None:
+    """A failed file's reason on its partition: an observation, which Dagster shows among the
+    partition's events (the run's failure says it too)."""
     record = result.record
     if result.failed:
         context.log_event(
@@ -166,8 +166,6 @@ def report_file(context: Context, warehouse: Warehouse, source_kind: str, result
                 description=record.error,
             )
         )
-    elif record.status == "success":
-        report_table(context, warehouse, record.table_name, record.source_file)
 
 
 def progress_logger(context: Context) -> ProgressCallback:
