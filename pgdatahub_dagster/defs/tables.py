@@ -45,7 +45,7 @@ TABLE_KEY_PREFIX = "warehouse"
 LOCAL_GROUP = "local_folder"
 #: The import assets that write the local tables (keys, not the assets: they import this module).
 LOCAL_IMPORT_ASSETS = (AssetKey("local_spreadsheets"), AssetKey("local_folder_sync"))
-#: Where a source's files have their partitions, for the outcome of a failed file.
+#: Where a source's files have their partitions, for a failed file of a full sync.
 FILE_ASSET_BY_SOURCE = {"local": AssetKey("local_spreadsheets"), "drive": AssetKey("drive_spreadsheets")}
 
 Context = AssetExecutionContext | OpExecutionContext
@@ -153,14 +153,21 @@ def observe_tables(context: Context, warehouse: Warehouse, tables: Sequence[str]
             context.log_event(AssetObservation(asset_key=table_key(table), metadata=table_metadata(details)))
 
 
-def report_failure(context: Context, source_kind: str, result: ImportResult) -> None:
+def report_failure(context: AssetExecutionContext, source_kind: str, result: ImportResult) -> None:
     """A failed file's reason on its partition: an observation, which Dagster shows among the
-    partition's events (the run's failure says it too)."""
+    partition's events (the run's failure says it too). The partitions are those of the asset
+    running, or, for a full sync, of its source's file asset."""
     record = result.record
-    if result.failed:
+    if not result.failed:
+        return
+    if context.assets_def.partitions_def is not None:
+        files_asset: AssetKey | None = context.asset_key
+    else:
+        files_asset = FILE_ASSET_BY_SOURCE.get(source_kind)
+    if files_asset is not None:
         context.log_event(
             AssetObservation(
-                asset_key=FILE_ASSET_BY_SOURCE[source_kind],
+                asset_key=files_asset,
                 partition=partition_key_for(record.source_file_id),
                 metadata={"status": "failed", "error": record.error or "", "table": record.table_name},
                 description=record.error,

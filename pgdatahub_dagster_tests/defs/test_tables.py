@@ -100,6 +100,12 @@ def test_a_failed_file_has_its_reason_on_its_partition(
     assert observation is not None
     assert observation.metadata["status"].value == "failed"
     assert "shop/c.xlsx: not a readable workbook" in str(observation.metadata["error"].value)
+    # A run of the file's partition alone records it the same way.
+    test_defs.resolve_job_def("import_local_files").execute_in_process(
+        instance=instance, partition_key="shop/c.xlsx", raise_on_error=False
+    )
+    records = instance.fetch_observations(AssetKey("local_spreadsheets"), limit=10).records
+    assert [r.partition_key for r in records] == ["shop/c.xlsx", "shop/c.xlsx"]
 
 
 def test_a_long_import_logs_its_progress_per_batch(
