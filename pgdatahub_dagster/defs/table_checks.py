@@ -28,6 +28,7 @@ from dagster import (
     multi_asset_check,
 )
 
+from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL
 from pgdatahub_dagster.defs.resources import WarehouseResource
 from pgdatahub_dagster.defs.tables import local_tables, storage_kind, table_specs
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, schema_drift
@@ -65,7 +66,8 @@ def _checks_op(keys: Sequence[AssetKey], name: str) -> AssetChecksDefinition:
         for name, description in _DESCRIPTIONS.items()
     ]
 
-    @multi_asset_check(specs=specs, can_subset=True, name=name)
+    # In the imports' pool: on DuckDB (one writer, a limit of 1) the checks wait for the imports.
+    @multi_asset_check(specs=specs, can_subset=True, name=name, pool=WAREHOUSE_POOL)
     def checks(
         context: AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[AssetCheckResult]:
