@@ -17,6 +17,7 @@ from pgdatahub_dagster.defs.sources.drive import GOOGLE_DRIVE
 from pgdatahub_dagster.defs.sources.factory import source_definitions
 from pgdatahub_dagster.defs.sources.gmail import GMAIL
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
+from pgdatahub_dagster.defs.table_checks import table_definitions
 from pgdatahub_dagster.engine.errors import ConfigError
 
 #: The sources: each one's partitions, import asset, job and sensor come from its plugin.
@@ -34,15 +35,17 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
     """The code location's definitions with the given resources (tests point them elsewhere);
     a source whose resource is not given reads its configuration from the environment."""
     sources = source_definitions(SOURCES)
-    return Definitions(
+    resources = {**sources.default_resources, **resources}
+    imports = Definitions(
         assets=[*sources.assets, warehouse_status_asset(sources.assets)],
         asset_checks=[unique_keys_hold, ledger_matches_tables],
         jobs=[*sources.jobs, revert_imports],
         sensors=sources.sensors,
         schedules=[compact_warehouse_nightly],
-        resources={**sources.default_resources, **resources},
+        resources=resources,
         executor=executor_from_env(),
     )
+    return Definitions.merge(imports, table_definitions(resources))
 
 
 # A broken folder mapping stops the code location from loading, naming the key and line,

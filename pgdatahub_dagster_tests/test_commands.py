@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dagster import DagsterInstance
+
 from pgdatahub_dagster.engine.settings import redact_url
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.conftest import SAMPLE_DATA
+from pgdatahub_dagster_tests.defs.conftest import assert_table_asset_shows_the_warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -41,6 +44,10 @@ def test_materialize_command_imports_the_sample_folder_once(tmp_path: Path, ware
         assert warehouse.fetchall("SELECT count(*) FROM leads") == [(7,)]
         assert warehouse.fetchall("SELECT count(*) FROM reports") == [(3,)]
         successes = warehouse.fetchall("SELECT count(*) FROM etl_imports WHERE status = 'success'")
+    # With no daemon, the run alone reported each table asset as the warehouse holds it.
+    with DagsterInstance.from_config(str(home)) as instance:
+        for table in ("leads", "reports"):
+            assert_table_asset_shows_the_warehouse(instance, warehouse_url, table)
 
     second = _run(command, env)
     assert second.returncode == 0, second.stderr[-3000:]

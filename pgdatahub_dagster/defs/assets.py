@@ -30,6 +30,7 @@ from dagster import (
 
 from pgdatahub_dagster.defs.partitions import file_id_for, partition_key_for
 from pgdatahub_dagster.defs.sources.plugin import DagsterSourceState, FullSync, SourcePlugin, SourceResource
+from pgdatahub_dagster.defs.tables import progress_logger, report_failure, report_tables
 from pgdatahub_dagster.engine.errors import PgDataHubError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reason
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
@@ -120,10 +121,13 @@ def _import(
     context: AssetExecutionContext,
     importer: Importer,
     files: Iterable[SourceFile],
+    files_asset: AssetKey,
     committed: Callable[[SourceFile, ImportResult], None] | None = None,
 ) -> list[ImportResult]:
     """Import the files one by one; ``committed`` hears of each file imported or skipped,
-    as soon as it is, so a run that stops later has reported it already."""
+    as soon as it is, so a run that stops later has reported it already. A failed file's
+    reason goes on its partition of ``files_asset``, the source's partitioned asset."""
+    importer.progress = progress_logger(context)
     results = []
     for file in files:
         result = importer.import_file(file)
@@ -137,9 +141,13 @@ def _import(
                 f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "
                 f"{record.rows_duplicate} duplicates, {len(result.schema_changes)} schema changes"
             )
+        report_failure(context, files_asset, result)
         if committed is not None and not result.failed:
             committed(file, result)
         results.append(result)
+    report_tables(
+        context, importer.warehouse, [r.record.table_name for r in results if r.status == "success"]
+    )
     return results
 
 
@@ -164,6 +172,7 @@ def apply_deletions(
                     f"DELETED {outcome.source_file}: rows kept in {outcome.table_name} (on_delete: keep)"
                 )
         outcomes += done
+    report_tables(context, warehouse, [outcome.table_name for outcome in outcomes])
     return outcomes
 
 
@@ -200,7 +209,7 @@ def _import_partitions(
         except SourceUnavailableError as error:
             raise Failure(description=str(error)) from None
     importer = Importer(warehouse, source, mapping, run_id=context.run.run_id)
-    results = _import(context, importer, files)
+    results = _import(context, importer, files, context.asset_key)
     metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
     return _result(results, metadata)
 
@@ -279,7 +288,7 @@ def full_sync_asset(plugin: SourcePlugin, names: FullSync) -> AssetsDefinition:
             mapping = state.mapping()
             opened = state.warehouse()
             importer = Importer(opened, source, mapping, run_id=context.run.run_id)
-            results = _import(context, importer, files, committed)
+            results = _import(context, importer, files, AssetKey(plugin.asset_name), committed)
             gone = sorted(opened.live_file_ids(source.name) - {file.file_id for file in files})
             deletions = apply_deletions(context, opened, mapping, gone)
         for key in sorted(known - present):

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 from dagster import (
     AssetCheckResult,
+    AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     MaterializeResult,
@@ -14,6 +15,7 @@ from dagster import (
 )
 
 from pgdatahub_dagster.defs.resources import WarehouseResource
+from pgdatahub_dagster.defs.tables import observe_tables
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, recent_imports, table_status
 
 WAREHOUSE_STATUS = AssetKey("warehouse_status")
@@ -28,19 +30,22 @@ def warehouse_status_asset(imports: Sequence[AssetsDefinition]) -> AssetsDefinit
         group_name="warehouse",
         kinds={"sql"},
     )
-    def warehouse_status(warehouse: WarehouseResource) -> MaterializeResult[None]:
+    def warehouse_status(
+        context: AssetExecutionContext, warehouse: WarehouseResource
+    ) -> MaterializeResult[None]:
         """Per table: files imported, skipped, failed, reverted and deleted, rows, the last
         import and the last error; and the latest failures. The same figures as
-        ``pgdatahub status``."""
-        return _status(warehouse)
+        ``pgdatahub status``. Each table asset gets an observation of the table as it is."""
+        return _status(context, warehouse)
 
     return warehouse_status
 
 
-def _status(warehouse: WarehouseResource) -> MaterializeResult[None]:
+def _status(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult[None]:
     with warehouse.open() as opened:
         statuses = table_status(opened)
         failures = recent_imports(opened, 10, status="failed")
+        observe_tables(context, opened, [s.table_name for s in statuses])
     lines = ["| table | rows | imported | skipped | failed | reverted | deleted | last import | last error |"]
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for s in statuses:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -74,6 +75,24 @@ class ImportResult:
         return self.record.status == "failed"
 
 
+@dataclass(frozen=True)
+class ImportProgress:
+    """How far the import of one file has come, after each batch it loaded."""
+
+    source_file: str
+    table: str
+    rows_read: int
+    seconds: float  # since the file's first batch was read
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+
+#: Hears of each batch loaded: long imports can show they are alive and how fast they go.
+ProgressCallback = Callable[[ImportProgress], None]
+
+
 @dataclass
 class _Counts:
     rows_read: int = 0
@@ -92,6 +111,7 @@ class Importer:
         run_id: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         read_limits: ReadLimits | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.source = source
@@ -100,6 +120,7 @@ class Importer:
         # Read once, at the start of a run: a broken value stops the run, not each file.
         self.read_limits = read_limits or ReadLimits.from_env()
         self.batch_rows = batch_rows
+        self.progress = progress
         self._folder_tables: FolderTables | None = None
 
     def settings_for(self, file: SourceFile) -> FolderSettings:
@@ -277,6 +298,7 @@ class Importer:
             counts.sheet = raw.sheet
             names = unique_column_names(raw.headers, reserved=LINEAGE_COLUMNS)
             key_columns = _key_columns(settings, names, file.path)
+            started = time.monotonic()
             for batch in raw.batches:
                 frame = normalise_frame(batch.rename(dict(zip(batch.columns, names, strict=True))))
                 if frame.height == 0:
@@ -297,6 +319,9 @@ class Importer:
                 merged = ownership.load_batch(frame, plan.load_types, holder)
                 record.rows_inserted += merged.supplied
                 record.rows_held += merged.held
+                if self.progress is not None:
+                    seconds = time.monotonic() - started
+                    self.progress(ImportProgress(file.path, table, counts.rows_read, seconds))
         record.sheet_name = counts.sheet
         record.rows_read = counts.rows_read
         record.rows_duplicate = counts.rows_read - record.rows_inserted

@@ -34,6 +34,7 @@ that would load into one table by accident (``Leads`` and ``leads``) are found b
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,19 @@ class FolderSettings:
             f"sheet={self.sheet or ''};default_sheet={self.default_sheet or ''};key={key};"
             f"header_row={self.header_row or ''};phone_region={self.phone_region}"
         )
+
+
+_KEY_IN_READ_AS = re.compile(r";key=([^;]*);header_row=")
+
+
+def unique_key_read_as(read_as: str) -> tuple[str, ...] | None:
+    """The ``unique_key`` a ledger row's ``read_as`` records (``FolderSettings.read_as``):
+    ``None`` for all user columns, ``()`` for none."""
+    found = _KEY_IN_READ_AS.search(read_as)
+    key = found[1] if found else "*"
+    if key == "*":
+        return None
+    return tuple(key.split(",")) if key else ()
 
 
 @dataclass(frozen=True)

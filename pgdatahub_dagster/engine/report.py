@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN as ROW_KEY
-from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, Warehouse
-from pgdatahub_dagster.engine.warehouse.base import HOLDING_SQL
+from pgdatahub_dagster.engine.mapping import unique_key_read_as
+from pgdatahub_dagster.engine.warehouse import LEDGER_TABLE, LINEAGE_COLUMNS, Warehouse
+from pgdatahub_dagster.engine.warehouse.base import HOLDING_SQL, SCHEMA_CHANGES_TABLE
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,10 @@ def recent_imports(warehouse: Warehouse, limit: int = 20, status: str | None = N
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
+def ledger_mismatches(warehouse: Warehouse, tables: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
     """Tables whose ownership records disagree with the ledger: ``{table: {"found": holdings
     found, "ledger": holdings the ledger accounts for, "unaccounted": rows naming an import
-    that holds nothing}}``. Empty when all agree.
+    that holds nothing}}``, for the ledger's tables or only ``tables``. Empty when all agree.
 
     Every live (or kept) import holds ``rows_held`` keys; each is either a data row it
     supplies or a row of the table's holders table. A data row whose supplier no longer
@@ -88,7 +90,9 @@ def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
         f"WHERE status IN {HOLDING_SQL} GROUP BY table_name"
     )
     expected = {str(table): int(held) for table, held in accounted}
-    tables = {str(row[0]) for row in warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE}")}
+    if tables is None:
+        ledger_tables = warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE}")
+        tables = {str(row[0]) for row in ledger_tables}
     mismatches: dict[str, dict[str, int]] = {}
     p = warehouse.placeholder
     for table in sorted(tables):
@@ -118,11 +122,18 @@ def ledger_mismatches(warehouse: Warehouse) -> dict[str, dict[str, int]]:
     return mismatches
 
 
-def duplicate_keys(warehouse: Warehouse) -> dict[str, int]:
-    """Tables where some business key occurs more than once: ``{table: repeated keys}``."""
-    tables = warehouse.fetchall(f"SELECT DISTINCT table_name FROM {LEDGER_TABLE} WHERE status = 'success'")
+def duplicate_keys(warehouse: Warehouse, tables: Iterable[str] | None = None) -> dict[str, int]:
+    """Tables (of the ledger, or ``tables``) where some business key occurs more than once:
+    ``{table: repeated keys}``."""
+    if tables is None:
+        tables = [
+            str(row[0])
+            for row in warehouse.fetchall(
+                f"SELECT DISTINCT table_name FROM {LEDGER_TABLE} WHERE status = 'success'"
+            )
+        ]
     found = {}
-    for (table,) in tables:
+    for table in tables:
         if warehouse.table_columns(table) is None:
             continue
         repeated = warehouse.fetchall(
@@ -132,3 +143,114 @@ def duplicate_keys(warehouse: Warehouse) -> dict[str, int]:
         if repeated:
             found[table] = int(repeated)
     return found
+
+
+@dataclass(frozen=True)
+class ColumnDetails:
+    name: str
+    sql_type: str  # as the database names it
+    is_key: bool  # part of the business key the row key (``_row_key``) is built from, or that key
+    is_lineage: bool  # names the file whose values the row shows
+
+
+@dataclass(frozen=True)
+class SchemaChangeRecord:
+    """One row of ``etl_schema_changes``."""
+
+    change_type: str
+    column_name: str | None
+    old_type: str | None
+    new_type: str | None
+    source_file: str
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class TableDetails:
+    """What a table holds now, for its Dagster asset: columns, rows, the files behind them."""
+
+    table_name: str
+    qualified_name: str  # database.schema.table
+    columns: list[ColumnDetails]
+    row_count: int
+    files_held: int  # imports (files) that hold rows of it
+    rows_held: int  # the keys those imports hold, a key counted once per file that holds it
+    last_schema_change: SchemaChangeRecord | None
+
+
+_CHANGE_COLUMNS = "change_type, column_name, old_type, new_type, source_file, changed_at"
+
+
+def _changes(rows: list[tuple[Any, ...]]) -> list[SchemaChangeRecord]:
+    return [SchemaChangeRecord(*row) for row in rows]
+
+
+def table_details(warehouse: Warehouse, table: str) -> TableDetails | None:
+    """The table as it is now; ``None`` when it does not exist (every import failed)."""
+    columns = warehouse.column_types(table)
+    if not columns:
+        return None
+    p = warehouse.placeholder
+    held = warehouse.fetchall(
+        f"SELECT count(DISTINCT source_file_id), COALESCE(SUM(rows_held), 0) FROM {LEDGER_TABLE} "
+        f"WHERE table_name = {p} AND status IN {HOLDING_SQL}",
+        (table,),
+    )[0]
+    keys = [
+        unique_key_read_as(str(read_as))
+        for (read_as,) in warehouse.fetchall(
+            f"SELECT DISTINCT read_as FROM {LEDGER_TABLE} WHERE table_name = {p} "
+            f"AND status IN {HOLDING_SQL} AND read_as IS NOT NULL",
+            (table,),
+        )
+    ]
+    every_column_keyed = not keys or any(key is None for key in keys)
+    key_columns = {name for key in keys for name in key or ()}
+    details = []
+    for name, sql_type in columns:
+        lineage = name in LINEAGE_COLUMNS
+        if name == ROW_KEY:
+            keyed = True
+        elif lineage:
+            keyed = False
+        else:
+            keyed = every_column_keyed or name in key_columns
+        details.append(ColumnDetails(name, sql_type, keyed, lineage))
+    last = _changes(
+        warehouse.fetchall(
+            f"SELECT {_CHANGE_COLUMNS} FROM {SCHEMA_CHANGES_TABLE} WHERE table_name = {p} "
+            "ORDER BY id DESC LIMIT 1",
+            (table,),
+        )
+    )
+    database, schema = warehouse.fetchall("SELECT current_database(), current_schema()")[0]
+    return TableDetails(
+        table_name=table,
+        qualified_name=f"{database}.{schema}.{table}",
+        columns=details,
+        row_count=warehouse.count(table),
+        files_held=int(held[0]),
+        rows_held=int(held[1]),
+        last_schema_change=last[0] if last else None,
+    )
+
+
+def schema_drift(warehouse: Warehouse, table: str) -> list[SchemaChangeRecord]:
+    """The columns the table's last import added or widened, unless that import created the
+    table: a dashboard built on the table may not expect them."""
+    p = warehouse.placeholder
+    last = warehouse.fetchall(
+        f"SELECT id FROM {LEDGER_TABLE} WHERE table_name = {p} AND status = 'success' "
+        "ORDER BY id DESC LIMIT 1",
+        (table,),
+    )
+    if not last:
+        return []
+    changes = warehouse.fetchall(
+        f"SELECT {_CHANGE_COLUMNS} FROM {SCHEMA_CHANGES_TABLE} WHERE import_id = {p} AND table_name = {p} "
+        "ORDER BY id",
+        (last[0][0], table),
+    )
+    if any(change[0] == "create_table" for change in changes):
+        return []
+    return [change for change in _changes(changes) if change.change_type in ("add_column", "alter_type")]

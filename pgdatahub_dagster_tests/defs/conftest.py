@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetKey,
     DagsterInstance,
     Definitions,
     DeleteDynamicPartitionsRequest,
+    ExecuteInProcessResult,
     RunRequest,
     SensorResult,
+    TableSchema,
     instance_for_test,
 )
 
@@ -21,6 +24,7 @@ from pgdatahub_dagster.definitions import build_defs
 from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
 from pgdatahub_dagster.defs.sources.drive import DriveResource
 from pgdatahub_dagster.defs.sources.local import LocalFolderResource
+from pgdatahub_dagster.engine.warehouse import LINEAGE_COLUMNS, connect
 
 
 @pytest.fixture
@@ -42,6 +46,12 @@ def test_defs(source_dir: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPa
     pgdatahub.yaml, if any) from PGDATAHUB_SOURCE_DIR."""
     monkeypatch.setenv("PGDATAHUB_SOURCE_DIR", str(source_dir))
     monkeypatch.delenv("PGDATAHUB_CONFIG", raising=False)
+    return code_location(warehouse_url)
+
+
+def code_location(warehouse_url: str) -> Definitions:
+    """The code location as it loads now, with the source folder of the environment: its
+    table assets are the tables of the folders there at this moment."""
     return build_defs(
         {
             "warehouse": WarehouseResource(database_url=warehouse_url),
@@ -49,6 +59,16 @@ def test_defs(source_dir: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPa
             "local_folder": LocalFolderResource(),
             "drive": DriveResource(),
         }
+    )
+
+
+def full_sync(defs: Definitions, instance: DagsterInstance) -> ExecuteInProcessResult:
+    """``dagster asset materialize --select local_folder_sync``, in process; a failed file
+    fails the run, which is an outcome here, not an error."""
+    return (
+        defs.resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={AssetKey("local_folder_sync")})
+        .execute_in_process(instance=instance, raise_on_error=False)
     )
 
 
@@ -75,3 +95,27 @@ def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) ->
         raise_on_error=False,
     )
     return result.success
+
+
+def latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, object]:
+    """The metadata of the asset's latest materialisation, as plain values."""
+    event = instance.get_latest_materialization_event(key)
+    assert event is not None and event.asset_materialization is not None, key
+    return {name: value.value for name, value in event.asset_materialization.metadata.items()}
+
+
+def assert_table_asset_shows_the_warehouse(instance: DagsterInstance, warehouse_url: str, table: str) -> None:
+    """The table asset's latest materialisation carries the table's row count, qualified name
+    and columns with their SQL types, its lineage columns marked."""
+    metadata = latest_metadata(instance, AssetKey(["warehouse", table]))
+    with connect(warehouse_url) as warehouse:
+        rows = warehouse.count(table)
+        columns = warehouse.column_types(table)
+        database, schema = warehouse.fetchall("SELECT current_database(), current_schema()")[0]
+    assert metadata["dagster/row_count"] == rows
+    assert metadata["dagster/table_name"] == f"{database}.{schema}.{table}"
+    schema_value = metadata["dagster/column_schema"]
+    assert isinstance(schema_value, TableSchema)
+    assert [(c.name, c.type) for c in schema_value.columns] == columns
+    lineage = {c.name for c in schema_value.columns if c.tags.get("lineage") == "true"}
+    assert lineage == set(LINEAGE_COLUMNS)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import AssetKey, DagsterInstance, Definitions
 
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.warehouse import connect
+from pgdatahub_dagster_tests.defs.conftest import full_sync
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -59,7 +60,8 @@ def test_single_file_run_reports_the_file_in_metadata(
     result = test_defs.resolve_job_def("import_local_files").execute_in_process(
         instance=instance, partition_key="shop/b.xlsx"
     )
-    [materialization] = result.asset_materializations_for_node("local_spreadsheets")
+    [table, materialization] = result.asset_materializations_for_node("local_spreadsheets")
+    assert table.asset_key == AssetKey(["warehouse", "shop"])  # and the table the file wrote
     metadata = {key: value.value for key, value in materialization.metadata.items()}
     assert metadata["status"] == "success"
     assert metadata["table"] == "shop"
@@ -91,23 +93,15 @@ def test_folder_sync_imports_everything_and_marks_the_file_partitions(
         assert warehouse.fetchall("SELECT name FROM people") == [("Ada",)]
 
 
-def _sync(defs: Definitions, instance: DagsterInstance) -> ExecuteInProcessResult:
-    return (
-        defs.resolve_implicit_global_asset_job_def()
-        .get_subset(asset_selection={AssetKey("local_folder_sync")})
-        .execute_in_process(instance=instance, raise_on_error=False)
-    )
-
-
 def test_folder_sync_is_a_full_sync_that_applies_on_delete(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:
     (source_dir / "pgdatahub.yaml").write_text("shop:\n  on_delete: retract\n")
     write_csv(source_dir / "shop" / "a.csv", "sku\nA1\nA2\n")
     write_csv(source_dir / "shop" / "b.csv", "sku\nA2\nB1\n")
-    assert _sync(test_defs, instance).success
+    assert full_sync(test_defs, instance).success
     (source_dir / "shop" / "a.csv").unlink()
-    result = _sync(test_defs, instance)
+    result = full_sync(test_defs, instance)
     assert result.success
     [materialization] = [
         m
@@ -122,8 +116,12 @@ def test_folder_sync_is_a_full_sync_that_applies_on_delete(
             ("A2", "shop/b.csv"),
             ("B1", "shop/b.csv"),
         ]
+    # The deletion reported the table it changed.
+    table = instance.get_latest_materialization_event(AssetKey(["warehouse", "shop"]))
+    assert table is not None and table.asset_materialization is not None
+    assert table.asset_materialization.metadata["dagster/row_count"].value == 2
     # Nothing left to do: a repeated sync changes nothing.
-    assert _sync(test_defs, instance).success
+    assert full_sync(test_defs, instance).success
     with connect(warehouse_url) as warehouse:
         assert warehouse.count("shop") == 2
 
@@ -133,9 +131,9 @@ def test_folder_sync_fails_on_a_missing_source_folder_and_deletes_nothing(
 ) -> None:
     (source_dir / "pgdatahub.yaml").write_text("shop:\n  on_delete: retract\n")
     write_csv(source_dir / "shop" / "a.csv", "sku\nA1\n")
-    assert _sync(test_defs, instance).success
+    assert full_sync(test_defs, instance).success
     moved = source_dir.rename(source_dir.with_name("unmounted"))
-    result = _sync(test_defs, instance)
+    result = full_sync(test_defs, instance)
     assert not result.success
     failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message  # type: ignore[union-attr]

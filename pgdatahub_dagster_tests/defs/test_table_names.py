@@ -7,7 +7,7 @@ from pathlib import Path
 from dagster import DagsterInstance, Definitions
 
 from pgdatahub_dagster.engine.warehouse import connect
-from pgdatahub_dagster_tests.defs.test_assets import _sync
+from pgdatahub_dagster_tests.defs.conftest import full_sync as _sync
 from pgdatahub_dagster_tests.files import write_csv
 
 

@@ -78,5 +78,5 @@ GOOGLE_DRIVE = SourcePlugin(
     default_resource=DriveResource,
     label="the watched Google Drive folders (Google Sheets exported as xlsx)",
     group_name="google_drive",
-    kinds=frozenset({"googledrive", "polars"}),
+    kinds=frozenset({"googledrive", "csv", "excel"}),
 )

@@ -48,5 +48,5 @@ GMAIL = SourcePlugin(
     default_resource=GmailResource,
     label="the messages the Gmail searches of the folder mapping find, and their spreadsheet attachments",
     group_name="gmail",
-    kinds=frozenset({"gmail", "polars"}),
+    kinds=frozenset({"gmail", "csv", "excel"}),
 )

@@ -519,6 +519,11 @@ class Warehouse(ABC):
         included, in order."""
         return [name for name, _ in self._columns(table, schema)]
 
+    def column_types(self, table: str) -> list[tuple[str, str]]:
+        """Every column of ``table`` with its type as the database names it, lineage and row
+        key included, in order; empty when the table does not exist."""
+        return self._columns(table)
+
     def table_columns(self, table: str) -> dict[str, SqlType] | None:
         """The user columns of ``table`` and their types; ``None`` when it does not exist."""
         rows = self._columns(table)

@@ -1,0 +1,125 @@
+"""The warehouse's tables as assets: declared from the folders, reported by every import with
+what the warehouse holds, read back through Dagster's instance API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance, Definitions, TableSchema
+
+from pgdatahub_dagster.defs.partitions import local_files
+from pgdatahub_dagster_tests.defs.conftest import (
+    assert_table_asset_shows_the_warehouse,
+    code_location,
+    full_sync,
+    latest_metadata,
+)
+from pgdatahub_dagster_tests.files import write_csv, write_xlsx
+
+SHOP, PEOPLE = AssetKey(["warehouse", "shop"]), AssetKey(["warehouse", "people"])
+
+
+def _two_folders(source_dir: Path) -> None:
+    (source_dir / "pgdatahub.yaml").write_text("shop:\n  unique_key: [sku]\n")
+    write_csv(source_dir / "shop" / "a.csv", "sku,price\nA1,9.5\nA2,3\n")
+    write_xlsx(source_dir / "shop" / "b.xlsx", {"Sheet1": [["sku", "price", "size"], ["B1", 4, "L"]]})
+    write_csv(source_dir / "people" / "p.csv", "name,zip\nAda,01234\nBob,99999\nAda,01234\n")
+
+
+def test_the_tables_of_the_folders_are_assets_downstream_of_the_imports(
+    test_defs: Definitions, source_dir: Path, warehouse_url: str
+) -> None:
+    assert not any(key.path[0] == "warehouse" for key in test_defs.resolve_all_asset_keys())
+    _two_folders(source_dir)
+    graph = code_location(warehouse_url).resolve_asset_graph()
+    assert {key for key in graph.get_all_asset_keys() if key.path[0] == "warehouse"} == {SHOP, PEOPLE}
+    kind = "duckdb" if warehouse_url.startswith("duckdb") else "postgres"
+    for key in (SHOP, PEOPLE):
+        table = graph.get(key)
+        assert table.group_name == "local_folder"
+        assert set(table.kinds) == {kind, "table"}
+        assert table.parent_keys == {AssetKey("local_spreadsheets"), AssetKey("local_folder_sync")}
+        checks = {check.name for check in graph.get_check_keys_for_assets({key})}
+        assert checks == {"unique_keys_hold", "ledger_matches_tables", "schema_drift"}
+    # A new folder is a new table asset at the next load, without a code change.
+    write_csv(source_dir / "shop" / "eu" / "x.csv", "sku\nE1\n")
+    keys = code_location(warehouse_url).resolve_asset_graph().get_all_asset_keys()
+    assert AssetKey(["warehouse", "shop_eu"]) in keys
+
+
+def test_an_import_of_two_folders_reports_each_table_as_the_warehouse_holds_it(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
+) -> None:
+    _two_folders(source_dir)
+    assert full_sync(code_location(warehouse_url), instance).success
+    for table in ("shop", "people"):
+        assert_table_asset_shows_the_warehouse(instance, warehouse_url, table)
+    shop = latest_metadata(instance, SHOP)
+    assert shop["dagster/row_count"] == 3 and shop["files_held"] == 2 and shop["rows_held"] == 3
+    schema = shop["dagster/column_schema"]
+    assert isinstance(schema, TableSchema)
+    keys = {c.name for c in schema.columns if c.tags.get("key") == "true"}
+    assert keys == {"sku", "_row_key"}  # unique_key: [sku]
+    assert shop["last_schema_change"] == {
+        "change": "add_column",
+        "column": "size",
+        "old_type": None,
+        "new_type": "TEXT",
+        "source_file": "shop/b.xlsx",
+        "changed_at": shop["last_schema_change"]["changed_at"],  # type: ignore[index]
+    }
+    people = latest_metadata(instance, PEOPLE)
+    assert people["dagster/row_count"] == 2  # Ada twice: one key
+    people_schema = people["dagster/column_schema"]
+    assert isinstance(people_schema, TableSchema)
+    assert {c.name for c in people_schema.columns if c.tags.get("key") == "true"} == {
+        "name",
+        "zip",
+        "_row_key",
+    }
+
+    # A file imported alone, by its partition, reports its table too.
+    write_csv(source_dir / "people" / "q.csv", "name,zip\nCy,12345\n")
+    instance.add_dynamic_partitions(local_files.name, ["people/q.csv"])
+    code_location(warehouse_url).resolve_job_def("import_local_files").execute_in_process(
+        instance=instance, partition_key="people/q.csv"
+    )
+    assert latest_metadata(instance, PEOPLE)["dagster/row_count"] == 3
+    assert_table_asset_shows_the_warehouse(instance, warehouse_url, "people")
+
+
+def test_a_failed_file_has_its_reason_on_its_partition(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path
+) -> None:
+    write_csv(source_dir / "shop" / "a.csv", "sku\nA1\n")
+    (source_dir / "shop" / "c.xlsx").write_bytes(b"definitely not a workbook")
+    assert not full_sync(test_defs, instance).success
+    [record] = instance.fetch_observations(AssetKey("local_spreadsheets"), limit=10).records
+    assert record.partition_key == "shop/c.xlsx"
+    observation = record.asset_observation
+    assert observation is not None
+    assert observation.metadata["status"].value == "failed"
+    assert "shop/c.xlsx: not a readable workbook" in str(observation.metadata["error"].value)
+    # A run of the file's partition alone records it the same way.
+    test_defs.resolve_job_def("import_local_files").execute_in_process(
+        instance=instance, partition_key="shop/c.xlsx", raise_on_error=False
+    )
+    records = instance.fetch_observations(AssetKey("local_spreadsheets"), limit=10).records
+    assert [r.partition_key for r in records] == ["shop/c.xlsx", "shop/c.xlsx"]
+
+
+def test_a_long_import_logs_its_progress_per_batch(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path
+) -> None:
+    rows = "\n".join(f"R{i},{i}" for i in range(250_000))
+    write_csv(source_dir / "big" / "big.csv", f"id,n\n{rows}\n")
+    result = full_sync(test_defs, instance)
+    assert result.success
+    lines = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.user_message.startswith("PROGRESS big/big.csv")
+    ]
+    # Batches of 100,000 rows: the second and the third are logged, with their running total.
+    assert [line.split(": ")[1].split(" rows")[0] for line in lines] == ["200,000", "250,000"]
+    assert all(line.endswith(" rows/s") for line in lines)
