@@ -21,7 +21,12 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import polars as pl
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
+from pgdatahub_dagster.engine.dedup.keys import (
+    LEGACY_ROW_KEY_VERSION,
+    ROW_KEY_COLUMN,
+    ROW_KEY_VERSION,
+    SeenKeys,
+)
 from pgdatahub_dagster.engine.errors import CommitConflict, DataRefusedError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
@@ -59,6 +64,9 @@ ENGINE_TABLES = (
 ENGINE_PREFIX = "pgdatahub_"
 #: The ``prefer`` each data table's shared keys were last decided by.
 TABLE_SETTINGS_TABLE = f"{ENGINE_PREFIX}table_settings"
+#: The version of each data table's row keys (``dedup/keys.py``), recorded when the table is
+#: created; a table without a record predates versions (``LEGACY_ROW_KEY_VERSION``).
+ROW_KEY_VERSIONS_TABLE = f"{ENGINE_PREFIX}row_key_versions"
 #: Where each data table's holders table lives (see ``ownership.py``), under the table's name.
 HOLDERS_SCHEMA = f"{ENGINE_PREFIX}holders"
 #: The temporary table one batch of rows is staged in before it is merged.
@@ -247,6 +255,8 @@ def _ledger_ddl(indexed: bool) -> list[str]:
         f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
         f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS read_as TEXT",
         f"CREATE TABLE IF NOT EXISTS {TABLE_SETTINGS_TABLE} (table_name TEXT {key}, prefer TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {ROW_KEY_VERSIONS_TABLE} "
+        f"(table_name TEXT {key}, version INTEGER NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES_TABLE} (
         id BIGINT {key},
         import_id BIGINT NOT NULL,
@@ -598,6 +608,7 @@ class Warehouse(ABC):
             self._create_table(
                 table, {c.column_name: c.new_type for c in changes if c.column_name and c.new_type}
             )
+            self._record_row_key_version(table, ROW_KEY_VERSION)
             return
         # The holders table keeps the data table's user columns, so that a holder's own
         # values can always take the row's place.
@@ -705,6 +716,25 @@ class Warehouse(ABC):
         self.execute(f"DELETE FROM {TABLE_SETTINGS_TABLE} WHERE table_name = {p}", (table,))
         self.execute(
             f"INSERT INTO {TABLE_SETTINGS_TABLE} (table_name, prefer) VALUES ({p}, {p})", (table, prefer)
+        )
+
+    def row_key_version(self, table: str) -> int:
+        """How the row keys of ``table`` are made (``dedup.keys.ROW_KEY_VERSIONS``): as its
+        existing rows' keys were, so that old and new rows compare; a table yet to be created
+        gets today's version."""
+        if not self.table_exists(table):
+            return ROW_KEY_VERSION
+        rows = self.fetchall(
+            f"SELECT version FROM {ROW_KEY_VERSIONS_TABLE} WHERE table_name = {self.placeholder}", (table,)
+        )
+        return int(rows[0][0]) if rows else LEGACY_ROW_KEY_VERSION
+
+    def _record_row_key_version(self, table: str, version: int) -> None:
+        p = self.placeholder
+        # A record left by an earlier table of the same name (dropped since) is replaced.
+        self.execute(f"DELETE FROM {ROW_KEY_VERSIONS_TABLE} WHERE table_name = {p}", (table,))
+        self.execute(
+            f"INSERT INTO {ROW_KEY_VERSIONS_TABLE} (table_name, version) VALUES ({p}, {p})", (table, version)
         )
 
     def ledger(self) -> Iterator[dict[str, Any]]:
