@@ -275,11 +275,18 @@ def _ledger_ddl(indexed: bool) -> list[str]:
     sequences = [
         f"CREATE SEQUENCE IF NOT EXISTS {name}_id_seq" for name in (LEDGER_TABLE, SCHEMA_CHANGES_TABLE)
     ]
+    # One for every kind of look-up the import and status paths make, so that their cost does
+    # not grow with the ledger's history. Ledgers made before an index get it on open.
     indexes = [
-        # Every import looks up the file's earlier imports, and every ownership decision the
-        # import that supplies a row.
+        # Every ownership decision: the import that supplies a row.
         f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file ON {LEDGER_TABLE} (table_name, source_file_id)",
+        # Every import: the file's earlier imports (``holding_imports``).
         f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file_id ON {LEDGER_TABLE} (source_file_id)",
+        # Whether others hold rows of a table; a table's last failure (``report``).
+        f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_table_status ON {LEDGER_TABLE} (table_name, status)",
+        # Every sync: the files of a source that are loaded (``live_file_ids``).
+        f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_source "
+        f"ON {LEDGER_TABLE} (source, status, source_file_id)",
     ]
     return sequences + tables + indexes
 
@@ -490,6 +497,15 @@ class Warehouse(ABC):
             (schema, table) if schema else (table,),
         )
         return bool(rows)
+
+    def table_names(self, schema: str | None = None) -> set[str]:
+        """Every table in ``schema`` (by default the current one)."""
+        p = self.placeholder
+        rows = self.fetchall(
+            f"SELECT table_name FROM information_schema.tables WHERE {_in_schema(schema, p)}",
+            (schema,) if schema else (),
+        )
+        return {str(name) for (name,) in rows}
 
     def count(self, table: str) -> int:
         return int(self.fetchall(f"SELECT count(*) FROM {self.quote(table)}")[0][0])
