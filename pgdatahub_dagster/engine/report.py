@@ -26,8 +26,8 @@ class TableStatus:
 
 
 def table_status(warehouse: Warehouse) -> list[TableStatus]:
-    """One entry per table the ledger knows, with its current row count. A fixed number of
-    statements whatever the number of tables: thousands of tables answer in about a second."""
+    """One entry per table the ledger knows, with its current row count: three statements,
+    and one more per 50 tables to count their rows (5,000 tables: under a second)."""
     rows = warehouse.fetchall(
         f"""SELECT table_name,
                SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END),
@@ -62,8 +62,10 @@ def table_status(warehouse: Warehouse) -> list[TableStatus]:
     ]
 
 
-# Tables counted per statement: one statement per table costs a round trip each.
-_COUNTED_PER_STATEMENT = 500
+# Tables counted per statement: one statement per table costs a round trip each, and
+# PostgreSQL plans a long UNION in more than linear time (5,000 tables: 0.4 s by 50, 2 s by
+# 200 or one by one); a statement also locks every table it reads.
+_COUNTED_PER_STATEMENT = 50
 
 
 def row_counts(warehouse: Warehouse, tables: Sequence[str]) -> dict[str, int]:
