@@ -20,6 +20,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--database-url",
         default=None,
         help=f"an admin URL of the PostgreSQL to use (default: ${pg.URL_VAR}, else an embedded server)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="repetitions of each scenario (its contenders one after the other, each time); "
+        "the figures are the medians, with the range (default 3)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument(
@@ -102,6 +110,7 @@ def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
     result_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "bench.worker", run.contender, str(params_file), str(result_file)]
     log = (scratch / f"{run.key}.log").open("w")
+    load_average = [round(value, 2) for value in os.getloadavg()]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=log)
     # wait4 gives this child's own resource usage (and that of children it waited for).
@@ -118,6 +127,7 @@ def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
         )
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
     result["process_seconds"] = round(wall, 3)
+    result["load_average"] = load_average
     if "seconds" in result:
         result["seconds"] = round(result["seconds"], 3)
         speed = rate(result)
@@ -125,44 +135,62 @@ def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
     return result
 
 
-def _run_scenario(name: str, context: Context, admin_url: str, profile_dir: Path | None) -> dict[str, Any]:
+def _run_scenario(
+    name: str, context: Context, admin_url: str, profile_dir: Path | None, repeat: int
+) -> dict[str, Any]:
+    """The scenario's contenders one after the other, ``repeat`` times over: the ratios of a
+    repetition compare runs made minutes apart, under about the same load."""
     scenario = SCENARIOS[name]
     scratch = context.workdir / "runs" / name
     scratch.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    descriptions = {}
+    runs = scenario.runs(context)
+    repetitions: dict[str, list[dict[str, Any]]] = {run.key: [] for run in runs}
     from bench.contenders import CONTENDERS
 
-    for run in scenario.runs(context):
-        descriptions[run.key] = CONTENDERS[run.contender].description
-        print(f"  {name}: {run.key} ({run.contender}) …", end="", flush=True)
-        params = dict(run.params)
-        if profile_dir is not None and run.contender == "engine":
-            params["profile"] = str(profile_dir / f"profile_{name}_{run.key}.txt")
-        pg.settle(admin_url)
-        with ExitStack() as stack:
-            if run.database == "postgres":
-                params["url"] = stack.enter_context(pg.fresh_database(admin_url, run.key))
-            elif run.database == "duckdb":
-                path = scratch / f"{run.key}.duckdb"
-                path.unlink(missing_ok=True)
-                params["duckdb_path"] = str(path)
-                params["url"] = f"duckdb:///{path}"
-            results[run.key] = _measure(run, params, scratch)
-            if run.database == "duckdb":
-                Path(params["duckdb_path"]).unlink(missing_ok=True)
-        outcome = results[run.key]
-        if "error" in outcome:
-            print(f" FAILED\n{outcome['error']}", flush=True)
-        else:
-            print(f" {outcome['seconds']:.2f} s, {outcome['peak_rss_mb']:.0f} MB", flush=True)
-    engine_key = next(run.key for run in scenario.runs(context) if run.role == "engine")
-    engine_rate = rate(results.get(engine_key))
-    for key, outcome in results.items():
-        other = rate(outcome)
-        if key != engine_key and engine_rate is not None and other:
-            outcome["engine_ratio"] = round(engine_rate / other, 3)
-        outcome["description"] = descriptions[key]
+    for repetition in range(1, repeat + 1):
+        for run in runs:
+            print(f"  {name}: {run.key} ({run.contender}) #{repetition} …", end="", flush=True)
+            params = dict(run.params)
+            if profile_dir is not None and run.contender == "engine":
+                params["profile"] = str(profile_dir / f"profile_{name}_{run.key}_{repetition}.txt")
+            pg.settle(admin_url)
+            with ExitStack() as stack:
+                if run.database == "postgres":
+                    params["url"] = stack.enter_context(pg.fresh_database(admin_url, run.key))
+                elif run.database == "duckdb":
+                    path = scratch / f"{run.key}.duckdb"
+                    path.unlink(missing_ok=True)
+                    params["duckdb_path"] = str(path)
+                    params["url"] = f"duckdb:///{path}"
+                outcome = _measure(run, params, scratch)
+                if run.database == "duckdb":
+                    Path(params["duckdb_path"]).unlink(missing_ok=True)
+            repetitions[run.key].append(outcome)
+            if "error" in outcome:
+                print(f" FAILED\n{outcome['error']}", flush=True)
+            else:
+                print(
+                    f" {outcome['seconds']:.2f} s, {outcome['peak_rss_mb']:.0f} MB, "
+                    f"load {outcome['load_average'][0]:.1f}",
+                    flush=True,
+                )
+    engine_key = next(run.key for run in runs if run.role == "engine")
+    results = {run.key: _summary(repetitions[run.key]) for run in runs}
+    for run in runs:
+        results[run.key]["description"] = CONTENDERS[run.contender].description
+        if run.key == engine_key:
+            continue
+        # Each repetition's engine ÷ it, from the two runs of that repetition.
+        ratios = sorted(
+            engine / other
+            for engine, other in zip(
+                map(rate, repetitions[engine_key]), map(rate, repetitions[run.key]), strict=True
+            )
+            if engine is not None and other
+        )
+        if ratios:
+            results[run.key]["engine_ratio"] = round(statistics.median(ratios), 3)
+            results[run.key]["engine_ratio_range"] = [round(ratios[0], 3), round(ratios[-1], 3)]
     return {
         "title": scenario.heading(context.sizes),
         "engine": engine_key,
@@ -170,6 +198,40 @@ def _run_scenario(name: str, context: Context, admin_url: str, profile_dir: Path
         "targets": [target.as_dict() for target in scenario.targets(results, context)],
         **scenario.extra(results, context),
     }
+
+
+def _summary(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's repetitions as one result: the median seconds and peak RSS, their
+    ranges, and every repetition as measured. A failed repetition fails the contender."""
+    failed = [outcome for outcome in outcomes if "error" in outcome]
+    summary: dict[str, Any] = dict(failed[0] if failed else outcomes[len(outcomes) // 2])
+    summary["repetitions"] = outcomes
+    if failed:
+        return summary
+    seconds = sorted(outcome["seconds"] for outcome in outcomes)
+    memory = sorted(outcome["peak_rss_mb"] for outcome in outcomes)
+    summary["seconds"] = round(statistics.median(seconds), 3)
+    summary["seconds_range"] = [seconds[0], seconds[-1]]
+    summary["peak_rss_mb"] = round(statistics.median(memory), 1)
+    summary["peak_rss_mb_range"] = [memory[0], memory[-1]]
+    summary["load_averages"] = [outcome["load_average"][0] for outcome in outcomes]
+    speed = rate(summary)
+    summary["rows_per_s"] = round(speed) if speed is not None else None
+    return summary
+
+
+def seconds_cell(outcome: dict[str, Any]) -> str:
+    """The median seconds, with the range over the repetitions."""
+    low, high = outcome.get("seconds_range") or (outcome["seconds"], outcome["seconds"])
+    return f"{outcome['seconds']:.2f}" + (f" ({low:.2f}–{high:.2f})" if high > low else "")
+
+
+def ratio_cell(outcome: dict[str, Any]) -> str:
+    """The median of the repetitions' engine ÷ it, with their range."""
+    if "engine_ratio" not in outcome:
+        return ""
+    low, high = outcome.get("engine_ratio_range") or (outcome["engine_ratio"], outcome["engine_ratio"])
+    return f"{outcome['engine_ratio']:.2f}×" + (f" ({low:.2f}–{high:.2f})" if high > low else "")
 
 
 def target_cells(target: dict[str, Any]) -> tuple[str, str]:
@@ -206,10 +268,10 @@ def _table(report: dict[str, Any]) -> str:
                     outcome["role"],
                     f"{outcome['rows_in']:,}",
                     f"{outcome['rows_out']:,}",
-                    f"{outcome['seconds']:.2f}",
+                    seconds_cell(outcome),
                     f"{outcome['rows_per_s']:,}",
                     f"{outcome['peak_rss_mb']:.0f}",
-                    f"{outcome['engine_ratio']:.2f}×" if "engine_ratio" in outcome else "",
+                    ratio_cell(outcome),
                 ]
             )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
@@ -237,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": command.strip(),
         "size": args.size,
+        "repeat": args.repeat,
         "sizes": SIZES[args.size].__dict__,
         "started_at": started.isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -253,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             context = Context(SIZES[args.size], workdir)
             for name in names:
                 print(f"{name}: {SCENARIOS[name].heading(context.sizes)}", flush=True)
-                report["scenarios"][name] = _run_scenario(name, context, admin_url, profile_dir)
+                report["scenarios"][name] = _run_scenario(name, context, admin_url, profile_dir, args.repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -7,25 +7,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import RESULTS, target_cells
+from bench.__main__ import RESULTS, ratio_cell, seconds_cell, target_cells
+
+
+def _loads(outcome: dict[str, Any]) -> str:
+    """The 1-minute load average at the start of each repetition."""
+    return ", ".join(f"{value:.1f}" for value in outcome.get("load_averages", []))
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "| scenario | contender | role | rows in | rows stored | seconds | rows/s | peak RSS MB "
-        "| engine ÷ it |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| engine ÷ it | load average |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, scenario in report["scenarios"].items():
         for key, outcome in scenario["contenders"].items():
             if "error" in outcome:
-                lines.append(f"| {name} | {key} | {outcome['role']} | failed | | | | | |")
+                lines.append(f"| {name} | {key} | {outcome['role']} | failed | | | | | | |")
                 continue
-            ratio = f"{outcome['engine_ratio']:.2f}×" if "engine_ratio" in outcome else ""
             lines.append(
                 f"| {name} | {key} | {outcome['role']} | {outcome['rows_in']:,} | {outcome['rows_out']:,} "
-                f"| {outcome['seconds']:.2f} | {outcome['rows_per_s']:,} | {outcome['peak_rss_mb']:.0f} "
-                f"| {ratio} |"
+                f"| {seconds_cell(outcome)} | {outcome['rows_per_s']:,} | {outcome['peak_rss_mb']:.0f} "
+                f"| {ratio_cell(outcome)} | {_loads(outcome)} |"
             )
     lines += ["", "| target | value | needed | verdict |", "|---|---:|---:|---|"]
     for name, scenario in report["scenarios"].items():

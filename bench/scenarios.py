@@ -207,11 +207,17 @@ class CsvDuckDB(Scenario):
         return [
             Run("engine", "engine", "engine", {"source_dir": str(source)}, "duckdb"),
             Run("duckdb_read_csv", "duckdb_read_csv", "ceiling", {"csv": str(csv)}, "duckdb"),
+            Run("duckdb_read_csv_indexed", "duckdb_read_csv_indexed", "limit", {"csv": str(csv)}, "duckdb"),
             Run("dlt_duckdb", "dlt_duckdb", "peer", {"csv": str(csv)}, "duckdb"),
         ]
 
     def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
         return [Target("engine ÷ dlt to DuckDB (rows/s)", ratio(results, "engine", "dlt_duckdb"), 1.5, "min")]
+
+    def extra(self, results: dict[str, dict[str, Any]], context: Context) -> dict[str, Any]:
+        """How far the engine is from the limit, DuckDB's own reader into an indexed table."""
+        limit = ratio(results, "engine", "duckdb_read_csv_indexed")
+        return {} if limit is None else {"engine_per_duckdb_read_csv_indexed": round(limit, 3)}
 
 
 @scenario
@@ -383,6 +389,52 @@ class ManyFiles(Scenario):
                 1000 * (seconds["dagster_multiprocess"] - seconds["engine_alone"]) / files, 1
             )
         return figures
+
+
+@scenario
+class LedgerHistory(Scenario):
+    """The many_files folder imported by the engine into a warehouse whose ledger already
+    holds a long history (500 imports per file of the folder: 100,000 at full size), against
+    the same import with an empty ledger."""
+
+    name = "ledger_history"
+    title = "ledger_history: {files} CSVs × {rows_per_file:,} rows → PostgreSQL, ledger of 500 × {files} rows"
+
+    def runs(self, context: Context) -> list[Run]:
+        folder = data.many_files(context.sizes.files, context.sizes.rows_per_file)
+        source = context.source_folder(self.name, sorted(folder.glob("*.csv")))
+        history = {"ledger_rows": 500 * context.sizes.files, "history_tables": 25 * context.sizes.files}
+        return [
+            Run("engine", "engine", "engine", {"source_dir": str(source), **history}),
+            Run("engine_empty_ledger", "engine", "limit", {"source_dir": str(source)}),
+        ]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        return [
+            Target(
+                "long ledger ÷ empty ledger (rows/s)",
+                ratio(results, "engine", "engine_empty_ledger"),
+                0.9,
+                "min",
+            )
+        ]
+
+
+@scenario
+class Status(Scenario):
+    """``pgdatahub status`` over many tables (25 per file of many_files: 5,000 at full size)
+    and a ledger of 500 imports per file (100,000)."""
+
+    name = "status"
+    title = "status: pgdatahub status, {files} × 25 tables, a ledger of {files} × 500 rows (PostgreSQL)"
+
+    def runs(self, context: Context) -> list[Run]:
+        files = context.sizes.files
+        return [Run("status", "engine_status", "engine", {"tables": 25 * files, "ledger_rows": 500 * files})]
+
+    def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
+        outcome = results.get("status") or {}
+        return [Target("seconds for pgdatahub status", outcome.get("seconds"), 2.0, "max")]
 
 
 @scenario

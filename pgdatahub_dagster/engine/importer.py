@@ -299,12 +299,13 @@ class Importer:
             names = unique_column_names(raw.headers, reserved=LINEAGE_COLUMNS)
             key_columns = _key_columns(settings, names, file.path)
             started = time.monotonic()
+            key_version = warehouse.row_key_version(table)
             for batch in raw.batches:
                 frame = normalise_frame(batch.rename(dict(zip(batch.columns, names, strict=True))))
                 if frame.height == 0:
                     continue
                 counts.rows_read += frame.height
-                frame = _with_row_keys(frame, key_columns, settings.phone_region)
+                frame = _with_row_keys(frame, key_columns, settings.phone_region, key_version)
                 types = {name: sql_type_of(frame[name]) for name in frame.columns if name != ROW_KEY_COLUMN}
                 plan = plan_schema_changes(warehouse.table_columns(table), types)
                 if plan.changes:
@@ -348,18 +349,18 @@ def _key_columns(settings: FolderSettings, names: Sequence[str], source_file: st
 
 
 def _with_row_keys(
-    frame: pl.DataFrame, key_columns: tuple[str, ...] | None, phone_region: str
+    frame: pl.DataFrame, key_columns: tuple[str, ...] | None, phone_region: str, version: int
 ) -> pl.DataFrame:
     if key_columns == ():
         return frame.with_columns(pl.lit(None, dtype=pl.String).alias(ROW_KEY_COLUMN))
     if key_columns is None:
-        keys = row_keys(frame, sorted(frame.columns), phone_region, label_columns=True)
+        keys = row_keys(frame, sorted(frame.columns), phone_region, label_columns=True, version=version)
     else:
         # A key column left empty in this batch was dropped by normalising; it still takes
         # part in the key (as empty), so the same row keys the same in every batch and file.
         missing = [
             pl.lit(None, dtype=pl.String).alias(name) for name in key_columns if name not in frame.columns
         ]
-        keys = row_keys(frame.with_columns(missing), key_columns, phone_region)
+        keys = row_keys(frame.with_columns(missing), key_columns, phone_region, version=version)
     # Repeats inside the file count as duplicates too; the first occurrence wins.
     return frame.with_columns(keys).unique(subset=[ROW_KEY_COLUMN], keep="first", maintain_order=True)

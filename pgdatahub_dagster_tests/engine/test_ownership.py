@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pgdatahub_dagster.engine.dedup.keys import LEGACY_ROW_KEY_VERSION, ROW_KEY_VERSION
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
 from pgdatahub_dagster.engine.lifecycle import record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches
 from pgdatahub_dagster.engine.revert import revert
 from pgdatahub_dagster.engine.sources import LocalFolderSource
+from pgdatahub_dagster.engine.warehouse import base as warehouse_base
 from pgdatahub_dagster.engine.warehouse import connect
+from pgdatahub_dagster.engine.warehouse.base import ROW_KEY_VERSIONS_TABLE
 from pgdatahub_dagster_tests.files import write_csv
 
 # A file's modification time ranks it (prefer: newest); tests set it explicitly.
@@ -312,3 +315,40 @@ def test_imports_recorded_before_the_settings_were_are_taken_as_read_under_today
     with connect(warehouse_url) as warehouse:
         stamped = warehouse.fetchall("SELECT read_as FROM etl_imports WHERE status = 'success'")
     assert stamped == [(FolderMapping.parse(KEYED).settings_for(("crm",), "root").read_as(),)]
+
+
+def test_a_warehouse_with_keys_made_before_key_versions_syncs_like_a_fresh_import(
+    warehouse_url: str, tmp_path: Path, new_warehouse: Any, monkeypatch: Any
+) -> None:
+    """A warehouse written by the engine before row keys were versioned (BLAKE2b keys, no
+    record of their version) keeps making its tables' keys that way, so its old and new rows
+    compare; a table created after the upgrade gets today's keys."""
+    root = tmp_path / "tree"
+    sync = Sync(warehouse_url, root, KEYED)
+    _write(root, "crm/a.csv", range(6), 1, "a")
+    _write(root, "crm/b.csv", range(3, 9), 2, "b")
+    monkeypatch.setattr(warehouse_base, "ROW_KEY_VERSION", LEGACY_ROW_KEY_VERSION)
+    sync.run()
+    with connect(warehouse_url) as warehouse, warehouse.transaction():
+        warehouse.execute(f"DROP TABLE {ROW_KEY_VERSIONS_TABLE}")  # the old engine had none
+    monkeypatch.undo()
+
+    # With today's engine: an edit, a newer file sharing keys, a deletion, and a new table.
+    _write(root, "crm/b.csv", range(4, 12), 3, "b2")
+    _write(root, "crm/c.csv", range(10, 14), 4, "c")
+    sync.delete("crm/a.csv")
+    write_csv(root / "leads/x.csv", "id,label\n1,v1\n1,V1\n")
+    sync.run()
+    expected = _expected((range(4, 12), "b2", "crm/b.csv"), (range(10, 14), "c", "crm/c.csv"))
+    assert sync.rows() == expected
+    assert sync.rows() == _fresh_rows(new_warehouse("fresh"), root, KEYED)
+    by_id = {str(i): hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(14)}
+    with connect(warehouse_url) as warehouse:
+        crm = warehouse.fetchall("SELECT CAST(id AS TEXT), CAST(_row_key AS TEXT) FROM crm")
+        leads = warehouse.fetchall("SELECT CAST(_row_key AS TEXT) FROM leads")
+        versions = warehouse.fetchall(f"SELECT table_name, version FROM {ROW_KEY_VERSIONS_TABLE}")
+    assert {str(key).replace("-", "") for _, key in crm} == {by_id[str(i)] for i, _ in crm}
+    assert [str(key).replace("-", "") for (key,) in leads] == [
+        hashlib.sha256(b"id=1\x1flabel=v1").hexdigest()[:32]
+    ]
+    assert versions == [("leads", ROW_KEY_VERSION)]

@@ -4,6 +4,19 @@ Two rows are the same business when their key columns agree after normalising: t
 inner whitespace collapsed, case-folded, and phone numbers compared as E.164 numbers. The
 key is stored as a 128-bit hash (a UUID column with a UNIQUE index), so the index stays
 small however wide the key columns are.
+
+The hash is versioned, and the version each table's keys were made with is recorded
+(``Warehouse.row_key_version``), so a table keeps one kind of key for its life:
+
+- version 1: BLAKE2b with a 16-byte digest (``hashlib.blake2b(text, digest_size=16)``) of the
+  key text, one Python call per row. Tables created before versions were recorded have these.
+- version 2: the first 16 bytes of SHA-256 of the same key text, computed in Rust by the
+  ``polars-hash`` plugin over the whole column. SHA-256 is a fixed standard, so the keys stay
+  the same across library upgrades (never ``pl.Series.hash``, whose output may change between
+  Polars releases), and PostgreSQL and DuckDB compute it too (``sha256``).
+
+The key text (the normalised parts joined by ``\\x1f``) is the same in every version: it
+defines which rows are duplicates.
 """
 
 from __future__ import annotations
@@ -14,8 +27,14 @@ from collections.abc import Sequence
 
 import phonenumbers
 import polars as pl
+import polars_hash
 
 ROW_KEY_COLUMN = "_row_key"
+#: Keys of tables created before versions were recorded: BLAKE2b-128.
+LEGACY_ROW_KEY_VERSION = 1
+#: Keys of every table created now: SHA-256, first 128 bits.
+ROW_KEY_VERSION = 2
+ROW_KEY_VERSIONS = (LEGACY_ROW_KEY_VERSION, ROW_KEY_VERSION)
 
 _PHONE_WORDS = frozenset({"phone", "phones", "telephone", "tel", "mobile", "fax", "cell", "cellphone"})
 # One word for "phone number": phonenumber, phoneno, phone2.
@@ -110,9 +129,15 @@ def _key_parts(frame: pl.DataFrame, key_columns: Sequence[str], region: str) -> 
 
 
 def row_keys(
-    frame: pl.DataFrame, key_columns: Sequence[str], phone_region: str, *, label_columns: bool = False
+    frame: pl.DataFrame,
+    key_columns: Sequence[str],
+    phone_region: str,
+    *,
+    label_columns: bool = False,
+    version: int = ROW_KEY_VERSION,
 ) -> pl.Series:
-    """A 32-hex-digit key per row (``_row_key``), from the normalised ``key_columns``.
+    """A 32-hex-digit key per row (``_row_key``), from the normalised ``key_columns``, made
+    the way ``version`` (one of ``ROW_KEY_VERSIONS``) says.
 
     With ``label_columns`` the key is the set of (column, value) pairs of the non-empty
     cells instead of the values in order: used when every column is the key, so that a
@@ -127,10 +152,16 @@ def row_keys(
     else:
         values = [pl.col(name).fill_null(_NULL_PART) for name in key_columns]
         joined = parts.select(pl.concat_str(values, separator=_PART_SEPARATOR))
-    blake2b = hashlib.blake2b
-    # Hashing is one Python call per row; Binary hands over bytes without re-encoding.
-    digests = [blake2b(text, digest_size=16).hexdigest() for text in joined.to_series().cast(pl.Binary)]
-    return pl.Series(ROW_KEY_COLUMN, digests, dtype=pl.String)
+    text = joined.to_series().alias(ROW_KEY_COLUMN)
+    if version == ROW_KEY_VERSION:
+        sha256 = polars_hash.col(ROW_KEY_COLUMN).chash.sha2_256()
+        return text.to_frame().select(sha256.str.slice(0, 32)).to_series()
+    if version == LEGACY_ROW_KEY_VERSION:
+        blake2b = hashlib.blake2b
+        # One Python call per row; Binary hands over bytes without re-encoding.
+        digests = [blake2b(value, digest_size=16).hexdigest() for value in text.cast(pl.Binary)]
+        return pl.Series(ROW_KEY_COLUMN, digests, dtype=pl.String)
+    raise ValueError(f"unknown row key version {version}; this pgdatahub knows {ROW_KEY_VERSIONS}")
 
 
 _HI, _LO = "_key_hi", "_key_lo"

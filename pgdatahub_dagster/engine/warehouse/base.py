@@ -21,7 +21,12 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import polars as pl
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, SeenKeys
+from pgdatahub_dagster.engine.dedup.keys import (
+    LEGACY_ROW_KEY_VERSION,
+    ROW_KEY_COLUMN,
+    ROW_KEY_VERSION,
+    SeenKeys,
+)
 from pgdatahub_dagster.engine.errors import CommitConflict, DataRefusedError, PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
@@ -59,6 +64,9 @@ ENGINE_TABLES = (
 ENGINE_PREFIX = "pgdatahub_"
 #: The ``prefer`` each data table's shared keys were last decided by.
 TABLE_SETTINGS_TABLE = f"{ENGINE_PREFIX}table_settings"
+#: The version of each data table's row keys (``dedup/keys.py``), recorded when the table is
+#: created; a table without a record predates versions (``LEGACY_ROW_KEY_VERSION``).
+ROW_KEY_VERSIONS_TABLE = f"{ENGINE_PREFIX}row_key_versions"
 #: Where each data table's holders table lives (see ``ownership.py``), under the table's name.
 HOLDERS_SCHEMA = f"{ENGINE_PREFIX}holders"
 #: The temporary table one batch of rows is staged in before it is merged.
@@ -260,6 +268,8 @@ def _ledger_ddl(indexed: bool) -> list[str]:
         f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
         f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS read_as TEXT",
         f"CREATE TABLE IF NOT EXISTS {TABLE_SETTINGS_TABLE} (table_name TEXT {key}, prefer TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {ROW_KEY_VERSIONS_TABLE} "
+        f"(table_name TEXT {key}, version INTEGER NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES_TABLE} (
         id BIGINT {key},
         import_id BIGINT NOT NULL,
@@ -278,11 +288,18 @@ def _ledger_ddl(indexed: bool) -> list[str]:
     sequences = [
         f"CREATE SEQUENCE IF NOT EXISTS {name}_id_seq" for name in (LEDGER_TABLE, SCHEMA_CHANGES_TABLE)
     ]
+    # One for every kind of look-up the import and status paths make, so that their cost does
+    # not grow with the ledger's history. Ledgers made before an index get it on open.
     indexes = [
-        # Every import looks up the file's earlier imports, and every ownership decision the
-        # import that supplies a row.
+        # Every ownership decision: the import that supplies a row.
         f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file ON {LEDGER_TABLE} (table_name, source_file_id)",
+        # Every import: the file's earlier imports (``holding_imports``).
         f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_file_id ON {LEDGER_TABLE} (source_file_id)",
+        # Whether others hold rows of a table; a table's last failure (``report``).
+        f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_table_status ON {LEDGER_TABLE} (table_name, status)",
+        # Every sync: the files of a source that are loaded (``live_file_ids``).
+        f"CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_source "
+        f"ON {LEDGER_TABLE} (source, status, source_file_id)",
     ]
     return sequences + tables + indexes
 
@@ -505,6 +522,15 @@ class Warehouse(ABC):
         )
         return bool(rows)
 
+    def table_names(self, schema: str | None = None) -> set[str]:
+        """Every table in ``schema`` (by default the current one)."""
+        p = self.placeholder
+        rows = self.fetchall(
+            f"SELECT table_name FROM information_schema.tables WHERE {_in_schema(schema, p)}",
+            (schema,) if schema else (),
+        )
+        return {str(name) for (name,) in rows}
+
     def count(self, table: str) -> int:
         return int(self.fetchall(f"SELECT count(*) FROM {self.quote(table)}")[0][0])
 
@@ -627,6 +653,7 @@ class Warehouse(ABC):
             self._create_table(
                 table, {c.column_name: c.new_type for c in changes if c.column_name and c.new_type}
             )
+            self._record_row_key_version(table, ROW_KEY_VERSION)
             return
         # The holders table keeps the data table's user columns, so that a holder's own
         # values can always take the row's place.
@@ -734,6 +761,25 @@ class Warehouse(ABC):
         self.execute(f"DELETE FROM {TABLE_SETTINGS_TABLE} WHERE table_name = {p}", (table,))
         self.execute(
             f"INSERT INTO {TABLE_SETTINGS_TABLE} (table_name, prefer) VALUES ({p}, {p})", (table, prefer)
+        )
+
+    def row_key_version(self, table: str) -> int:
+        """How the row keys of ``table`` are made (``dedup.keys.ROW_KEY_VERSIONS``): as its
+        existing rows' keys were, so that old and new rows compare; a table yet to be created
+        gets today's version."""
+        if not self.table_exists(table):
+            return ROW_KEY_VERSION
+        rows = self.fetchall(
+            f"SELECT version FROM {ROW_KEY_VERSIONS_TABLE} WHERE table_name = {self.placeholder}", (table,)
+        )
+        return int(rows[0][0]) if rows else LEGACY_ROW_KEY_VERSION
+
+    def _record_row_key_version(self, table: str, version: int) -> None:
+        p = self.placeholder
+        # A record left by an earlier table of the same name (dropped since) is replaced.
+        self.execute(f"DELETE FROM {ROW_KEY_VERSIONS_TABLE} WHERE table_name = {p}", (table,))
+        self.execute(
+            f"INSERT INTO {ROW_KEY_VERSIONS_TABLE} (table_name, version) VALUES ({p}, {p})", (table, version)
         )
 
     def ledger(self) -> Iterator[dict[str, Any]]:

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from pgdatahub_dagster.engine.dedup import is_phone_column, row_keys
-from pgdatahub_dagster.engine.dedup.keys import _e164, _phone_part
+from pgdatahub_dagster.engine.dedup.keys import LEGACY_ROW_KEY_VERSION, ROW_KEY_VERSION, _e164, _phone_part
 from pgdatahub_dagster_tests.engine.test_importer import query, run_import
 from pgdatahub_dagster_tests.files import write_csv
 
@@ -27,11 +27,48 @@ def test_phone_columns_are_recognised_by_name() -> None:
 
 
 def test_phone_keys_stay_the_e164_number() -> None:
-    """Stored keys of phone columns: the hash of the E.164 number, for every phone name."""
-    expected = hashlib.blake2b(b"+15551234567", digest_size=16).hexdigest()
+    """Stored keys of phone columns: the hash of the E.164 number, for every phone name, in
+    both key versions."""
+    expected = {
+        ROW_KEY_VERSION: hashlib.sha256(b"+15551234567").hexdigest()[:32],
+        LEGACY_ROW_KEY_VERSION: hashlib.blake2b(b"+15551234567", digest_size=16).hexdigest(),
+    }
     for name in STILL_PHONES:
         frame = pl.DataFrame({name: ["(555) 123-4567", "555.123.4567"]})
-        assert row_keys(frame, [name], "US").to_list() == [expected] * 2, name
+        for version, key in expected.items():
+            assert row_keys(frame, [name], "US", version=version).to_list() == [key] * 2, (name, version)
+
+
+def test_each_key_version_hashes_the_same_key_text() -> None:
+    """The versions differ only in the hash: the documented digest of the one key text, so
+    they tell the same rows apart and make the same duplicates."""
+    frame = pl.DataFrame(
+        {
+            "name": ["Acme  Plumbing", " acme plumbing", "Straße 5", None, "", "Ünïcode ÄB"],
+            "phone": ["(555) 123-4567", "+1 555 123 4567", None, "ext. 12", None, "+44 20 7946 0958"],
+        }
+    )
+    texts = [
+        "acme plumbing\x1f+15551234567",
+        "acme plumbing\x1f+15551234567",
+        "strasse 5\x1f\x00",
+        "\x00\x1f12",
+        "\x00\x1f\x00",  # normalising made the empty name empty (null)
+        "ünïcode äb\x1f+442079460958",
+    ]
+    frame = frame.with_columns(pl.col("name").replace("", None))
+    sha = [hashlib.sha256(text.encode()).hexdigest()[:32] for text in texts]
+    blake = [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in texts]
+    assert row_keys(frame, ["name", "phone"], "US").to_list() == sha
+    assert row_keys(frame, ["name", "phone"], "US", version=LEGACY_ROW_KEY_VERSION).to_list() == blake
+    labelled = row_keys(frame, ["name", "phone"], "US", label_columns=True)
+    assert labelled[0] == hashlib.sha256(b"name=acme plumbing\x1fphone=+15551234567").hexdigest()[:32]
+    assert labelled[4] == hashlib.sha256(b"").hexdigest()[:32]  # no cell has a value
+
+
+def test_an_unknown_key_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown row key version 3"):
+        row_keys(pl.DataFrame({"n": ["1"]}), ["n"], "US", version=3)
 
 
 def test_phone_numbers_in_any_format_are_one_key() -> None:
