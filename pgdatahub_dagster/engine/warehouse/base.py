@@ -67,6 +67,8 @@ TABLE_SETTINGS_TABLE = f"{ENGINE_PREFIX}table_settings"
 #: The version of each data table's row keys (``dedup/keys.py``), recorded when the table is
 #: created; a table without a record predates versions (``LEGACY_ROW_KEY_VERSION``).
 ROW_KEY_VERSIONS_TABLE = f"{ENGINE_PREFIX}row_key_versions"
+#: The tables ``ensure_ledger`` makes besides the ledger itself.
+LEDGER_SIDE_TABLES = (SCHEMA_CHANGES_TABLE, TABLE_SETTINGS_TABLE, ROW_KEY_VERSIONS_TABLE)
 #: Where each data table's holders table lives (see ``ownership.py``), under the table's name.
 HOLDERS_SCHEMA = f"{ENGINE_PREFIX}holders"
 #: The temporary table one batch of rows is staged in before it is merged.

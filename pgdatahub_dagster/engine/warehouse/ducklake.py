@@ -46,9 +46,8 @@ from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.settings import S3Settings
 from pgdatahub_dagster.engine.warehouse.base import (
+    LEDGER_SIDE_TABLES,
     LEDGER_TABLE,
-    SCHEMA_CHANGES_TABLE,
-    TABLE_SETTINGS_TABLE,
     ImportRecord,
     Snapshot,
     Warehouse,
@@ -340,8 +339,7 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         """Only when something is missing: creating the ledger locks it, and every
         connection would otherwise commit a snapshot that changes nothing."""
         complete = {f.name for f in fields(ImportRecord)} <= set(self.column_names(LEDGER_TABLE))
-        tables = (SCHEMA_CHANGES_TABLE, TABLE_SETTINGS_TABLE)
-        if not (complete and all(self.table_exists(table) for table in tables)):
+        if not (complete and all(self.table_exists(table) for table in LEDGER_SIDE_TABLES)):
             super().ensure_ledger()
 
     def record_import(self, record: ImportRecord) -> None:
