@@ -56,6 +56,7 @@ from pgdatahub_dagster.engine.sources.base import (
     SourceState,
 )
 from pgdatahub_dagster.engine.sources.gmail.client import (
+    BATCH_SIZE,
     PAGE_SIZE,
     GmailAttachment,
     GmailClient,
@@ -267,23 +268,27 @@ class GmailSource(Source):
                 query.query, listing.page_token, min(PAGE_SIZE, listing.skip + left)
             )
             pages += 1
-            ids = [i for i in page[listing.skip :] if i not in reported]
-            fetched = self.client.messages(ids) if ids else {}
-            present = {i: m for i, m in fetched.items() if m is not None}
             # Earlier queries listed in earlier ticks must be asked; those listed this tick
             # found what ``reported`` holds.
             asked = self.queries[: min(listing.query, begun.query + begun.resumed)]
-            earlier = self._matching(present, asked) if asked and present else {}
-            for index in range(listing.skip, len(page)):
-                message = present.get(page[index])
-                if message is None or message.id in earlier:
-                    continue
-                files = self._files(message, query)
-                if found and len(found) + len(files) > budget.max_files:
-                    listing = Listing(listing.history_id, listing.query, listing.page_token, index)
-                    return Changes(found, {}, listing.to_cursor(), [*log, self._goes_on(listing, found)])
-                found += files
-                reported.add(message.id)
+            start = listing.skip
+            while start < len(page):
+                # A batch at most, and no more messages than files left: few fetched in vain.
+                end = start + min(BATCH_SIZE, max(1, budget.max_files - len(found)))
+                fetched = self.client.messages([i for i in page[start:end] if i not in reported])
+                present = {i: m for i, m in fetched.items() if m is not None}
+                earlier = self._matching(present, asked) if asked and present else {}
+                for index in range(start, min(end, len(page))):
+                    message = present.get(page[index])
+                    if message is None or message.id in earlier:
+                        continue
+                    files = self._files(message, query)
+                    if found and len(found) + len(files) > budget.max_files:
+                        listing = Listing(listing.history_id, listing.query, listing.page_token, index)
+                        return Changes(found, {}, listing.to_cursor(), [*log, self._goes_on(listing, found)])
+                    found += files
+                    reported.add(message.id)
+                start = end
             listing = listing.next_page(next_token)
         if begun.started:
             return self._reconciled(listing, found, log)
