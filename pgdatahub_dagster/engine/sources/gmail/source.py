@@ -273,6 +273,9 @@ class GmailSource(Source):
             asked = self.queries[: min(listing.query, begun.query + begun.resumed)]
             start = listing.skip
             while start < len(page):
+                if found and len(found) >= budget.max_files:
+                    listing = Listing(listing.history_id, listing.query, listing.page_token, start)
+                    return Changes(found, {}, listing.to_cursor(), [*log, self._goes_on(listing, found)])
                 # A batch at most, and no more messages than files left: few fetched in vain.
                 end = start + min(BATCH_SIZE, max(1, budget.max_files - len(found)))
                 fetched = self.client.messages([i for i in page[start:end] if i not in reported])
