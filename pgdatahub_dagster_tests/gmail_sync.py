@@ -3,6 +3,8 @@ of the mailbox: what the synced warehouse of the Gmail tests must equal."""
 
 from __future__ import annotations
 
+import json
+
 from pgdatahub_dagster.engine.importer import Importer
 from pgdatahub_dagster.engine.lifecycle import record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
@@ -51,14 +53,16 @@ class KnownFiles(SourceState):
 class GmailSync:
     """One tick as the sensor and its runs do it, with the engine alone."""
 
-    def __init__(self, url: str, client: GmailClient, mapping: FolderMapping) -> None:
-        self.url, self.mapping = url, mapping
+    def __init__(
+        self, url: str, client: GmailClient, mapping: FolderMapping, budget: Budget = BUDGET
+    ) -> None:
+        self.url, self.mapping, self.budget = url, mapping, budget
         self.state = KnownFiles(mapping)
         self.source = GmailSource(client, mapping.gmail_queries, self.state)
         self.cursor: str | None = None
 
     def tick(self) -> Changes:
-        changes = self.source.changes(self.cursor, BUDGET)
+        changes = self.source.changes(self.cursor, self.budget)
         self.cursor = changes.cursor
         with connect(self.url) as warehouse:
             importer = Importer(warehouse, self.source, self.mapping)
@@ -69,3 +73,16 @@ class GmailSync:
                 record_deletion(warehouse, self.mapping, file_id, run_id=None)
                 self.state.known.discard(file_id)
         return changes
+
+    def list_to_the_end(self) -> list[Changes]:
+        """Ticks until the listing under way (or a first one) has ended: the cursor is a
+        history id again. Every tick of it is returned."""
+        ticks = [self.tick()]
+        while self.listing:
+            ticks.append(self.tick())
+            assert len(ticks) < 100, "the listing does not advance"
+        return ticks
+
+    @property
+    def listing(self) -> bool:
+        return self.cursor is not None and "listing" in json.loads(self.cursor)

@@ -4,6 +4,7 @@ after each step every table equals a fresh import of the mailbox as it is now.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,48 @@ def test_gmail_through_the_sensor_and_runs(
     assert {partition_key_for(third), partition_key_for(f"{third}:1"), "handle_deleted_files"} <= set(ran)
     check("history too old: listed again")
     assert _rows(warehouse_url, "SELECT id FROM gmail_messages") == sorted([(again,), (third,)])
+
+
+def test_a_first_sync_larger_than_a_tick_goes_on_over_ticks(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    mailbox: GmailTestServer,
+    warehouse_url: str,
+    new_warehouse: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs a tick: the listing of seven messages (fourteen files) reports one message and
+    its workbook a tick, its progress in the sensor's cursor; a message deleted meanwhile
+    never lands."""
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "2")
+    daemon = SensorDaemon(test_defs, instance, GMAIL.sensor_name)
+    client = GmailClient.connect_to_emulator("test-token", mailbox.api_endpoint)
+    ids = [
+        mailbox.add_message(
+            sender=VENDOR, subject=f"r{n}", attachments=[Attachment(f"r{n}.csv", f"n\n{n}\n".encode())]
+        )
+        for n in range(7)
+    ]
+    ran = daemon.sync()
+    assert len(ran) == 2 and "listing" in json.loads(daemon.cursor or "")
+    mailbox.delete_message(ids[0])  # the oldest, listed last
+    ticks = 1
+    while "listing" in json.loads(daemon.cursor or ""):
+        runs = daemon.sync()
+        assert len(runs) <= 2
+        ran += runs
+        ticks += 1
+    assert ticks >= 6
+    assert partition_key_for(ids[0]) not in ran
+    assert set(instance.get_dynamic_partitions(GMAIL.partitions_name)) == {
+        partition_key_for(file_id) for m in ids[1:] for file_id in (m, f"{m}:1")
+    }
+    fresh = new_warehouse("fresh")
+    fresh_gmail_import(fresh, client, FolderMapping.parse(MAPPING))
+    assert_tables_equal(warehouse_url, fresh)
+    mailbox.reset_request_log()
+    assert daemon.tick() == ([], [])
+    assert mailbox.round_trips == 1
 
 
 def test_unconfigured_gmail_skips_saying_what_to_set(

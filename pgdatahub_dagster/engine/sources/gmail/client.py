@@ -36,7 +36,8 @@ GMAIL_SCOPES = ["https://www.googleapis.com/auth/gmail.readonly"]
 #: discovery document's rootUrl, which ``api_endpoint`` does not change, so it is set here.
 GOOGLE_BATCH_URI = "https://gmail.googleapis.com/batch/gmail/v1"
 BATCH_SIZE = 50
-_PAGE_SIZE = 500
+#: Ids per page of ``messages.list`` and records per page of ``history.list``: Gmail's maximum.
+PAGE_SIZE = 500
 _USER = "me"
 _CREDENTIALS_VARIABLE = "PGDATAHUB_GMAIL_CREDENTIALS"
 
@@ -199,17 +200,24 @@ class GmailClient:
         """The mailbox's history id now."""
         return str(self._execute(self._users.getProfile(userId=_USER))["historyId"])
 
+    def list_page(
+        self, query: str, page_token: str | None = None, page_size: int = PAGE_SIZE
+    ) -> tuple[list[str], str | None]:
+        """One page of the ids the search finds (trash and spam left out), newest first, and
+        the token of the next page (None after the last)."""
+        page = self._execute(
+            self._messages.list(userId=_USER, q=query, maxResults=page_size, pageToken=page_token)
+        )
+        return [m["id"] for m in page.get("messages", [])], page.get("nextPageToken") or None
+
     def list_ids(self, query: str) -> list[str]:
-        """The ids of every message the search finds (trash and spam left out), all pages."""
+        """The ids of every message the search finds, all pages."""
         ids: list[str] = []
         page_token = None
         while True:
-            page = self._execute(
-                self._messages.list(userId=_USER, q=query, maxResults=_PAGE_SIZE, pageToken=page_token)
-            )
-            ids += [m["id"] for m in page.get("messages", [])]
-            page_token = page.get("nextPageToken")
-            if not page_token:
+            page, page_token = self.list_page(query, page_token)
+            ids += page
+            if page_token is None:
                 return ids
 
     def messages(self, ids: Sequence[str]) -> dict[str, GmailMessage | None]:
@@ -243,7 +251,7 @@ class GmailClient:
     def history(self, start_history_id: str, page_token: str | None = None) -> HistoryPage:
         """A page of the mailbox's history since ``start_history_id``."""
         request = self._users.history().list(
-            userId=_USER, startHistoryId=start_history_id, maxResults=_PAGE_SIZE, pageToken=page_token
+            userId=_USER, startHistoryId=start_history_id, maxResults=PAGE_SIZE, pageToken=page_token
         )
         try:
             response = self._calls.send(request)

@@ -16,13 +16,19 @@ engine imports like any other:
 
 A message that several queries find belongs to the first of them in the mapping's order.
 
-The cursor is the mailbox's ``historyId``. The first tick takes it *before* listing every
-query, so nothing that arrives during the listing is missed; later ticks read
-``users.history.list`` from it, page by page: an idle tick costs that one call. The messages
-the history names are fetched in batches, and whether each still matches a query is asked of
+The cursor is the mailbox's ``historyId``. A listing of every query (the first tick, or after
+Gmail answered 404 because that history is too old) takes it *before* it begins, so nothing
+that changes meanwhile is missed, and goes on over as many ticks as the budget asks: while it
+does, the cursor is its progress (``Listing``: the query, its ``messages.list`` page token, the
+ids of that page reported already), a tick reports at most ``Budget.max_files`` files and
+stops at the first page after ``Budget.seconds``. Files that left are told only when it ends:
+done within one tick, what it did not find; spanning ticks, every query's ids are listed once
+more (ids only), files of messages no query finds count as removed, and messages found but
+never reported (a page shifted by a change between ticks) are reported. Then ``users.history.list``
+is read from the history id, page by page: an idle tick costs that one call. The messages the
+history names are fetched in batches, and whether each still matches a query is asked of
 Gmail itself (the query and ``rfc822msgid:`` of the messages, one search per query), so the
-full search syntax holds. When Gmail answers 404 (the history id is too old), every query is
-listed again and files no longer found count as removed.
+full search syntax holds.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pgdatahub_dagster.engine.mapping import GMAIL_MESSAGES, GMAIL_ROOT, GmailQuery
 from pgdatahub_dagster.engine.sources.base import (
@@ -47,6 +56,8 @@ from pgdatahub_dagster.engine.sources.base import (
     SourceState,
 )
 from pgdatahub_dagster.engine.sources.gmail.client import (
+    BATCH_SIZE,
+    PAGE_SIZE,
     GmailAttachment,
     GmailClient,
     GmailMessage,
@@ -188,19 +199,22 @@ class GmailSource(Source):
                 found.setdefault(message_id, query)
         return found
 
-    def _matching(self, messages: dict[str, GmailMessage]) -> dict[str, GmailQuery]:
-        """The first query that finds each message, asked of Gmail: the query restricted to
-        the messages' ``Message-ID`` headers. A message without one is looked for in the
-        query's whole listing."""
+    def _matching(
+        self, messages: dict[str, GmailMessage], queries: Sequence[GmailQuery] | None = None
+    ) -> dict[str, GmailQuery]:
+        """The first of ``queries`` (default: all) that finds each message, asked of Gmail: the
+        query restricted to the messages' ``Message-ID`` headers. A message without one that
+        a search can name is looked for in the query's whole listing."""
         found: dict[str, GmailQuery] = {}
-        for query in self.queries:
+        for query in self.queries if queries is None else queries:
             left = [m for m in messages.values() if m.id not in found]
-            headers = sorted({m.header("Message-ID").strip("<> ") for m in left} - {""})
+            terms = {m.id: _message_id_term(m.header("Message-ID")) for m in left}
+            named = sorted({term for term in terms.values() if term is not None})
             hits: set[str] = set()
-            for start in range(0, len(headers), _MESSAGES_PER_SEARCH):
-                either = " ".join(f"rfc822msgid:{h}" for h in headers[start : start + _MESSAGES_PER_SEARCH])
+            for start in range(0, len(named), _MESSAGES_PER_SEARCH):
+                either = " ".join(named[start : start + _MESSAGES_PER_SEARCH])
                 hits.update(self.client.list_ids(f"({query.query}) {{{either}}}"))
-            if any(not m.header("Message-ID").strip("<> ") for m in left):
+            if None in terms.values():
                 hits.update(self.client.list_ids(query.query))
             for message in left:
                 if message.id in hits:
@@ -221,24 +235,97 @@ class GmailSource(Source):
         return removed
 
     def changes(self, cursor: str | None, budget: Budget) -> Changes:
-        # The budget is not applied: the cursor moves only after the history's last page, and
-        # a listing is done whole (a mailbox's listing is a few calls per 500 messages).
-        start = json.loads(cursor)["history_id"] if cursor else None
-        if start is not None:
-            try:
-                return self._history_changes(start)
-            except HistoryTooOld as error:
-                return self._full_listing([f"{error}: every query is listed again"])
-        return self._full_listing([])
+        """From a history cursor, the history since it; from none, or when Gmail no longer
+        keeps that history, a listing of every query, which may take several ticks: its
+        progress (``Listing``) is the cursor until it ends."""
+        deadline = time.monotonic() + budget.seconds
+        state = json.loads(cursor) if cursor else None
+        if state is None:
+            return self._list(Listing(self.client.history_id()), budget, deadline, [])
+        if "listing" in state:
+            return self._list(Listing.from_cursor(state), budget, deadline, [])
+        try:
+            return self._history_changes(state["history_id"])
+        except HistoryTooOld as error:
+            log = [f"{error}: every query is listed again"]
+            return self._list(Listing(self.client.history_id()), budget, deadline, log)
 
-    def _full_listing(self, log: list[str]) -> Changes:
-        # Taken before the listing: what arrives meanwhile is in the next tick's history.
-        history_id = self.client.history_id()
-        found = list(self.list_files())
+    def _list(self, listing: Listing, budget: Budget, deadline: float, log: list[str]) -> Changes:
+        """List on from ``listing``, a page at a time, until every query is listed or the
+        tick's budget is spent (at least one page a tick, so the listing always advances)."""
+        begun = listing
+        found: list[SourceFile] = []
+        #: Messages reported this tick: a later query that finds them again is not theirs.
+        reported: set[str] = set()
+        pages = 0
+        while listing.query < len(self.queries):
+            if pages and (len(found) >= budget.max_files or time.monotonic() > deadline):
+                return Changes(found, {}, listing.to_cursor(), [*log, self._goes_on(listing, found)])
+            query = self.queries[listing.query]
+            # Each message is one file at least: no more of them than the files left to report.
+            left = max(1, budget.max_files - len(found))
+            page, next_token = self.client.list_page(
+                query.query, listing.page_token, min(PAGE_SIZE, listing.skip + left)
+            )
+            pages += 1
+            # Earlier queries listed in earlier ticks must be asked; those listed this tick
+            # found what ``reported`` holds.
+            asked = self.queries[: min(listing.query, begun.query + begun.resumed)]
+            start = listing.skip
+            while start < len(page):
+                if found and len(found) >= budget.max_files:
+                    listing = Listing(listing.history_id, listing.query, listing.page_token, start)
+                    return Changes(found, {}, listing.to_cursor(), [*log, self._goes_on(listing, found)])
+                # A batch at most, and no more messages than files left: few fetched in vain.
+                end = start + min(BATCH_SIZE, max(1, budget.max_files - len(found)))
+                fetched = self.client.messages([i for i in page[start:end] if i not in reported])
+                present = {i: m for i, m in fetched.items() if m is not None}
+                earlier = self._matching(present, asked) if asked and present else {}
+                for index in range(start, min(end, len(page))):
+                    message = present.get(page[index])
+                    if message is None or message.id in earlier:
+                        continue
+                    files = self._files(message, query)
+                    if found and len(found) + len(files) > budget.max_files:
+                        listing = Listing(listing.history_id, listing.query, listing.page_token, index)
+                        return Changes(found, {}, listing.to_cursor(), [*log, self._goes_on(listing, found)])
+                    found += files
+                    reported.add(message.id)
+                start = end
+            listing = listing.next_page(next_token)
+        if begun.started:
+            return self._reconciled(listing, found, log)
+        # The whole listing within this tick: what it did not find has left.
         found_ids = {file.file_id for file in found}
         removed = {file_id: file_id for file_id in self._known() - found_ids}
         log.append(f"listed {len(self.queries)} Gmail queries: {len(found)} messages and attachments")
-        return Changes(found, removed, _cursor(history_id), log)
+        return Changes(found, removed, _cursor(listing.history_id), log)
+
+    def _goes_on(self, listing: Listing, found: list[SourceFile]) -> str:
+        return (
+            f"Gmail listing: {len(found)} messages and attachments this tick; it goes on with "
+            f"the search {self.queries[listing.query].name!r} next tick"
+        )
+
+    def _reconciled(self, listing: Listing, found: list[SourceFile], log: list[str]) -> Changes:
+        """The end of a listing that spanned ticks: every query's ids listed again (ids only,
+        one call per 500), to remove the files of messages no query finds now and to report
+        the messages found but never reported (a page that shifted while the mailbox changed
+        between ticks). What changed since the listing began is in the history next."""
+        listed = self._listing()
+        known = self._known()
+        found_ids = {file.file_id for file in found}
+        missing = [m for m in listed if m not in known and m not in found_ids]
+        fetched = self.client.messages(missing) if missing else {}
+        for message_id, message in fetched.items():
+            if message is not None:
+                found += self._files(message, listed[message_id])
+        removed = {file_id: file_id for file_id in known if file_id.partition(":")[0] not in listed}
+        log.append(
+            f"Gmail listing finished: {len(listed)} messages match the queries; "
+            f"{len(found)} messages and attachments this tick, {len(removed)} files left"
+        )
+        return Changes(found, removed, _cursor(listing.history_id), log)
 
     def _history_changes(self, start: str) -> Changes:
         touched: dict[str, None] = {}
@@ -269,3 +356,55 @@ class GmailSource(Source):
 
 def _cursor(history_id: str) -> str:
     return json.dumps({"history_id": history_id})
+
+
+def _message_id_term(header: str) -> str | None:
+    """The ``rfc822msgid:`` term that finds the message with this ``Message-ID``; quoted when
+    it holds characters the search syntax gives a meaning (braces, parentheses); None when no
+    term can name it (no header, or a double quote or a space inside it)."""
+    value = header.strip("<> ")
+    if not value or '"' in value or any(c.isspace() for c in value):
+        return None
+    return f'rfc822msgid:"{value}"' if set(value) & set("(){}") else f"rfc822msgid:{value}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How far a listing of every query has come: the cursor while it spans ticks."""
+
+    #: The mailbox's history id taken before the listing began: the history read from it
+    #: once the listing ends holds everything that changed while it went on.
+    history_id: str
+    #: The query being listed (its index in the mapping's order); ``len(queries)``: every
+    #: query listed, the final check of what left is still to do.
+    query: int = 0
+    #: The ``messages.list`` page of that query to list next; None: its first page.
+    page_token: str | None = None
+    #: Ids of that page reported already (a tick's files ran out inside it).
+    skip: int = 0
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the current query's listing began in an earlier tick."""
+        return (self.page_token, self.skip) != (None, 0)
+
+    @property
+    def started(self) -> bool:
+        """Whether the listing began in an earlier tick."""
+        return self.query > 0 or self.resumed
+
+    def next_page(self, page_token: str | None) -> Listing:
+        if page_token is None:
+            return Listing(self.history_id, self.query + 1)
+        return Listing(self.history_id, self.query, page_token)
+
+    def to_cursor(self) -> str:
+        progress = {"query": self.query, "page_token": self.page_token, "skip": self.skip}
+        return json.dumps({"history_id": self.history_id, "listing": progress})
+
+    @classmethod
+    def from_cursor(cls, state: dict[str, Any]) -> Listing:
+        progress = state["listing"]
+        return cls(
+            str(state["history_id"]), int(progress["query"]), progress["page_token"], int(progress["skip"])
+        )
