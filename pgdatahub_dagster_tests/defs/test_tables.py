@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, TableSchema
 
-from pgdatahub_dagster.defs.partitions import local_files
+from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster_tests.defs.conftest import (
     assert_table_asset_shows_the_warehouse,
     code_location,
@@ -80,7 +80,7 @@ def test_an_import_of_two_folders_reports_each_table_as_the_warehouse_holds_it(
 
     # A file imported alone, by its partition, reports its table too.
     write_csv(source_dir / "people" / "q.csv", "name,zip\nCy,12345\n")
-    instance.add_dynamic_partitions(local_files.name, ["people/q.csv"])
+    instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, ["people/q.csv"])
     code_location(warehouse_url).resolve_job_def("import_local_files").execute_in_process(
         instance=instance, partition_key="people/q.csv"
     )
