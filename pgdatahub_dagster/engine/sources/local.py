@@ -104,16 +104,38 @@ class LocalFolderSource(Source):
                 "(a typo in PGDATAHUB_SOURCE_DIR, or an unmounted share); nothing was imported or deleted"
             )
 
-    def _walk(self) -> Iterator[tuple[str, list[str]]]:
-        """Every folder, hidden ones skipped, with the names of its supported files."""
+    def _walk(self) -> Iterator[tuple[str, tuple[str, ...], list[str]]]:
+        """Every folder, hidden ones skipped, as its path, its parts below the root and the
+        names of its supported files; top-down and sorted, as ``os.walk`` would give them
+        (symlinked folders not entered, unreadable ones skipped). ``os.scandir`` with the
+        entries' own types: no ``stat`` per file and no ``pathlib`` per folder, which made
+        the walk of 5,000 folders most of the code location's own load time."""
         self.check_available()
-        for directory, folders, files in os.walk(self.root):
-            folders[:] = sorted(name for name in folders if not name.startswith("."))
-            yield directory, sorted(name for name in files if is_supported(name))
+        pending: list[tuple[str, tuple[str, ...]]] = [(str(self.root), ())]
+        while pending:
+            directory, parts = pending.pop()
+            folders, files = [], []
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        try:
+                            is_folder = entry.is_dir()
+                        except OSError:
+                            is_folder = False
+                        if not is_folder:
+                            files.append(entry.name)
+                        elif not entry.name.startswith(".") and not entry.is_symlink():
+                            folders.append(entry.name)
+            except OSError:
+                continue  # unreadable or removed meanwhile, as os.walk skips it
+            yield directory, parts, sorted(name for name in files if is_supported(name))
+            pending.extend(
+                (os.path.join(directory, name), (*parts, name)) for name in sorted(folders, reverse=True)
+            )
 
     def scan(self) -> Iterator[LocalFileState]:
         """Every supported file with its change times, hidden folders skipped."""
-        for directory, names in self._walk():
+        for directory, _, names in self._walk():
             for name in names:
                 try:
                     yield self._state(Path(directory, name))
@@ -125,9 +147,9 @@ class LocalFolderSource(Source):
 
     def folders(self) -> Iterator[tuple[str, tuple[str, ...]]]:
         """The folders that hold supported files."""
-        for directory, names in self._walk():
+        for _, parts, names in self._walk():
             if names:
-                yield self.root_name, Path(directory).relative_to(self.root).parts
+                yield self.root_name, parts
 
     def get_file(self, file_id: str) -> SourceFile:
         self.check_available()

@@ -112,3 +112,31 @@ def test_a_missing_folder_is_unavailable_not_every_file_deleted(tmp_path: Path) 
     os.rename(tmp_path / "inbox", tmp_path / "elsewhere")
     with pytest.raises(SourceUnavailableError, match="does not exist"):
         source.changes(cursor, BUDGET)
+
+
+def test_the_walk_lists_the_folders_with_spreadsheets_in_order_skipping_hidden_and_linked_ones(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "shared"
+    _write(root / "top.csv", "x\n1\n")
+    _write(root / "b" / "deep" / "one.xlsx.csv", "x\n1\n")
+    _write(root / "b" / "two.csv", "x\n2\n")
+    _write(root / "a" / "notes.pdf", "not a spreadsheet")
+    _write(root / "a" / "inner" / "three.csv", "x\n3\n")
+    _write(root / ".cache" / "four.csv", "x\n4\n")
+    _write(tmp_path / "elsewhere" / "five.csv", "x\n5\n")
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    source = LocalFolderSource(root)
+
+    assert list(source.folders()) == [
+        ("shared", ()),
+        ("shared", ("a", "inner")),
+        ("shared", ("b",)),
+        ("shared", ("b", "deep")),
+    ]
+    assert sorted(file.file_id for file in source.list_files()) == [
+        "a/inner/three.csv",
+        "b/deep/one.xlsx.csv",
+        "b/two.csv",
+        "top.csv",
+    ]
