@@ -359,19 +359,94 @@ class DagsterMaterialize(Contender):
         shutil.rmtree(self.home, ignore_errors=True)
         if done.returncode != 0:
             raise RuntimeError(f"dagster exited {done.returncode}: {done.stderr[-2000:]}")
+        rows_read, imported, stored = _ledger(self.params["url"])
+        return Outcome(rows_read, stored, f"{imported} files imported")
+
+
+def _ledger(url: str) -> tuple[int, int, int]:
+    """Rows read by successful imports, their count, and the rows stored in the table."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT sum(rows_read), count(*) FROM etl_imports WHERE status = 'success'"
+        ).fetchone()
+        exists = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
+        stored = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone() if exists and exists[0] else (0,)
+    assert row is not None and stored is not None
+    return int(row[0] or 0), int(row[1]), int(stored[0])
+
+
+@contender("dagster_sensor_backfill")
+class DagsterSensorBackfill(Contender):
+    """A first load as the sensor does it under a real ``dagster-daemon``: its first tick
+    finds every file, registers them and launches one backfill of ``PGDATAHUB_FILES_PER_RUN``
+    files per run, which the backfill daemon runs, ``pool`` imports side by side. Timed from
+    the daemon's start to the last file in the ledger."""
+
+    description = "dagster-daemon: local_folder_sensor → one backfill (25 files a run, pool of 2)"
+
+    def setup(self) -> None:
+        from dagster import DagsterInstance
+
+        self.home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        with DagsterInstance.from_config(str(self.home)) as instance:
+            # PostgreSQL takes imports side by side (README: raise the pool for PostgreSQL).
+            instance.event_log_storage.set_concurrency_slots("warehouse", self.params.get("pool", 2))
+        self.files = len(list(Path(self.params["source_dir"]).glob("*.csv")))
+
+    def run(self) -> Outcome:
+        import time
+
+        from dagster import DagsterInstance, RunsFilter
+
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "PGDATAHUB_SOURCE_DIR": self.params["source_dir"],
+            "PGDATAHUB_DATABASE_URL": self.params["url"],
+            "PGDATAHUB_SENSOR_INTERVAL": "1",
+            "PGDATAHUB_SENSOR_SETTLE_SECONDS": "0",
+            "PGDATAHUB_SENSOR_BACKFILL_FILES": str(self.params["backfill_files"]),
+        }
+        command = [str(Path(sys.executable).parent / "dagster-daemon"), "run"]
+        command += ["-m", "pgdatahub_dagster.definitions"]
+        log = self.home / "daemon.log"
+        with log.open("wb") as output:
+            daemon = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                deadline = time.monotonic() + self.params.get("timeout", 7200)
+                while (ledger := self._ledger_if_ready())[1] < self.files:
+                    if daemon.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the daemon stopped or timed out: {log.read_text()[-2000:]}")
+                    time.sleep(0.5)
+            finally:
+                os.killpg(daemon.pid, 15)
+                daemon.wait(60)
+        with DagsterInstance.from_config(str(self.home)) as instance:
+            backfills = instance.get_backfills()
+            runs = instance.get_runs_count(RunsFilter(tags={"pgdatahub/source": "local"}))
+        shutil.rmtree(self.home, ignore_errors=True)
+        if len(backfills) != 1:
+            raise RuntimeError(f"expected one backfill from the sensor, found {len(backfills)}")
+        rows_read, imported, stored = ledger
+        return Outcome(
+            rows_read,
+            stored,
+            f"{imported} files in one backfill of {runs} runs",
+            {"files": imported, "runs": runs},
+        )
+
+    def _ledger_if_ready(self) -> tuple[int, int, int]:
         import psycopg
 
-        with psycopg.connect(self.params["url"]) as conn:
-            row = conn.execute(
-                "SELECT sum(rows_read), count(*) FROM etl_imports WHERE status = 'success'"
-            ).fetchone()
-            # An empty folder (dagster_no_files) creates no table.
-            exists = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
-            stored = (
-                conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone() if exists and exists[0] else (0,)
-            )
-        assert row is not None and stored is not None
-        return Outcome(int(row[0] or 0), int(stored[0]), f"{row[1]} files imported")
+        try:
+            return _ledger(self.params["url"])
+        except psycopg.errors.UndefinedTable:
+            return 0, 0, 0  # no import has created the ledger yet
 
 
 # -- plain PostgreSQL ----------------------------------------------------------------------

@@ -2,24 +2,31 @@
 changes since the stored cursor (``Source.changes``; how each source finds them is in its
 engine module) and turns them into runs.
 
-A new or changed file is registered as a partition of the source's import asset and gets one
-import run (run key: file id and version, new at every change). A file that disappeared
-(deleted, trashed, moved out) loses its partition, and one ``handle_deleted_files`` run
-applies its folder's ``on_delete`` setting. A source that asks for a full sync (locally: the
-folder mapping was edited) gets one run of its full-sync job. A tick requests at most
-``PGDATAHUB_SENSOR_MAX_RUNS`` import runs (100) and works for ``PGDATAHUB_SENSOR_TICK_SECONDS``
-(30); the rest follow on the next ticks. A source that cannot be read at all skips the tick
-with the reason, and the next tick starts from the same cursor: nothing counts as deleted.
+New or changed files are registered as partitions of the source's import asset, in one
+partition request per tick. A few get one import run each (run key: file id and version, new
+at every change); a batch of at least ``PGDATAHUB_SENSOR_BACKFILL_FILES`` (200), or more than
+the ``PGDATAHUB_SENSOR_MAX_RUNS`` runs (100) a tick may request, becomes ONE backfill of
+``PGDATAHUB_FILES_PER_RUN`` files per run: Dagster's cost per tick grows with the requests it
+resolves and submits, so a first load of 100k files must not be 100k runs. A file that
+disappeared (deleted, trashed, moved out) loses its partition, and one ``handle_deleted_files``
+run applies its folder's ``on_delete`` setting. A source that asks for a full sync (locally: the
+folder mapping was edited) gets one run of its full-sync job. A tick reports at most
+``PGDATAHUB_SENSOR_MAX_FILES`` files (10,000) and works for ``PGDATAHUB_SENSOR_TICK_SECONDS``
+(30) less what Dagster needs for the requests it may make (``_walk_seconds``); the rest follow
+on the next ticks. A source that cannot be read at all skips the tick with the reason, and the
+next tick starts from the same cursor: nothing counts as deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetKey,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
     JobDefinition,
@@ -27,8 +34,12 @@ from dagster import (
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
-    sensor,
 )
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.metadata import RawMetadataMapping
+from dagster._core.definitions.target import ExecutableDefinition
+from dagster._core.errors import DagsterInvalidSubsetError
+from dagster._core.execution.backfill import BulkActionsFilter
 
 from pgdatahub_dagster.defs.assets import SHARED_RESOURCES
 from pgdatahub_dagster.defs.partitions import file_id_for, partition_key_for
@@ -44,6 +55,13 @@ if TYPE_CHECKING:
 # registry) waits this long for a DuckDB file busy with an import; past it the tick fails
 # and is retried.
 _WAREHOUSE_WAIT_SECONDS = 15.0
+#: What Dagster takes, after a tick, to submit one run and to register one partition
+#: (docs/benchmarks.md, "Sensor ticks"), set aside from the tick's seconds.
+_SECONDS_PER_RUN = 0.05
+_SECONDS_PER_PARTITION = 0.0002
+SOURCE_TAG = "pgdatahub/source"
+#: The tag naming a backfill's batch (``_batch_key``).
+BATCH_TAG = "pgdatahub/batch"
 
 
 def _digest(*parts: str) -> str:
@@ -69,7 +87,7 @@ def _deletions(
                 }
             }
         },
-        tags={"pgdatahub/source": plugin.name},
+        tags={SOURCE_TAG: plugin.name},
     )
     return [request], [plugin.partitions_def.build_delete_request(sorted(gone))]
 
@@ -78,28 +96,73 @@ def _label(file_id: str, path: str) -> str:
     return path if path == file_id else f"{path} ({file_id})"
 
 
-def _request_import(
-    context: SensorEvaluationContext,
-    plugin: SourcePlugin,
-    file: SourceFile,
-    known: set[str],
-    new_keys: list[str],
-) -> RunRequest:
+def _log_found(context: SensorEvaluationContext, files: list[SourceFile], known: set[str]) -> list[str]:
+    """Log each new or changed file; the partition keys of the new ones, to register."""
+    new_keys = []
+    for file in files:
+        key = partition_key_for(file.file_id)
+        if key in known:
+            context.log.info(f"CHANGED {_label(file.file_id, file.path)}")
+        else:
+            new_keys.append(key)
+            context.log.info(f"NEW {_label(file.file_id, file.path)}")
+    return new_keys
+
+
+def _request_import(plugin: SourcePlugin, file: SourceFile) -> RunRequest:
     """One run for a new or changed file. Its run key (file id and version) is new at every
     change of the file, restored content included, and the same when a tick is evaluated
     again; a run that finds its work done records ``skipped``."""
-    key = partition_key_for(file.file_id)
-    if key in known:
-        context.log.info(f"CHANGED {_label(file.file_id, file.path)}")
-    else:
-        new_keys.append(key)
-        context.log.info(f"NEW {_label(file.file_id, file.path)}")
     return RunRequest(
         job_name=plugin.job_name,
-        partition_key=key,
+        partition_key=partition_key_for(file.file_id),
         run_key=f"{file.file_id}:{file.version}",
-        tags={"pgdatahub/source": plugin.name},
+        tags={SOURCE_TAG: plugin.name},
     )
+
+
+def _batch_key(files: list[SourceFile]) -> str:
+    """What identifies a batch: its files at their versions. A tick evaluated again reports
+    the same batch; any later change of any of its files makes a new one."""
+    return _digest(*sorted(f"{file.file_id}:{file.version}" for file in files))
+
+
+def _request_backfill(
+    context: SensorEvaluationContext, plugin: SourcePlugin, files: list[SourceFile]
+) -> list[RunRequest]:
+    """One backfill of the files' partitions, run ``PGDATAHUB_FILES_PER_RUN`` files per run
+    (the import asset's ``BackfillPolicy``). Dagster gives a backfill no run key, so the batch's
+    tag stands in for one: a tick evaluated again finds the backfill it launched and asks for
+    none. A batch with any file at a new version has a new tag, so no old backfill blocks it."""
+    batch = _batch_key(files)
+    launched = context.instance.get_backfills(
+        filters=BulkActionsFilter(tags={BATCH_TAG: batch, SOURCE_TAG: plugin.name}), limit=1
+    )
+    if launched:
+        context.log.info(f"backfill {launched[0].backfill_id} holds these {len(files)} files already")
+        return []
+    keys = sorted({partition_key_for(file.file_id) for file in files})
+    # Dagster's serdes decorator hides the NamedTuple's defaults from mypy.
+    subset = AssetGraphSubset(  # type: ignore[call-arg]
+        partitions_subsets_by_asset_key={
+            AssetKey(plugin.asset_name): plugin.partitions_def.subset_with_partition_keys(keys)
+        }
+    )
+    context.log.info(f"BACKFILL of {len(keys)} files, {SensorSettings.from_env().files_per_run} per run")
+    return [RunRequest.for_asset_graph_subset(subset, tags={SOURCE_TAG: plugin.name, BATCH_TAG: batch})]
+
+
+def _request_imports(
+    context: SensorEvaluationContext, plugin: SourcePlugin, files: list[SourceFile]
+) -> list[RunRequest]:
+    """A run per file for a few files; one backfill for a batch at least
+    ``PGDATAHUB_SENSOR_BACKFILL_FILES`` long or too long for the tick's runs."""
+    settings = SensorSettings.from_env()
+    if not files:
+        return []
+    if len(files) >= settings.backfill_files or len(files) > settings.max_runs:
+        return _request_backfill(context, plugin, files)
+    return [_request_import(plugin, file) for file in files]
 
 
 def _full_sync(context: SensorEvaluationContext, plugin: SourcePlugin) -> RunRequest:
@@ -110,7 +173,7 @@ def _full_sync(context: SensorEvaluationContext, plugin: SourcePlugin) -> RunReq
     return RunRequest(
         job_name=plugin.full_sync.job_name,
         run_key=f"full_sync:{_digest(context.cursor or '')}",
-        tags={"pgdatahub/source": plugin.name},
+        tags={SOURCE_TAG: plugin.name},
     )
 
 
@@ -122,16 +185,27 @@ def _result(
     new_keys: list[str],
     cursor: str,
 ) -> SensorResult:
-    if not runs:
+    if not (runs or removals or new_keys):
         context.log.info("idle: no new, changed or deleted files")
         return SensorResult(skip_reason="idle: no new, changed or deleted files", cursor=cursor)
+    backfills = sum(run.requires_backfill_daemon() for run in runs)
     context.log.info(
-        f"DONE: requested {len(runs)} runs, {len(new_keys)} for new files, {len(removals)} removals"
+        f"DONE: requested {len(runs) - backfills} runs and {backfills} backfills, "
+        f"{len(new_keys)} new files, {len(removals)} removals"
     )
+    # Every new partition in one request: Dagster's cost grows with requests, not with keys.
     requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
     if new_keys:
         requests.append(plugin.partitions_def.build_add_request(new_keys))
     return SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor)
+
+
+def _walk_seconds(settings: SensorSettings) -> float:
+    """The source's share of the tick: what Dagster does with the tick's result (register
+    the partitions, create and submit the runs) counts against Dagster's limit too, so it is
+    set aside for the most a tick can ask for."""
+    reserved = settings.max_runs * _SECONDS_PER_RUN + settings.max_files * _SECONDS_PER_PARTITION
+    return max(settings.tick_seconds - reserved, settings.tick_seconds / 3)
 
 
 def _changes(context: SensorEvaluationContext, plugin: SourcePlugin, resource: SourceResource) -> Changes:
@@ -146,7 +220,7 @@ def _changes(context: SensorEvaluationContext, plugin: SourcePlugin, resource: S
             ),
         )
         return resource.source(state).changes(
-            context.cursor, Budget(settings.max_runs, settings.tick_seconds)
+            context.cursor, Budget(settings.max_files, _walk_seconds(settings))
         )
 
 
@@ -155,15 +229,6 @@ def source_sensor(
 ) -> SensorDefinition:
     """The source's sensor; ``jobs``: its import job and full-sync job, if any."""
 
-    @sensor(
-        name=plugin.sensor_name,
-        jobs=[*jobs, deleted_job],
-        minimum_interval_seconds=SensorSettings.from_env().interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
-        required_resource_keys={*SHARED_RESOURCES, plugin.resource_key},
-        description=f"Registers each new or changed spreadsheet of {plugin.label} as a partition and "
-        "requests an import run for it; hands files gone to handle_deleted_files.",
-    )
     def follow_source(context: SensorEvaluationContext, **_resources: object) -> SensorResult:
         # Called directly (tests, bench), Dagster also passes the required resources as keyword
         # arguments; the daemon does not. Both put them in context.resources.
@@ -189,8 +254,54 @@ def source_sensor(
             runs.append(_full_sync(context, plugin))
         if changes.found:
             context.log.info(f"Change detected: {len(changes.found)} spreadsheets new or changed")
-        new_keys: list[str] = []
-        runs += [_request_import(context, plugin, file, known, new_keys) for file in changes.found]
+        new_keys = _log_found(context, changes.found, known)
+        runs += _request_imports(context, plugin, changes.found)
         return _result(context, plugin, runs, removals, new_keys, changes.cursor)
 
-    return follow_source
+    return _SourceSensor(
+        AssetKey(plugin.asset_name),
+        name=plugin.sensor_name,
+        evaluation_fn=follow_source,
+        jobs=[*jobs, deleted_job],
+        minimum_interval_seconds=SensorSettings.from_env().interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        required_resource_keys={*SHARED_RESOURCES, plugin.resource_key},
+        description=f"Registers each new or changed spreadsheet of {plugin.label} as a partition and "
+        "requests an import run for it, or one backfill for a large batch; hands files gone to "
+        "handle_deleted_files.",
+    )
+
+
+class _SourceSensor(SensorDefinition):
+    """A sensor that targets jobs (the import, full-sync and deletion jobs) and may launch
+    backfills of its import asset. Dagster accepts backfill requests only from sensors that
+    target an asset selection, and a sensor cannot target both; this one checks a backfill
+    request against its import asset instead."""
+
+    def __init__(self, import_asset: AssetKey, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._import_asset = import_asset
+
+    def validate_backfill_requests(
+        self, run_requests: Sequence[RunRequest], context: SensorEvaluationContext
+    ) -> Sequence[RunRequest]:
+        for run_request in run_requests:
+            subset = run_request.asset_graph_subset
+            if subset is None or set(subset.asset_keys) != {self._import_asset}:
+                raise DagsterInvalidSubsetError(
+                    f"sensor {self.name} launches backfills of {self._import_asset.to_user_string()} only"
+                )
+        return run_requests
+
+    def with_attributes(
+        self,
+        *,
+        jobs: Sequence[ExecutableDefinition] | None = None,
+        metadata: RawMetadataMapping | None = None,
+    ) -> SensorDefinition:
+        # Definitions binds the jobs' resources through this copy; it must stay a _SourceSensor.
+        copy = super().with_attributes(jobs=jobs, metadata=metadata)
+        copy.__class__ = _SourceSensor
+        assert isinstance(copy, _SourceSensor)
+        copy._import_asset = self._import_asset
+        return copy

@@ -57,8 +57,14 @@ class SensorSettings:
     """How often sensors tick and how much one tick may do; how many files a backfill run takes."""
 
     interval_seconds: int = 30
-    #: Runs one tick may request (``Budget.max_files``); the rest follow on the next ticks.
+    #: Runs one tick may request, one per file; a tick that finds more files launches them as
+    #: one backfill instead.
     max_runs: int = 100
+    #: Files one tick may report (``Budget.max_files``); the rest follow on the next ticks.
+    max_files: int = 10_000
+    #: A tick that finds at least this many new or changed files (a first load, a folder moved
+    #: in, an archive restored) launches them as one backfill of ``files_per_run`` files per run.
+    backfill_files: int = 200
     #: A local file changed more recently than this waits for a later tick (half-written).
     settle_seconds: float = 2.0
     #: Seconds of work one tick may take (``Budget.seconds``); Dagster ends a tick at 60.
@@ -71,6 +77,8 @@ class SensorSettings:
         return cls(
             interval_seconds=int(os.environ.get("PGDATAHUB_SENSOR_INTERVAL", "30")),
             max_runs=int(os.environ.get("PGDATAHUB_SENSOR_MAX_RUNS", "100")),
+            max_files=int(os.environ.get("PGDATAHUB_SENSOR_MAX_FILES", "10000")),
+            backfill_files=int(os.environ.get("PGDATAHUB_SENSOR_BACKFILL_FILES", "200")),
             settle_seconds=float(os.environ.get("PGDATAHUB_SENSOR_SETTLE_SECONDS", "2")),
             tick_seconds=float(os.environ.get("PGDATAHUB_SENSOR_TICK_SECONDS", "30")),
             files_per_run=int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "25")),

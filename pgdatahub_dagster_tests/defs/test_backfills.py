@@ -263,6 +263,7 @@ def test_a_cancelled_and_relaunched_backfill_imports_exactly_what_an_uninterrupt
         # an hour. The test checks below that every run came from its backfills. drive_sensor
         # skips: Drive is not configured (base_env drops every PGDATAHUB_ variable).
         PGDATAHUB_SENSOR_MAX_RUNS="0",
+        PGDATAHUB_SENSOR_MAX_FILES="0",
         PGDATAHUB_SENSOR_INTERVAL="3600",
     )
 

@@ -109,7 +109,7 @@ def test_changed_added_and_renamed_files_are_found(
 def test_long_listings_are_spread_over_ticks(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "2")
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_FILES", "2")
     for name in "abcde":
         write_csv(source_dir / "t" / f"{name}.csv", f"v\n{name}\n")
     cursor, seen = None, []
