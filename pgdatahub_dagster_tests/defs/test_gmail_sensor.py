@@ -138,10 +138,10 @@ def test_a_first_sync_larger_than_a_tick_goes_on_over_ticks(
     new_warehouse: Callable[[str], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two runs a tick: the listing of seven messages (fourteen files) reports one message and
+    """Two files a tick: the listing of seven messages (fourteen files) reports one message and
     its workbook a tick, its progress in the sensor's cursor; a message deleted meanwhile
     never lands."""
-    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "2")
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_FILES", "2")
     daemon = SensorDaemon(test_defs, instance, GMAIL.sensor_name)
     client = GmailClient.connect_to_emulator("test-token", mailbox.api_endpoint)
     ids = [
