@@ -31,9 +31,10 @@ from dagster import (
 from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL
 from pgdatahub_dagster.defs.resources import WarehouseResource
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
-from pgdatahub_dagster.defs.tables import local_tables, storage_kind, table_specs
+from pgdatahub_dagster.defs.tables import local_tables, table_specs
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, schema_drift
 from pgdatahub_dagster.engine.sources import LocalFolderSource
+from pgdatahub_dagster.engine.warehouse import warehouse_kind
 
 UNIQUE_KEYS = "unique_keys_hold"
 LEDGER_MATCHES = "ledger_matches_tables"
@@ -162,6 +163,6 @@ def table_definitions(resources: Mapping[str, Any]) -> Definitions:
     tables = local_tables(
         LocalFolderSource(resources[LOCAL_FOLDER.resource_key].root()), resources["folder_mapping"].mapping()
     )
-    specs = table_specs(tables, storage_kind(resources["warehouse"].url()))
+    specs = table_specs(tables, warehouse_kind(resources["warehouse"].url()))
     checks = table_checks([spec.key for spec in specs])
     return Definitions(assets=specs, asset_checks=checks, schedules=[check_schedule()])

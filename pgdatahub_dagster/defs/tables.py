@@ -37,7 +37,6 @@ from pgdatahub_dagster.defs.partitions import partition_key_for
 from pgdatahub_dagster.engine.importer import ImportProgress, ImportResult, ProgressCallback
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import TableDetails, table_details
-from pgdatahub_dagster.engine.settings import url_scheme
 from pgdatahub_dagster.engine.sources import LocalFolderSource, SourceUnavailableError
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
@@ -51,12 +50,6 @@ Context = AssetExecutionContext | OpExecutionContext
 
 def table_key(table: str) -> AssetKey:
     return AssetKey([TABLE_KEY_PREFIX, table])
-
-
-def storage_kind(database_url: str) -> str:
-    """The Dagster kind of the warehouse a URL names: ``duckdb`` (DuckLake too) or ``postgres``."""
-    scheme = url_scheme(database_url) or ""
-    return "duckdb" if scheme.startswith(("duckdb", "ducklake")) else "postgres"
 
 
 def local_tables(source: LocalFolderSource, mapping: FolderMapping) -> dict[str, list[str]]:

@@ -27,7 +27,15 @@ __all__ = [
     "Lineage",
     "Warehouse",
     "connect",
+    "warehouse_kind",
 ]
+
+
+def warehouse_kind(url: str) -> str:
+    """What the warehouse a URL names is built on, as ``connect`` chooses it: ``duckdb``
+    (a DuckDB file, or a DuckLake, which DuckDB runs) or ``postgres``."""
+    scheme = url_scheme(url) or ""
+    return "duckdb" if scheme.startswith(("duckdb", "ducklake")) else "postgres"
 
 
 def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
