@@ -853,12 +853,9 @@ class DriveTick(_SensorTick):
         from dagster import DagsterInstance
 
         from pgdatahub_dagster.definitions import build_defs
-        from pgdatahub_dagster.defs.resources import (
-            DriveResource,
-            FolderMappingResource,
-            LocalFolderResource,
-            WarehouseResource,
-        )
+        from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
+        from pgdatahub_dagster.defs.sources.drive import DriveResource
+        from pgdatahub_dagster.defs.sources.local import LocalFolderResource
         from pgdatahub_dagster.testing.drive_server import DriveTestServer
 
         self.server = DriveTestServer().start()

@@ -58,10 +58,3 @@ class FolderMappingResource(ConfigurableResource["FolderMappingResource"]):
 
     def mapping(self) -> FolderMapping:
         return FolderMapping.load(Settings.from_env(config_path=self.config_path).config_path)
-
-
-# The sources' resources, where bench/ imports them from.
-from pgdatahub_dagster.defs.sources.drive import DriveResource  # noqa: E402
-from pgdatahub_dagster.defs.sources.local import LocalFolderResource  # noqa: E402
-
-__all__ = ["DriveResource", "FolderMappingResource", "LocalFolderResource", "WarehouseResource"]
