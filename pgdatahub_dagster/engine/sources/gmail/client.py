@@ -122,6 +122,9 @@ class HistoryPage:
     deleted: list[str]
     next_page_token: str | None
     history_id: str
+    #: The id of the page's last record: the history after it is the rest, whatever the
+    #: page token (a tick that stops here starts the next from it); None on an empty page.
+    last_record_id: str | None
 
 
 def _decode(data: str) -> bytes:
@@ -248,10 +251,12 @@ class GmailClient:
                 raise FileNotFoundError(f"{message_id}: no such message in the mailbox") from None
             raise GmailError(f"Gmail answered {error.status_code}: {error.reason}") from error
 
-    def history(self, start_history_id: str, page_token: str | None = None) -> HistoryPage:
+    def history(
+        self, start_history_id: str, page_token: str | None = None, page_size: int = PAGE_SIZE
+    ) -> HistoryPage:
         """A page of the mailbox's history since ``start_history_id``."""
         request = self._users.history().list(
-            userId=_USER, startHistoryId=start_history_id, maxResults=PAGE_SIZE, pageToken=page_token
+            userId=_USER, startHistoryId=start_history_id, maxResults=page_size, pageToken=page_token
         )
         try:
             response = self._calls.send(request)
@@ -261,7 +266,8 @@ class GmailClient:
             raise GmailError(f"Gmail answered {error.status_code}: {error.reason}") from error
         touched: list[str] = []
         deleted: list[str] = []
-        for record in response.get("history", []):
+        records = response.get("history", [])
+        for record in records:
             for key, into in (
                 ("messagesAdded", touched),
                 ("labelsAdded", touched),
@@ -269,7 +275,10 @@ class GmailClient:
                 ("messagesDeleted", deleted),
             ):
                 into += [entry["message"]["id"] for entry in record.get(key, [])]
-        return HistoryPage(touched, deleted, response.get("nextPageToken"), str(response["historyId"]))
+        last_record_id = str(records[-1]["id"]) if records else None
+        return HistoryPage(
+            touched, deleted, response.get("nextPageToken"), str(response["historyId"]), last_record_id
+        )
 
     def download(self, message_id: str, part_id: str, target: BinaryIO, display_name: str) -> str:
         """Write one attachment into ``target``; returns its sha256. The message is read

@@ -25,10 +25,11 @@ stops at the first page after ``Budget.seconds``. Files that left are told only 
 done within one tick, what it did not find; spanning ticks, every query's ids are listed once
 more (ids only), files of messages no query finds count as removed, and messages found but
 never reported (a page shifted by a change between ticks) are reported. Then ``users.history.list``
-is read from the history id, page by page: an idle tick costs that one call. The messages the
-history names are fetched in batches, and whether each still matches a query is asked of
-Gmail itself (the query and ``rfc822msgid:`` of the messages, one search per query), so the
-full search syntax holds.
+is read from the history id, page by page: an idle tick costs that one call. A long history is
+read over several ticks within the same budget: a tick that stops leaves the id of the last
+record it read as the cursor. The messages the history names are fetched in batches, and
+whether each still matches a query is asked of Gmail itself (the query and ``rfc822msgid:`` of
+the messages, one search per query), so the full search syntax holds.
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ class GmailSource(Source):
         if "listing" in state:
             return self._list(Listing.from_cursor(state), budget, deadline, [])
         try:
-            return self._history_changes(state["history_id"])
+            return self._history_changes(state["history_id"], budget, deadline)
         except HistoryTooOld as error:
             log = [f"{error}: every query is listed again"]
             return self._list(Listing(self.client.history_id()), budget, deadline, log)
@@ -327,16 +328,25 @@ class GmailSource(Source):
         )
         return Changes(found, removed, _cursor(listing.history_id), log)
 
-    def _history_changes(self, start: str) -> Changes:
+    def _history_changes(self, start: str, budget: Budget, deadline: float) -> Changes:
+        """The history since ``start``, page by page, until it ends or the tick's budget is
+        spent (at least one page a tick): the cursor is then the id of the last record read,
+        and the next tick reads on from it. Pages are no larger than the files a tick may
+        report (each record names a message at least)."""
         touched: dict[str, None] = {}
         deleted: set[str] = set()
         page_token = None
+        cursor_id = start
         while True:
-            page = self.client.history(start, page_token)
+            page = self.client.history(start, page_token, min(PAGE_SIZE, max(1, budget.max_files)))
             touched.update(dict.fromkeys(page.touched))
             deleted.update(page.deleted)
             page_token = page.next_page_token
             if not page_token:
+                cursor_id = page.history_id
+                break
+            cursor_id = page.last_record_id or cursor_id
+            if len(touched) + len(deleted) >= budget.max_files or time.monotonic() > deadline:
                 break
         log: list[str] = []
         fetched = self.client.messages([m for m in touched if m not in deleted]) if touched else {}
@@ -347,11 +357,12 @@ class GmailSource(Source):
         ]
         left = deleted | (set(fetched) - set(matched))
         if touched or deleted:
+            goes_on = f"; it goes on from history id {cursor_id} next tick" if page_token else ""
             log.append(
                 f"Gmail history since {start}: {len(touched)} messages added or relabelled, "
-                f"{len(deleted)} deleted; {len(matched)} match a query"
+                f"{len(deleted)} deleted; {len(matched)} match a query{goes_on}"
             )
-        return Changes(found, self._with_attachments(left), _cursor(page.history_id), log)
+        return Changes(found, self._with_attachments(left), _cursor(cursor_id), log)
 
 
 def _cursor(history_id: str) -> str:

@@ -176,3 +176,38 @@ def test_message_ids_with_search_syntax_in_them_are_found(
     changes = sync.tick()
     assert {f.file_id for f in changes.found} == {*odd, *(f"{m}:1" for m in odd)}
     _check(url, client, mapping, new_warehouse)
+
+
+def test_a_long_history_is_read_over_ticks_within_the_budget(
+    gmail_server: GmailTestServer, client: GmailClient, new_warehouse: Callable[[str], str]
+) -> None:
+    mapping, ids, url, sync = _synced(gmail_server, client, new_warehouse, BUDGET)
+    assert len(sync.list_to_the_end()) == 1
+    sync.budget = SMALL
+    # Nine history records: seven arrivals, one deletion of a message listed already, one
+    # message taken out of the finance search; more than one tick's three files.
+    added = [_deliver(gmail_server, 200 + n) for n in range(7)]
+    gmail_server.delete_message(ids["vendor2"])
+    gmail_server.remove_labels(ids["finance2"], [ids["finance"]])
+    ticks = []
+    while True:
+        start = json.loads(sync.cursor or "")["history_id"]
+        ticks.append(sync.tick())
+        if json.loads(sync.cursor or "")["history_id"] == gmail_server.current_history_id():
+            break
+        # A tick that stops part-way leaves the id of the last record it read, inside the
+        # history, and says so.
+        assert int(start) < int(json.loads(sync.cursor or "")["history_id"])
+        assert any("next tick" in line for line in ticks[-1].log)
+        assert len(ticks) < 20, "the history does not advance"
+    assert len(ticks) >= 3
+    # Pages of three records: no tick names more than three messages.
+    for t in ticks:
+        named = [*(f.file_id for f in t.found), *t.removed]
+        assert len({file_id.partition(":")[0] for file_id in named}) <= 3
+    assert set(added) <= sync.state.known
+    _check(url, client, mapping, new_warehouse)
+    # The history read to its end, an idle tick costs one call again.
+    gmail_server.reset_request_log()
+    assert sync.tick().found == []
+    assert gmail_server.request_count(path_contains="/history") == 1
