@@ -193,15 +193,18 @@ def _batches(
 
     Each piece of the file is parsed on its own, so memory holds one piece and one batch
     however large the file (Polars' streaming scan reads hundreds of megabytes ahead). The
-    first piece is parsed exactly as a scan of the whole file would be (skipped rows, and
-    the check that the first data row is not short of columns); a later piece starts with
-    a made-up row of empty fields so that Polars' first-row check passes as it would in
-    the middle of the file, and that row is dropped.
+    first piece is parsed exactly as a scan of the whole file would be (skipped rows); a
+    later piece starts with a made-up row of empty fields, dropped, so that its first row
+    is read as any row in the middle of the file is. A row short of fields has the rest
+    empty, the first data row too (``missing_columns``: Polars would otherwise take the
+    first row's width for the file's, and fail a file whose first row leaves its trailing
+    empty fields out). A row wider than the widest of the sampled rows fails the file.
     """
     options = {
         "has_header": False,
         "separator": delimiter,
         "schema": schema,
+        "missing_columns": "insert",
         "truncate_ragged_lines": False,
         "raise_if_empty": False,
         "eol_char": eol,
@@ -223,7 +226,31 @@ def _batches(
                 pending = [rows.slice(batch_rows)]
                 pending_rows -= batch_rows
     except pl.exceptions.PolarsError as error:
-        reason = str(error).splitlines()[0]
-        raise UnreadableFileError(source_file, f"cannot be parsed as delimited text: {reason}") from None
+        raise UnreadableFileError(source_file, _parse_failure(error, delimiter, len(schema))) from None
     if pending_rows:
         yield pl.concat(pending, rechunk=False)
+
+
+def _parse_failure(error: pl.exceptions.PolarsError, delimiter: str, width: int) -> str:
+    """What Polars' refusal of a piece means, in the user's terms: which rule the file
+    breaks and what fixes it; Polars' own first line for anything else."""
+    message = str(error)
+    if "more fields than defined" in message or "not specified in schema" in message:
+        return (
+            f"cannot be parsed as delimited text: a row has more than {width} fields (the most "
+            f"in the file's first {_SNIFF_LINES} lines, which decide its columns); add the "
+            "missing column names to the header, or quote the fields that hold the delimiter "
+            f"{delimiter!r}"
+        )
+    if message.startswith('could not parse `"') or "CSV malformed" in message:
+        return (
+            "cannot be parsed as delimited text: its double quotes do not pair up (a field "
+            'opens a " that does not close before the delimiter or the line end); double a '
+            'quote inside a quoted field ("") or save the file again from its spreadsheet'
+        )
+    if "invalid utf-8" in message:
+        return (
+            "cannot be parsed as delimited text: it was read as UTF-8 (its byte-order mark "
+            "says so) but holds bytes that are not valid UTF-8; save it again as UTF-8"
+        )
+    return f"cannot be parsed as delimited text: {message.splitlines()[0]}"

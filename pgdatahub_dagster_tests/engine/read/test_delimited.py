@@ -60,7 +60,22 @@ def test_streams_in_batches(tmp_path: Path) -> None:
 
 def test_ragged_lines_fail_with_the_file_name(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "ragged.csv", "a,b\n1,2\n" + "3,4\n" * 100 + "5,6,7,8\n")
-    with pytest.raises(UnreadableFileError, match=r"ragged\.csv: cannot be parsed"):
+    with pytest.raises(
+        UnreadableFileError, match=r"ragged\.csv: cannot be parsed .*a row has more than 2 fields"
+    ):
+        _read(path)
+
+
+def test_a_first_row_that_leaves_its_trailing_empty_fields_out_reads_them_empty(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "short.csv", "name,email,phone\nBob,bob@x.com\nAnn,ann@x.com,555\n")
+    headers, frame = _read(path)
+    assert headers == ["name", "email", "phone"]
+    assert frame.rows() == [("Bob", "bob@x.com", None), ("Ann", "ann@x.com", "555")]
+
+
+def test_quotes_that_do_not_pair_up_are_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "quotes.csv", 'id,note\n1,"one\n2,two\n')
+    with pytest.raises(UnreadableFileError, match=r"quotes\.csv: .*double quotes do not pair up"):
         _read(path)
 
 
@@ -106,6 +121,7 @@ def _reference(path: Path, skip: int, batch_rows: int) -> list[list[tuple[object
         separator=delimiter,
         skip_rows=skip + 1,
         schema={f"c{index}": pl.String for index in range(width)},
+        missing_columns="insert",
         truncate_ragged_lines=False,
         raise_if_empty=False,
     )
@@ -306,3 +322,10 @@ def test_nul_characters_in_utf8_text_are_text(tmp_path: Path) -> None:
     headers, frame = _read(write_csv(tmp_path / "nul.csv", "n,note,code\n1,a\x00b,\x007\n2,\x00,8\x00\n"))
     assert headers == ["n", "note", "code"]
     assert frame.rows() == [("1", "a\x00b", "\x007"), ("2", "\x00", "8\x00")]
+
+
+def test_a_utf8_byte_order_mark_before_bytes_that_are_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\n1,\xff\xfe\n")
+    with pytest.raises(UnreadableFileError, match=r"bom\.csv: .*byte-order mark says so.*not valid UTF-8"):
+        _read(path)
