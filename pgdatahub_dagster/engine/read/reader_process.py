@@ -9,7 +9,8 @@ address space Polars' threads reserve, 850 MB before a single cell is read.) An 
 over the limit aborts the reader, or raises ``MemoryError`` in it: either way that file fails
 alone, naming the limit, and the next file gets a fresh reader.
 
-One reader serves the whole process. It starts at the first workbook, imports Python's
+One reader serves the whole process. It starts as the first workbook's import begins
+(``start_reader``, from the importer), or at the first read, imports Python's
 Polars and fastexcel once (not once per file) and takes one file at a time over a pipe; it
 writes the sheet to an Arrow IPC file, which the parent reads back. It is started by
 ``subprocess`` (a fork followed at once by an exec), never forked as it is: this process
