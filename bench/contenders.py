@@ -176,6 +176,12 @@ class Engine(Contender):
         root = Path(self.params["source_dir"])
         self.source = LocalFolderSource(root)
         self.mapping = FolderMapping.load(root / "pgdatahub.yaml")
+        if self.params.get("warm_reader"):
+            # The workbook reader is an interpreter importing Polars and fastexcel: started
+            # (and waited for) here, as every contender's imports are done before the timer.
+            from pgdatahub_dagster.engine.read.reader_process import start_reader
+
+            start_reader(wait=True)
         if self.params.get("ledger_rows"):
             with connect(self.params["url"]) as warehouse:
                 _fill_ledger(warehouse, self.params["ledger_rows"], self.params["history_tables"])

@@ -32,7 +32,7 @@ from pgdatahub_dagster.engine.errors import (
 )
 from pgdatahub_dagster.engine.mapping import FolderMapping, FolderSettings, FolderTables
 from pgdatahub_dagster.engine.normalise import normalise_frame, unique_column_names
-from pgdatahub_dagster.engine.read import open_table
+from pgdatahub_dagster.engine.read import open_table, prepare_reader
 from pgdatahub_dagster.engine.schema import (
     SchemaChange,
     plan_schema_changes,
@@ -53,6 +53,8 @@ from pgdatahub_dagster.engine.warehouse.ownership import Holder, RowOwnership
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_ROWS = 100_000
+#: Rows keyed and loaded at a time, of a batch normalised whole.
+LOAD_SLICE_ROWS = 25_000
 
 #: What stops a run rather than failing the file being imported.
 SYSTEM_FAULTS = (SystemFaultError, SourceUnavailableError, ConfigError, MemoryError)
@@ -139,6 +141,7 @@ class Importer:
             yield self.import_file(file)
 
     def import_file(self, file: SourceFile) -> ImportResult:
+        prepare_reader(file.path)
         settings = self.settings_for(file)
         import_id = self.warehouse.next_import_id()
         started_at = datetime.now(UTC)
@@ -304,9 +307,8 @@ class Importer:
                 frame = normalise_frame(batch.rename(dict(zip(batch.columns, names, strict=True))))
                 if frame.height == 0:
                     continue
-                counts.rows_read += frame.height
-                frame = _with_row_keys(frame, key_columns, settings.phone_region, key_version)
-                types = {name: sql_type_of(frame[name]) for name in frame.columns if name != ROW_KEY_COLUMN}
+                # The batch's types, from all its rows, before it is cut into slices.
+                types = {name: sql_type_of(frame[name]) for name in frame.columns}
                 plan = plan_schema_changes(warehouse.table_columns(table), types)
                 if plan.changes:
                     warehouse.apply_schema_changes(table, plan.changes)
@@ -314,12 +316,17 @@ class Importer:
                         record.id, table, plan.changes, file.path, self.run_id, datetime.now(UTC)
                     )
                     counts.changes += plan.changes
-                frame = frame.with_columns(
-                    cast_to(frame[name], kind) for name, kind in plan.load_types.items()
-                )
-                merged = ownership.load_batch(frame, plan.load_types, holder)
-                record.rows_inserted += merged.supplied
-                record.rows_held += merged.held
+                # Keyed and loaded a slice at a time: a slice's COPY runs in the background
+                # while the next slice is keyed, and the last one to wait for is short.
+                for part in frame.iter_slices(LOAD_SLICE_ROWS):
+                    counts.rows_read += part.height
+                    part = _with_row_keys(part, key_columns, settings.phone_region, key_version)
+                    part = part.with_columns(
+                        cast_to(part[name], kind) for name, kind in plan.load_types.items()
+                    )
+                    merged = ownership.load_batch(part, plan.load_types, holder)
+                    record.rows_inserted += merged.supplied
+                    record.rows_held += merged.held
                 if self.progress is not None:
                     seconds = time.monotonic() - started
                     self.progress(ImportProgress(file.path, table, counts.rows_read, seconds))

@@ -9,9 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from pgdatahub_dagster.engine.errors import ConfigError
 
 DATABASE_URL_VAR = "PGDATAHUB_DATABASE_URL"
@@ -333,6 +330,11 @@ def redact_url(url: str) -> str:
     if conninfo is None:
         # A DuckDB or DuckLake URL is a file path, with nowhere to hold a secret.
         return url if scheme in ("duckdb", "ducklake") else f"{scheme or 'database'}://{_HIDDEN}"
+    # Imported here: the workbook reader's process reads its limits from this module, and
+    # psycopg would be a quarter of what it imports at its start.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         parameters = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:

@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pgdatahub_dagster.engine.importer import Importer, ImportResult
+from pgdatahub_dagster.engine.importer import LOAD_SLICE_ROWS, Importer, ImportResult
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches
+from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Warehouse, connect
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
@@ -322,4 +323,39 @@ def test_an_empty_key_column_keys_rows_the_same_in_every_file(warehouse_url: str
     assert query(warehouse_url, "SELECT business_name, city FROM leads ORDER BY business_name") == [
         ("Acme", "Oslo"),
         ("Blue", None),
+    ]
+
+
+def test_every_row_of_a_sheet_decides_its_column_types(warehouse_url: str, tmp_path: Path) -> None:
+    # In batches of 10 rows typed one by one, the first rows would make a column of doubles
+    # that the late "n/a" widens to text, which then reads 0.5 where the sheet says 0.50.
+    rows: list[list[Any]] = [["price"], *([f"{i}.50"] for i in range(30)), ["n/a"]]
+    write_xlsx(tmp_path / "prices" / "a.xlsx", {"S": rows})
+    [result] = run_import(warehouse_url, tmp_path, batch_rows=10)
+    assert result.status == "success" and result.record.rows_inserted == 31
+    assert [change.change_type for change in result.schema_changes] == ["create_table", "add_column"]
+    assert query(warehouse_url, "SELECT min(price), max(price) FROM prices") == [("0.50", "n/a")]
+
+
+def test_a_batch_is_typed_from_all_its_rows_and_loaded_in_slices(warehouse_url: str, tmp_path: Path) -> None:
+    # More rows than a slice: the one number past 32 bits is in the last slice, and so is a
+    # repeat of the first row.
+    rows = LOAD_SLICE_ROWS + 10
+    body = "".join(f"{i},{i}\n" for i in range(rows - 1)) + f"{rows - 1},{2**40}\n0,0\n"
+    write_csv(tmp_path / "counts" / "a.csv", "id,n\n" + body)
+    [result] = run_import(warehouse_url, tmp_path)
+    assert (result.status, result.record.rows_read, result.record.rows_inserted) == (
+        "success",
+        rows + 1,
+        rows,
+    )
+    assert [change.change_type for change in result.schema_changes] == [
+        "create_table",
+        "add_column",
+        "add_column",
+    ]
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.table_columns("counts") == {"id": SqlType.INTEGER, "n": SqlType.BIGINT}
+    assert query(warehouse_url, "SELECT count(*), count(DISTINCT _row_key), max(n) FROM counts") == [
+        (rows, rows, 2**40)
     ]

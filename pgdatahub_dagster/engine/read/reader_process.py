@@ -9,7 +9,8 @@ address space Polars' threads reserve, 850 MB before a single cell is read.) An 
 over the limit aborts the reader, or raises ``MemoryError`` in it: either way that file fails
 alone, naming the limit, and the next file gets a fresh reader.
 
-One reader serves the whole process. It starts at the first workbook, imports Python's
+One reader serves the whole process. It starts as the first workbook's import begins
+(``start_reader``, from the importer), or at the first read, imports Python's
 Polars and fastexcel once (not once per file) and takes one file at a time over a pipe; it
 writes the sheet to an Arrow IPC file, which the parent reads back. It is started by
 ``subprocess`` (a fork followed at once by an exec), never forked as it is: this process
@@ -34,7 +35,6 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -74,10 +74,10 @@ def read_workbook(
     sheet: str | None,
     default_sheet: str | None,
     header_row: int | None,
-    batch_rows: int,
     limits: ReadLimits,
 ) -> RawTable:
-    """The chosen sheet of the workbook at ``path``, read by the workbook reader."""
+    """The chosen sheet of the workbook at ``path``, read by the workbook reader, as one
+    batch: the sheet is in memory whole anyway, and every row decides its columns' types."""
     request = {
         "path": str(path),
         "source_file": source_file,
@@ -88,12 +88,7 @@ def read_workbook(
     }
     with _lock:
         loaded = _reader().read(request, source_file, limits)
-    return RawTable(loaded.headers, _batches(loaded.frame, batch_rows), loaded.sheet)
-
-
-def _batches(frame: pl.DataFrame, batch_rows: int) -> Iterator[pl.DataFrame]:
-    for offset in range(0, max(frame.height, 1), batch_rows):
-        yield frame.slice(offset, batch_rows)
+    return RawTable(loaded.headers, iter([loaded.frame]), loaded.sheet)
 
 
 class _Reader:
@@ -156,10 +151,7 @@ class _Reader:
         """The reader's reply; ``None`` when it died first."""
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
-        if not self._ready:
-            if not stdout.readline():
-                raise SystemFaultError(f"the workbook reader could not start: {self._stderr_tail().decode()}")
-            self._ready = True
+        self.wait_ready()
         try:
             stdin.write(json.dumps(request).encode() + b"\n")
             stdin.flush()
@@ -172,6 +164,14 @@ class _Reader:
             self.close()
             raise
         return json.loads(line) if line else None
+
+    def wait_ready(self) -> None:
+        """Return once the reader has started (imported its libraries)."""
+        if not self._ready:
+            assert self.process.stdout is not None
+            if not self.process.stdout.readline():
+                raise SystemFaultError(f"the workbook reader could not start: {self._stderr_tail().decode()}")
+            self._ready = True
 
     def _stderr_tail(self) -> bytes:
         self._stderr.flush()
@@ -243,6 +243,20 @@ def _reader() -> _Reader:
     if _shared is None or _shared.closed:
         _shared = _Reader()
     return _shared
+
+
+def start_reader(*, wait: bool = False) -> None:
+    """Start the process's reader now rather than at its first read, so that its start-up (an
+    interpreter importing Polars and fastexcel, about a second) overlaps other work; with
+    ``wait``, return once it is ready. Nothing to do while a read holds the reader."""
+    if not _lock.acquire(blocking=False):
+        return
+    try:
+        reader = _reader()
+        if wait:
+            reader.wait_ready()
+    finally:
+        _lock.release()
 
 
 @atexit.register
