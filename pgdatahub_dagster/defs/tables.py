@@ -99,7 +99,10 @@ def warehouse_tables(url: str) -> TableSources:
         )
         return remembered
     if last is not None and _read_tables(last) != tables:
-        _write_tables(last, tables)
+        try:
+            _write_tables(last, tables)
+        except OSError as error:  # a read-only DAGSTER_HOME must not stop the load
+            get_dagster_logger("pgdatahub").warning(f"Cannot keep the tables read in {last}: {error}")
     return tables
 
 
