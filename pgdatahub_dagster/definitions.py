@@ -17,7 +17,7 @@ from pgdatahub_dagster.defs.sources.drive import GOOGLE_DRIVE
 from pgdatahub_dagster.defs.sources.factory import source_definitions
 from pgdatahub_dagster.defs.sources.gmail import GMAIL
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
-from pgdatahub_dagster.defs.table_checks import table_definitions
+from pgdatahub_dagster.defs.table_checks import TableDefinitions
 from pgdatahub_dagster.engine.errors import ConfigError
 
 #: The sources: each one's partitions, import asset, job and sensor come from its plugin.
@@ -45,7 +45,7 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
         resources=resources,
         executor=executor_from_env(),
     )
-    return Definitions.merge(imports, table_definitions(resources))
+    return Definitions.merge(imports, TableDefinitions(resources, SOURCES).build_defs())
 
 
 # A broken folder mapping stops the code location from loading, naming the key and line,

@@ -1,5 +1,5 @@
 """Asset checks on each table asset, the schedule that runs them, and the definitions of the
-table assets for the code location (``table_definitions``).
+table assets for the code location (``TableDefinitions``, state-backed: see ``tables.py``).
 
 Each table has three checks, so a failing table is red on its own:
 ``unique_keys_hold`` (no business key occurs twice), ``ledger_matches_tables`` (the table
@@ -8,6 +8,7 @@ table's last import added or widened columns). An op evaluates the selected chec
 tables over one warehouse connection.
 """
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,15 +24,18 @@ from dagster import (
     DefaultScheduleStatus,
     Definitions,
     MetadataValue,
+    PreviewWarning,
     ScheduleDefinition,
     define_asset_job,
     multi_asset_check,
 )
+from dagster._core.definitions.definitions_load_context import StateBackedDefinitionsLoader
 
 from pgdatahub_dagster.defs.assets import WAREHOUSE_POOL
 from pgdatahub_dagster.defs.resources import WarehouseResource
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
-from pgdatahub_dagster.defs.tables import local_tables, table_specs
+from pgdatahub_dagster.defs.sources.plugin import SourcePlugin
+from pgdatahub_dagster.defs.tables import TableSources, local_tables, table_specs, warehouse_tables
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches, schema_drift
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import warehouse_kind
@@ -158,11 +162,42 @@ def check_schedule() -> ScheduleDefinition:
     )
 
 
-def table_definitions(resources: Mapping[str, Any]) -> Definitions:
-    """The table assets of the local tree, their checks, and the schedule of the checks."""
-    tables = local_tables(
-        LocalFolderSource(resources[LOCAL_FOLDER.resource_key].root()), resources["folder_mapping"].mapping()
-    )
-    specs = table_specs(tables, warehouse_kind(resources["warehouse"].url()))
-    checks = table_checks([spec.key for spec in specs])
-    return Definitions(assets=specs, asset_checks=checks, schedules=[check_schedule()])
+class TableDefinitions(StateBackedDefinitionsLoader[TableSources]):
+    """The table assets, their checks and the schedule of the checks.
+
+    Dagster's state-backed definitions: the state is the tables the warehouse's ledger holds
+    rows of, with their sources, read when the code location initialises (a start, *Reload
+    definitions*) and kept in the code location's reconstruction metadata, from which the runs
+    rebuild the same assets without reading the warehouse. The tables of the local tree come
+    from its folders at every load, so a new folder's table needs no import to be declared."""
+
+    def __init__(self, resources: Mapping[str, Any], plugins: Sequence[SourcePlugin]) -> None:
+        self._resources = resources
+        self._plugins = plugins
+
+    def build_defs(self) -> Definitions:
+        # Dagster marks the reconstruction metadata that state-backed definitions keep their
+        # state in as a preview; it would warn at every load.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PreviewWarning)
+            return super().build_defs()
+
+    @property
+    def defs_key(self) -> str:
+        return "pgdatahub/warehouse_tables"
+
+    def fetch_state(self) -> TableSources:
+        return warehouse_tables(self._resources["warehouse"].url())
+
+    def defs_from_state(self, state: TableSources) -> Definitions:
+        folders = local_tables(
+            LocalFolderSource(self._resources[LOCAL_FOLDER.resource_key].root()),
+            self._resources["folder_mapping"].mapping(),
+        )
+        sources: dict[str, set[str]] = {table: set(held_by) for table, held_by in state.items()}
+        for table in folders:
+            sources.setdefault(table, set()).add(LOCAL_FOLDER.name)
+        kind = warehouse_kind(self._resources["warehouse"].url())
+        specs = table_specs(sources, folders, kind, self._plugins)
+        checks = table_checks([spec.key for spec in specs])
+        return Definitions(assets=specs, asset_checks=checks, schedules=[check_schedule()])

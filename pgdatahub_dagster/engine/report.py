@@ -63,6 +63,20 @@ def table_status(warehouse: Warehouse) -> list[TableStatus]:
     ]
 
 
+def table_sources(warehouse: Warehouse) -> dict[str, list[str]]:
+    """The tables the warehouse holds rows of, each with the sources (``local``, ``drive``,
+    ``gmail``) of the imports that hold them: one statement over the ledger. Rows written before
+    the ledger named sources are the local tree's, the only source then."""
+    rows = warehouse.fetchall(
+        f"SELECT DISTINCT table_name, COALESCE(source, 'local') FROM {LEDGER_TABLE} "
+        f"WHERE status IN {HOLDING_SQL} ORDER BY 1, 2"
+    )
+    tables: dict[str, list[str]] = {}
+    for table, source in rows:
+        tables.setdefault(str(table), []).append(str(source))
+    return tables
+
+
 # Tables counted per statement: one statement per table costs a round trip each, and
 # PostgreSQL plans a long UNION in more than linear time (5,000 tables: 0.4 s by 50, 2 s by
 # 200 or one by one); a statement also locks every table it reads.

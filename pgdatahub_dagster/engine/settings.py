@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -151,6 +152,17 @@ def snapshot_retention() -> timedelta:
     """How long a DuckLake's snapshots stay readable (time travel) before compaction expires
     them and deletes the files only they use."""
     return timedelta(days=_positive(SNAPSHOT_RETENTION_VAR, 7, whole=False))
+
+
+def last_tables_path(database_url: str) -> Path | None:
+    """Where the code location keeps the tables it last read from this warehouse's ledger, to
+    declare them when the warehouse cannot be read while it loads: a file per warehouse under
+    ``DAGSTER_HOME`` (``None`` without one: an ephemeral instance keeps nothing)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return None
+    warehouse = hashlib.sha256(redact_url(database_url).encode()).hexdigest()[:16]
+    return Path(home) / "pgdatahub" / f"tables-{warehouse}.json"
 
 
 def _positive(name: str, default: float, *, whole: bool) -> float:

@@ -3,20 +3,34 @@ what the warehouse holds, read back through Dagster's instance API."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, TableSchema
+from dagster._utils.test.definitions import scoped_definitions_load_context, scoped_reconstruction_metadata
 
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
+from pgdatahub_dagster.testing.drive_server import DriveTestServer
 from pgdatahub_dagster_tests.defs.conftest import (
     assert_table_asset_shows_the_warehouse,
     code_location,
     full_sync,
     latest_metadata,
 )
+from pgdatahub_dagster_tests.exact_sync import SensorDaemon
 from pgdatahub_dagster_tests.files import write_csv, write_xlsx
 
 SHOP, PEOPLE = AssetKey(["warehouse", "shop"]), AssetKey(["warehouse", "people"])
+CONTACTS = AssetKey(["warehouse", "contacts"])
+TABLE_CHECKS = {"unique_keys_hold", "ledger_matches_tables", "schema_drift"}
+#: Nothing listens there: connecting is refused at once.
+UNREACHABLE_URL = "postgresql://nobody@127.0.0.1:1/nothing"
 
 
 def _two_folders(source_dir: Path) -> None:
@@ -40,11 +54,114 @@ def test_the_tables_of_the_folders_are_assets_downstream_of_the_imports(
         assert set(table.kinds) == {kind, "table"}
         assert table.parent_keys == {AssetKey("local_spreadsheets"), AssetKey("local_folder_sync")}
         checks = {check.name for check in graph.get_check_keys_for_assets({key})}
-        assert checks == {"unique_keys_hold", "ledger_matches_tables", "schema_drift"}
+        assert checks == TABLE_CHECKS
     # A new folder is a new table asset at the next load, without a code change.
     write_csv(source_dir / "shop" / "eu" / "x.csv", "sku\nE1\n")
     keys = code_location(warehouse_url).resolve_asset_graph().get_all_asset_keys()
     assert AssetKey(["warehouse", "shop_eu"]) in keys
+
+
+@pytest.fixture
+def drive_contacts(
+    drive_server: DriveTestServer, drive_credentials: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watched Drive folder whose folder Contacts loads into the table contacts, which no
+    local folder loads into."""
+    root = drive_server.add_folder("Sales Inbox")
+    contacts = drive_server.add_folder("Contacts", root)
+    drive_server.add_file("c.csv", contacts, b"name,city\nAcme,Oslo\nBlue,Rome\n")
+    monkeypatch.setenv("PGDATAHUB_DRIVE_FOLDER_ID", root)
+    monkeypatch.setenv("PGDATAHUB_DRIVE_CREDENTIALS", str(drive_credentials))
+    monkeypatch.setenv("PGDATAHUB_DRIVE_API_ENDPOINT", drive_server.api_endpoint)
+
+
+@pytest.mark.usefixtures("drive_contacts")
+def test_a_reload_declares_the_tables_only_drive_loads_into(
+    test_defs: Definitions, instance: DagsterInstance, warehouse_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert CONTACTS not in test_defs.resolve_all_asset_keys()
+    SensorDaemon(test_defs, instance, "drive_sensor").sync()
+    # Reload definitions: the code location reads the tables from the warehouse's ledger.
+    with scoped_definitions_load_context() as code_server:
+        reloaded = code_location(warehouse_url)
+    graph = reloaded.resolve_asset_graph()
+    contacts = graph.get(CONTACTS)
+    assert contacts.group_name == "google_drive"
+    assert contacts.parent_keys == {AssetKey("drive_spreadsheets")}
+    assert set(contacts.kinds) == {"duckdb" if warehouse_url.startswith("duckdb") else "postgres", "table"}
+    assert {check.name for check in graph.get_check_keys_for_assets({CONTACTS})} == TABLE_CHECKS
+    # A run rebuilds the same assets from the state the code location kept, without reading
+    # the warehouse (here it could not: nothing answers at that URL).
+    with scoped_reconstruction_metadata(code_server.get_pending_reconstruction_metadata()):
+        in_a_run = code_location(UNREACHABLE_URL).resolve_asset_graph()
+    assert in_a_run.get(CONTACTS).parent_keys == {AssetKey("drive_spreadsheets")}
+    assert "Cannot read the tables" not in caplog.text
+    # Its checks run on it like on any table.
+    outcome = reloaded.resolve_job_def("check_warehouse").execute_in_process(instance=instance)
+    evaluations = {
+        e.check_name: e.passed for e in outcome.get_asset_check_evaluations() if e.asset_key == CONTACTS
+    }
+    assert evaluations == dict.fromkeys(TABLE_CHECKS, True)
+
+
+@contextmanager
+def _unreadable(warehouse_url: str, postgres_admin_url: str) -> Iterator[None]:
+    """The warehouse cannot be read: a DuckDB file another process is writing (as an import
+    does), a PostgreSQL database that accepts no connections (a server down)."""
+    if warehouse_url.startswith("duckdb"):
+        path = warehouse_url.split("://", 1)[1].removeprefix("/")
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import duckdb, sys; c = duckdb.connect({path!r}); print(1, flush=True); sys.stdin.read()",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert holder.stdout is not None and holder.stdout.readline()
+        try:
+            yield
+        finally:
+            holder.communicate()
+        return
+    database = psycopg.conninfo.conninfo_to_dict(warehouse_url)["dbname"]
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+def test_the_code_location_loads_when_the_warehouse_cannot_be_read(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    source_dir: Path,
+    warehouse_url: str,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write_csv(source_dir / "shop" / "a.csv", "sku\nA1\n")
+    write_csv(source_dir / "people" / "p.csv", "name\nAda\n")
+    assert full_sync(test_defs, instance).success
+    # The folder shop is gone; its rows stay (on_delete: keep): the ledger still declares it.
+    shutil.rmtree(source_dir / "shop")
+    assert SHOP in code_location(warehouse_url).resolve_all_asset_keys()
+    admin_url = "" if warehouse_url.startswith("duckdb") else request.getfixturevalue("postgres_admin_url")
+    with _unreadable(warehouse_url, admin_url):
+        graph = code_location(warehouse_url).resolve_asset_graph()
+    # The tables of the last load that read the ledger, and those of the tree.
+    assert {key for key in graph.get_all_asset_keys() if key.path[0] == "warehouse"} == {SHOP, PEOPLE}
+    assert {check.name for check in graph.get_check_keys_for_assets({SHOP})} == TABLE_CHECKS
+    assert "Cannot read the tables of the warehouse" in caplog.text
+    assert "declaring the 2 tables it held at the last load that could read it" in caplog.text
+    # A warehouse never read: the tree's tables alone.
+    caplog.clear()
+    keys = code_location(UNREACHABLE_URL).resolve_all_asset_keys()
+    assert {key for key in keys if key.path[0] == "warehouse"} == {PEOPLE}
+    assert "declaring the 0 tables" in caplog.text
 
 
 def test_an_import_of_two_folders_reports_each_table_as_the_warehouse_holds_it(
