@@ -11,6 +11,7 @@ been imported and committed. A system fault (the warehouse lost, a full disk) st
 at once with its own message; a full sync has reported every file committed before it already.
 """
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -36,7 +37,7 @@ from pgdatahub_dagster.engine.importer import Importer, ImportResult, skip_reaso
 from pgdatahub_dagster.engine.lifecycle import DeletionOutcome, record_deletion
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.settings import SensorSettings
-from pgdatahub_dagster.engine.sources import Source, SourceFile, SourceUnavailableError
+from pgdatahub_dagster.engine.sources import FileRefusedError, Source, SourceFile, SourceUnavailableError
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
 #: Imports share this Dagster pool; its limit (dagster.yaml) keeps backfills from
@@ -45,6 +46,8 @@ WAREHOUSE_POOL = "warehouse"
 #: The resources every source's assets use besides its own.
 SHARED_RESOURCES = frozenset({"warehouse", "folder_mapping"})
 _LISTED_FILES = 200
+#: How often a long run logs how far it has got.
+_PROGRESS_SECONDS = 10.0
 
 
 def file_metadata(result: ImportResult) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def file_metadata(result: ImportResult) -> dict[str, Any]:
             ]
         ),
     }
+    if record.status == "skipped":
+        metadata["reason"] = skip_reason(record)
     if record.sheet_name:
         metadata["sheet"] = record.sheet_name
     if record.duplicate_of:
@@ -126,29 +131,41 @@ def _import(
 ) -> list[ImportResult]:
     """Import the files one by one; ``committed`` hears of each file imported or skipped,
     as soon as it is, so a run that stops later has reported it already. A failed file's
-    reason goes on its partition of ``files_asset``, the source's partitioned asset."""
+    reason goes on its partition of ``files_asset``, the source's partitioned asset, and in
+    a line of its own; the others are counted in a line every ``_PROGRESS_SECONDS`` and one
+    at the end (each file's figures are in its materialisation's metadata): every log line
+    is an event Dagster stores, 5–60 ms each on its SQLite instance by the machine's load,
+    as much as a small file's import (docs/benchmarks.md)."""
     importer.progress = progress_logger(context)
-    results = []
+    results: list[ImportResult] = []
+    logged_at = time.monotonic()
     for file in files:
         result = importer.import_file(file)
-        record = result.record
         if result.failed:
-            context.log.error(f"FAILED {record.error}")
-        elif record.status == "skipped":
-            context.log.info(f"SKIPPED {record.source_file}: {skip_reason(record)}")
-        else:
-            context.log.info(
-                f"DONE {record.source_file} → {record.table_name}: {record.rows_inserted} new rows, "
-                f"{record.rows_duplicate} duplicates, {len(result.schema_changes)} schema changes"
-            )
+            context.log.error(f"FAILED {result.record.error}")
         report_failure(context, files_asset, result)
         if committed is not None and not result.failed:
             committed(file, result)
         results.append(result)
+        if time.monotonic() - logged_at >= _PROGRESS_SECONDS:
+            context.log.info(f"IMPORTING: {_counts(results)} so far")
+            logged_at = time.monotonic()
+    context.log.info(f"DONE: {_counts(results)}")
     report_tables(
         context, importer.warehouse, [r.record.table_name for r in results if r.status == "success"]
     )
     return results
+
+
+def _counts(results: list[ImportResult]) -> str:
+    def count(status: str) -> int:
+        return sum(result.status == status for result in results)
+
+    rows = sum(result.record.rows_inserted for result in results)
+    return (
+        f"{len(results)} files, {count('success')} imported ({rows:,} new rows), "
+        f"{count('skipped')} skipped, {count('failed')} failed"
+    )
 
 
 def apply_deletions(
@@ -186,12 +203,13 @@ def _listed(source: Source) -> list[SourceFile]:
 
 
 def _result(results: list[ImportResult], metadata: dict[str, Any]) -> MaterializeResult[None]:
+    """``metadata`` for the materialisation; a run that failed gets the run's summary."""
     failed = [result.record for result in results if result.failed]
     if failed:
         reasons = "\n".join(f"- {record.error}" for record in failed)
         raise Failure(
             description=f"{len(failed)} of {len(results)} files failed; the others were imported:\n{reasons}",
-            metadata=metadata,
+            metadata=metadata or _summary(results),
         )
     return MaterializeResult(metadata=metadata)
 
@@ -199,10 +217,18 @@ def _result(results: list[ImportResult], metadata: dict[str, Any]) -> Materializ
 def _import_partitions(
     context: AssetExecutionContext, warehouse: Warehouse, source: Source, mapping: FolderMapping
 ) -> MaterializeResult[None]:
+    """Import the run's partitions. Each partition's materialisation carries its own file's
+    metadata (``add_asset_metadata``); Dagster writes a run's materialisations as one batch
+    where its storage can (``DAGSTER_EVENT_BATCH_SIZE``, docs/deployment.md)."""
+    keys: list[str] = []
     files: list[SourceFile] = []
+    refused: list[str] = []
     for key in context.partition_keys:
         try:
             files.append(source.get_file(file_id_for(key)))
+            keys.append(key)
+        except FileRefusedError as error:
+            refused.append(str(error))
         except FileNotFoundError as error:
             # Gone since the partition was registered: the deletion run handles it.
             context.log.warning(f"SKIPPED {error}")
@@ -210,7 +236,15 @@ def _import_partitions(
             raise Failure(description=str(error)) from None
     importer = Importer(warehouse, source, mapping, run_id=context.run.run_id)
     results = _import(context, importer, files, context.asset_key)
-    metadata = file_metadata(results[0]) if len(results) == 1 else _summary(results)
+    if len(context.partition_keys) == 1:
+        metadata = file_metadata(results[0]) if results else {}
+    else:
+        for key, result in zip(keys, results, strict=True):
+            context.add_asset_metadata(file_metadata(result), partition_key=key)
+        metadata = {}
+    if refused:
+        reasons = "\n".join(f"- {reason}" for reason in refused)
+        raise Failure(description=f"{len(refused)} partitions name no file of the source:\n{reasons}")
     return _result(results, metadata)
 
 

@@ -68,7 +68,7 @@ class SensorSettings:
     #: Seconds of work one tick may take (``Budget.seconds``); Dagster ends a tick at 60.
     tick_seconds: float = 30.0
     #: Files per run of a backfill (``BackfillPolicy.multi_run``).
-    files_per_run: int = 25
+    files_per_run: int = 200
 
     @classmethod
     def from_env(cls) -> SensorSettings:
@@ -79,7 +79,7 @@ class SensorSettings:
             backfill_files=int(os.environ.get("PGDATAHUB_SENSOR_BACKFILL_FILES", "200")),
             settle_seconds=float(os.environ.get("PGDATAHUB_SENSOR_SETTLE_SECONDS", "2")),
             tick_seconds=float(os.environ.get("PGDATAHUB_SENSOR_TICK_SECONDS", "30")),
-            files_per_run=int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "25")),
+            files_per_run=int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "200")),
         )
 
 

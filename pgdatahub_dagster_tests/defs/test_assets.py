@@ -71,6 +71,59 @@ def test_single_file_run_reports_the_file_in_metadata(
     assert {change["change"] for change in metadata["schema_changes"]} == {"create_table", "add_column"}
 
 
+def test_a_run_of_many_partitions_gives_each_its_own_file_metadata(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path
+) -> None:
+    write_csv(source_dir / "shop" / "a.csv", "sku,price\nA1,9.5\nA2,3\n")
+    write_csv(source_dir / "shop" / "b.csv", "sku,price\nB1,4\n")
+    write_csv(source_dir / "shop" / "c.csv", "sku,price\nC1,1\nC1,1\n")
+    keys = ["shop/a.csv", "shop/b.csv", "shop/c.csv"]
+    instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, keys)
+    result = test_defs.resolve_job_def("import_local_files").execute_in_process(
+        instance=instance, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}
+    )
+    files = {
+        m.partition: {key: value.value for key, value in m.metadata.items()}
+        for m in result.asset_materializations_for_node("local_spreadsheets")
+        if m.asset_key == AssetKey("local_spreadsheets")
+    }
+    assert {key: (m["source_file"], m["rows_inserted"]) for key, m in files.items()} == {
+        "shop/a.csv": ("shop/a.csv", 2),
+        "shop/b.csv": ("shop/b.csv", 1),
+        "shop/c.csv": ("shop/c.csv", 1),
+    }
+    assert files["shop/c.csv"]["rows_duplicate"] == 1
+    # One log line for the run's files, not one a file: each line is an event Dagster stores.
+    # (A slow machine may add a line of progress, "IMPORTING: …", every 10 s.)
+    lines = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.dagster_event is None]
+    assert [line for line in lines if not line.startswith("IMPORTING")] == [
+        "DONE: 3 files, 3 imported (4 new rows), 0 skipped, 0 failed"
+    ]
+
+
+def test_a_run_imports_a_linked_file_the_listing_reports_and_refuses_a_path_out_of_the_tree(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str, tmp_path: Path
+) -> None:
+    """A folder of links (the benchmarks', an archive unpacked elsewhere): the full sync
+    imports them, so the backfill's runs do too. A key that names no file of the tree (a
+    partition added by hand) fails the run with the reason, not a silent success."""
+    write_csv(tmp_path / "elsewhere" / "a.csv", "sku\nA1\n")
+    (source_dir / "shop").mkdir(parents=True)
+    (source_dir / "shop" / "a.csv").symlink_to(tmp_path / "elsewhere" / "a.csv")
+    write_csv(tmp_path / "outside.csv", "sku\nX9\n")
+    instance.add_dynamic_partitions(LOCAL_FOLDER.partitions_name, ["shop/a.csv", "../outside.csv"])
+    job = test_defs.resolve_job_def("import_local_files")
+    assert job.execute_in_process(instance=instance, partition_key="shop/a.csv").success
+    refused = job.execute_in_process(instance=instance, partition_key="../outside.csv", raise_on_error=False)
+    assert not refused.success
+    failure = next(event for event in refused.all_events if event.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message  # type: ignore[union-attr]
+    assert "../outside.csv: not a file of the source folder" in message
+    assert instance.get_materialized_partitions(AssetKey("local_spreadsheets")) == {"shop/a.csv"}
+    with connect(warehouse_url) as warehouse:
+        assert warehouse.fetchall("SELECT sku, source_file FROM shop") == [("A1", "shop/a.csv")]
+
+
 def test_folder_sync_imports_everything_and_marks_the_file_partitions(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:

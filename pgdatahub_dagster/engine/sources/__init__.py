@@ -4,6 +4,7 @@ changes from a cursor), one implementation per kind of source."""
 from pgdatahub_dagster.engine.sources.base import (
     Budget,
     Changes,
+    FileRefusedError,
     LocalCopy,
     Source,
     SourceFile,
@@ -15,6 +16,7 @@ from pgdatahub_dagster.engine.sources.local import LocalFolderSource
 __all__ = [
     "Budget",
     "Changes",
+    "FileRefusedError",
     "LocalCopy",
     "LocalFolderSource",
     "Source",

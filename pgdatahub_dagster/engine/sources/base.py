@@ -59,6 +59,11 @@ class LocalCopy:
     sha256: str
 
 
+class FileRefusedError(FileNotFoundError):
+    """A file id the source's listing can never give (a path out of the tree, through a
+    hidden or linked folder): no file of the source, so no import can be asked of it."""
+
+
 class SourceUnavailableError(PgDataHubError):
     """The source itself cannot be read (a missing or unmounted folder): a system fault,
     never a reason to take its files for deleted."""
@@ -127,7 +132,8 @@ class Source(ABC):
 
     @abstractmethod
     def get_file(self, file_id: str) -> SourceFile:
-        """The current state of one file; raises ``FileNotFoundError`` when it is gone."""
+        """The current state of one file; raises ``FileNotFoundError`` when it is gone, and
+        ``FileRefusedError`` for an id the source's listing never gives."""
 
     @abstractmethod
     def fetch(self, file: SourceFile) -> AbstractContextManager[LocalCopy]:

@@ -29,6 +29,7 @@ from pgdatahub_dagster.engine.read import is_supported
 from pgdatahub_dagster.engine.sources.base import (
     Budget,
     Changes,
+    FileRefusedError,
     LocalCopy,
     Source,
     SourceFile,
@@ -152,10 +153,23 @@ class LocalFolderSource(Source):
                 yield self.root_name, parts
 
     def get_file(self, file_id: str) -> SourceFile:
+        """The file the listing reports as ``file_id``. Its path is checked as the walk
+        would have found it (no ``..``, no hidden or linked folder on the way), not by where
+        it resolves to: a linked file the listing reports is a file of the source, wherever
+        its link points, and a full sync imports it, so a run of its partition does too."""
         self.check_available()
+        parts = file_id.split("/")
+        directory = self.root
+        for part in parts[:-1]:
+            directory = directory / part
+            if part in ("", ".", "..") or part.startswith(".") or directory.is_symlink():
+                raise FileRefusedError(
+                    f"{file_id}: not a file of the source folder {self.root} "
+                    "(its path leaves the tree, or goes through a hidden or linked folder the listing skips)"
+                )
         path = self.root / file_id
-        if not path.resolve().is_relative_to(self.root.resolve()):
-            raise FileNotFoundError(f"{file_id}: not a path inside the source folder {self.root}")
+        if parts[-1] in ("", ".", "..") or not is_supported(parts[-1]):
+            raise FileRefusedError(f"{file_id}: not a spreadsheet of the source folder {self.root}")
         if not path.is_file():
             raise FileNotFoundError(f"{file_id}: the file no longer exists under {self.root}")
         return self._state(path).file

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from pgdatahub_dagster.engine.mapping import FolderMapping
-from pgdatahub_dagster.engine.sources import Budget, LocalFolderSource, SourceState, SourceUnavailableError
+from pgdatahub_dagster.engine.sources import (
+    Budget,
+    FileRefusedError,
+    LocalFolderSource,
+    SourceState,
+    SourceUnavailableError,
+)
 from pgdatahub_dagster.engine.warehouse import Warehouse
 
 BUDGET = Budget(max_files=100, seconds=30.0)
@@ -140,3 +146,26 @@ def test_the_walk_lists_the_folders_with_spreadsheets_in_order_skipping_hidden_a
         "b/two.csv",
         "top.csv",
     ]
+
+
+def test_get_file_gives_what_the_listing_reports_links_included_and_refuses_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _write(tmp_path / "elsewhere" / "a.csv", "x\n1\n")
+    (root / "shop").mkdir(parents=True)
+    (root / "shop" / "a.csv").symlink_to(tmp_path / "elsewhere" / "a.csv")
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    _write(root / ".hidden" / "h.csv", "x\n1\n")
+    source = LocalFolderSource(root)
+    assert [file.file_id for file in source.list_files()] == ["shop/a.csv"]
+    assert source.get_file("shop/a.csv").file_id == "shop/a.csv"
+    for refused in (
+        "../elsewhere/a.csv",
+        "linked/a.csv",
+        ".hidden/h.csv",
+        "/etc/passwd",
+        "shop/../shop/a.csv",
+    ):
+        with pytest.raises(FileRefusedError):
+            source.get_file(refused)
+    with pytest.raises(FileNotFoundError):
+        source.get_file("shop/gone.csv")
