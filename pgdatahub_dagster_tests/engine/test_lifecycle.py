@@ -42,9 +42,12 @@ def test_a_changed_file_replaces_its_rows_in_one_transaction(warehouse_url: str,
 def test_a_failed_new_version_keeps_the_old_rows(warehouse_url: str, tmp_path: Path) -> None:
     write_csv(tmp_path / "t" / "f.csv", "name\nAcme\n")
     run_import(warehouse_url, tmp_path)
-    write_csv(tmp_path / "t" / "f.csv", "name\nBlue\n" + "x\n" * 30 + "a,b,c\n")
+    # A row wider than the first 50 lines, in a later batch: the file fails after its
+    # first batches were loaded.
+    write_csv(tmp_path / "t" / "f.csv", "name\nBlue\n" + "x\n" * 60 + "a,b,c\n")
     [result] = run_import(warehouse_url, tmp_path, batch_rows=10)
     assert result.failed
+    assert "a row has more fields than any of the file's first 50 lines (1)" in (result.record.error or "")
     assert query(warehouse_url, "SELECT name FROM t") == [("Acme",)]
     assert query(warehouse_url, "SELECT status FROM etl_imports ORDER BY id") == [("success",), ("failed",)]
 

@@ -237,10 +237,9 @@ def _parse_failure(error: pl.exceptions.PolarsError, delimiter: str, width: int)
     message = str(error)
     if "more fields than defined" in message or "not specified in schema" in message:
         return (
-            f"cannot be parsed as delimited text: a row has more than {width} fields (the most "
-            f"in the file's first {_SNIFF_LINES} lines, which decide its columns); add the "
-            "missing column names to the header, or quote the fields that hold the delimiter "
-            f"{delimiter!r}"
+            "cannot be parsed as delimited text: a row has more fields than any of the file's "
+            f"first {_SNIFF_LINES} lines ({width}), which decide its columns; add the missing "
+            f"column names to the header, or quote the fields that hold the delimiter {delimiter!r}"
         )
     if message.startswith('could not parse `"') or "CSV malformed" in message:
         return (
