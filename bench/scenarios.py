@@ -55,7 +55,17 @@ class Sizes:
 SIZES: dict[str, Sizes] = {
     # A few seconds per contender: for CI, proves every scenario runs end to end.
     "smoke": Sizes(
-        2_000, 1_000, 1_000, 500, 4, 500, (2_000, 10_000), (200, 20, 3), (2_500, 72, 20_000), (30, 20)
+        2_000,
+        1_000,
+        1_000,
+        500,
+        4,
+        500,
+        (2_000, 10_000),
+        (200, 20, 3),
+        (2_500, 72, 20_000),
+        (30, 20),
+        (1, 2, 3),
     ),
     "small": Sizes(
         100_000,
