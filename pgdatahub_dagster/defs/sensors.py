@@ -55,12 +55,11 @@ if TYPE_CHECKING:
 # and is retried.
 _WAREHOUSE_WAIT_SECONDS = 15.0
 #: What a tick takes after the source's walk, set aside from the tick's seconds: Dagster's
-#: resolution and submission of one run (1.8 s at load 25 on the SQLite instance, each run a
-#: dozen storage connections and an execution plan from the code server), and registering
-#: and backfilling one partition with its share of the log (0.2 ms). Measured under the
-#: sensor daemon (bench ``tick_scale``; docs/benchmarks.md, "Sensor ticks at scale"); the
-#: run figure is the quiet machine's guess from it, and a tick's walk keeps a third of the
-#: tick whatever the reserve says.
+#: resolution and submission of one run (0.44 s at load 3, 2 s at load 25-30, on the SQLite
+#: instance: each run a dozen storage connections and an execution plan from the code
+#: server), and registering and backfilling one partition with its share of the log (0.2 ms).
+#: Measured under the sensor daemon (bench ``tick_scale``; docs/benchmarks.md, "Sensor ticks
+#: at scale"). A tick's walk keeps a third of the tick whatever the reserve says.
 _SECONDS_PER_RUN = 0.5
 _SECONDS_PER_PARTITION = 0.0002
 SOURCE_TAG = "pgdatahub/source"
