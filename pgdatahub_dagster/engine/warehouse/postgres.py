@@ -12,10 +12,10 @@ Past ``FRESH_TABLE_MAX_KEYS`` keys the file stays on that path with memory that 
 grows: the keys go into a ``KeyFilter`` of fixed size. Rows it calls certainly new are
 COPY-ed into the table as before. The others (repeats, and the rare key the filter mistakes
 for one) are COPY-ed into a temporary table of undecided rows with their position in the
-file, which mirrors the table's schema changes; after the last batch the index is built and
-one statement inserts, of each undecided key the table does not hold, its first row
-(``settle_fresh``). Going on with the index instead cost more per row the larger the table
-grew (docs/benchmarks.md, *Linear cost*).
+file, which mirrors the table's schema changes. After the last batch one statement inserts,
+of each undecided key the table does not hold, its first row (``settle_fresh``), and the
+index is built. Going on with the index instead cost more per row the larger the table grew
+(docs/benchmarks.md, *Issue 12, linear cost*).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pgdatahub_dagster.engine.warehouse.base import (
 _COPY_SLICE_ROWS = 50_000
 #: The size of the ``KeyFilter`` of a new table past ``FRESH_TABLE_MAX_KEYS`` (16 MiB, the
 #: memory the exact keys took up to there): at 5,000,000 keys one in about 800 is undecided
-#: by mistake, at 20,000,000 one in 25; every undecided row costs a row in the temporary
+#: by mistake, at 20,000,000 about one in 20; every undecided row costs a row in the temporary
 #: table, never a wrong answer.
 KEY_FILTER_BITS = 2**27
 #: The column of the undecided rows' table giving each row's position among them.
