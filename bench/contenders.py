@@ -1029,3 +1029,189 @@ class GmailTick(_SensorTick):
             f"for a mailbox of {self.params['messages']:,} messages",
             {"api_calls": calls, "round_trips": round_trips, "runs_requested": requested},
         )
+
+
+# -- sensor ticks at scale -------------------------------------------------------------------
+
+
+class _DaemonTicks(Contender):
+    """Sensor ticks as ``dagster-daemon`` runs them: the sensor daemon's own iteration
+    (``execute_sensor_iteration``) over the code location in a gRPC code server of its own,
+    so each tick pays what a deployed one pays: the evaluation in the code server (under
+    Dagster's 60 s limit), the partition requests, the run and backfill submissions, the tick
+    record. Only the sensor daemon runs: no backfill daemon or run queue launches the imports
+    (that is ``many_files_large``). A tick's seconds are Dagster's own, from the tick record's
+    start to its end."""
+
+    def start(self, env: dict[str, str]) -> None:
+        import logging
+
+        from dagster import DagsterInstance
+        from dagster._core.workspace.context import WorkspaceProcessContext
+        from dagster._core.workspace.load_target import ModuleTarget
+
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            os.environ.pop(name, None)  # httplib2 would send loopback traffic to a proxy
+        self.home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        # The code server inherits this environment: settings are read there.
+        os.environ.update(
+            DAGSTER_HOME=str(self.home),
+            PGDATAHUB_SENSOR_INTERVAL="1",
+            PGDATAHUB_SENSOR_SETTLE_SECONDS="0",
+            **env,
+        )
+        self.instance = DagsterInstance.get()
+        target = ModuleTarget(
+            module_name="pgdatahub_dagster.definitions",
+            attribute=None,
+            working_directory=str(ROOT),
+            location_name=None,
+        )
+        self.workspace = WorkspaceProcessContext(self.instance, target)
+        self.logger = logging.getLogger("bench.sensor_ticks")
+
+    def tick(self, sensor_name: str) -> dict[str, Any]:
+        """Run the sensor daemon's iterations until ``sensor_name`` has a new finished tick."""
+        import time
+
+        from dagster._core.scheduler.instigation import TickStatus
+        from dagster._daemon.sensor import execute_sensor_iteration
+
+        before = self._ticks(sensor_name)
+        started = time.perf_counter()
+        while True:
+            for _ in execute_sensor_iteration(self.workspace, self.logger, None, None):
+                pass
+            ticks = self._ticks(sensor_name)
+            done = [t for t in ticks.values() if t.tick_id not in before and t.status != TickStatus.STARTED]
+            if done:
+                break
+            time.sleep(0.2)  # the sensor's minimum interval (1 s) has not passed yet
+        (tick,) = done
+        added = sum(len(r.added_partitions or []) for r in tick.tick_data.dynamic_partitions_request_results)
+        backfills = [run_id for run_id in tick.run_ids if not self.instance.get_run_by_id(run_id)]
+        return {
+            "seconds": round(tick.end_timestamp - tick.timestamp, 3),
+            "iteration_seconds": round(time.perf_counter() - started, 3),
+            "status": tick.status.value,
+            "added_partitions": added,
+            "runs": len(tick.run_ids) - len(backfills),
+            "backfills": len(backfills),
+            "error": tick.error.message[:500] if tick.error else None,
+        }
+
+    def _ticks(self, sensor_name: str) -> dict[str, Any]:
+        from dagster._core.scheduler.instigation import InstigatorType
+
+        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.instigator_name == sensor_name:
+                ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5)
+                return {tick.tick_id: tick for tick in ticks}
+        return {}
+
+    def stop(self) -> None:
+        self.workspace.__exit__(None, None, None)
+        self.instance.dispose()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def partitions(self, name: str) -> int:
+        return len(self.instance.get_dynamic_partitions(name))
+
+
+@contender("local_ticks")
+class LocalTicks(_DaemonTicks):
+    """The local sensor's first load of a large tree, tick after tick until every file is
+    registered, then ``idle_ticks`` ticks with nothing new."""
+
+    description = "local_folder_sensor under the sensor daemon: first load of the tree, then idle ticks"
+
+    def setup(self) -> None:
+        # The tree is cached bench data: the few files the last tick finds come and go here.
+        self.new_folder = Path(self.params["source_dir"]) / "new_files"
+        shutil.rmtree(self.new_folder, ignore_errors=True)
+        self.new_folder.mkdir()
+        self.files = sum(1 for _ in Path(self.params["source_dir"]).rglob("*.csv"))
+        self.start(
+            {"PGDATAHUB_SOURCE_DIR": self.params["source_dir"], "PGDATAHUB_DATABASE_URL": self.params["url"]}
+        )
+
+    def run(self) -> Outcome:
+        import time
+
+        first, idle = [], []
+        while (registered := self.partitions("local_files")) < self.files:
+            first.append(self.tick("local_folder_sensor"))
+            if len(first) > self.files // 100 + 10:
+                raise RuntimeError(f"the first load stalled at {registered} files: {first[-1]}")
+        for _ in range(self.params.get("idle_ticks", 3)):
+            idle.append(self.tick("local_folder_sensor"))
+        # A few new files, a run each: what Dagster takes to resolve and submit a run.
+        runs = self.params.get("runs", 100)
+        for index in range(runs):
+            (self.new_folder / f"n{index:03d}.csv").write_text(f"code\nnew-{index}\n")
+        time.sleep(0.05)  # past the newest change time, however coarse the file system's clock
+        few = self.tick("local_folder_sensor")
+        self.stop()
+        return Outcome(
+            self.files,
+            registered,
+            f"{len(first)} ticks to register {registered:,} files, {len(idle)} idle ticks, "
+            f"a tick of {few['runs']} runs",
+            {"first_load_ticks": first, "idle_ticks": idle, "runs_tick": few},
+        )
+
+    def stop(self) -> None:
+        shutil.rmtree(self.new_folder, ignore_errors=True)
+        super().stop()
+
+
+@contender("drive_ticks")
+class DriveTicks(_DaemonTicks):
+    """The Drive sensor's first walk of a large tree on the project's Drive test server (real
+    client, real HTTP), tick after tick until every file is registered, then one idle tick."""
+
+    description = "drive_sensor under the sensor daemon: the first walk of the tree, then an idle tick"
+
+    def setup(self) -> None:
+        from pgdatahub_dagster.testing.drive_server import DriveTestServer
+
+        tables, folders, files = self.params["tree"]
+        self.server = DriveTestServer().start()
+        root = self.server.add_folder("Inbox")
+        for table in range(tables):
+            top = self.server.add_folder(f"t{table:02d}", root)
+            for folder in range(folders):
+                parent = self.server.add_folder(f"c{folder:03d}", top)
+                for index in range(files):
+                    self.server.add_file(
+                        f"f{index:02d}.csv", parent, f"code\n{table}-{folder}-{index}\n".encode()
+                    )
+        self.files = tables * folders * files
+        scratch = Path(tempfile.mkdtemp(prefix="bench-drive-"))
+        self.start(
+            {
+                "PGDATAHUB_SOURCE_DIR": str(scratch),
+                "PGDATAHUB_DATABASE_URL": self.params["url"],
+                "PGDATAHUB_DRIVE_FOLDER_ID": root,
+                "PGDATAHUB_DRIVE_ACCESS_TOKEN": "bench",
+                "PGDATAHUB_DRIVE_API_ENDPOINT": self.server.api_endpoint,
+            }
+        )
+
+    def run(self) -> Outcome:
+        walk = []
+        while (registered := self.partitions("drive_files")) < self.files:
+            walk.append(self.tick("drive_sensor"))
+            if len(walk) > 200:
+                raise RuntimeError(f"the walk stalled at {registered} files: {walk[-1]}")
+        idle = [self.tick("drive_sensor")]
+        calls = len(self.server.request_log)
+        self.server.stop()
+        self.stop()
+        return Outcome(
+            self.files,
+            registered,
+            f"{len(walk)} ticks to walk {registered:,} files ({calls:,} API calls), then an idle tick",
+            {"walk_ticks": walk, "idle_ticks": idle, "api_calls": calls},
+        )

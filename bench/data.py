@@ -392,6 +392,22 @@ def many_files(files: int, rows_per_file: int) -> Path:
     return _cached(f"many_v{VERSION}_{files}x{rows_per_file}", build)
 
 
+def large_tree(tables: int, folders_per_table: int, files_per_folder: int) -> Path:
+    """A tree of ``tables`` top folders (a table each), each holding ``folders_per_table``
+    sub-folders of ``files_per_folder`` one-row CSVs: what a sensor walks, not what it imports
+    (``tick_scale``: 50 × 100 × 20 = 100,000 files in 5,000 folders)."""
+
+    def build(path: Path) -> None:
+        for table in range(tables):
+            for folder in range(folders_per_table):
+                directory = path / f"t{table:02d}" / f"c{folder:03d}"
+                directory.mkdir(parents=True)
+                for index in range(files_per_folder):
+                    (directory / f"f{index:02d}.csv").write_text(f"code\n{table}-{folder}-{index}\n")
+
+    return _cached(f"tree_{tables}x{folders_per_table}x{files_per_folder}", build)
+
+
 # -- hostile files: what must fail alone, in bounded memory (the `hostile` scenario) --------
 
 #: Values per row of the zip bomb: 8,192 one-digit cells, 15 bytes of XML each.

@@ -2,8 +2,8 @@
 changes since the stored cursor (``Source.changes``; how each source finds them is in its
 engine module) and turns them into runs.
 
-New or changed files are registered as partitions of the source's import asset, in one
-partition request per tick. A few get one import run each (run key: file id and version, new
+New files are registered as partitions of the source's import asset by the tick itself, in
+one statement. A few get one import run each (run key: file id and version, new
 at every change); a batch of at least ``PGDATAHUB_SENSOR_BACKFILL_FILES`` (200), or more than
 the ``PGDATAHUB_SENSOR_MAX_RUNS`` runs (100) a tick may request, becomes ONE backfill of
 ``PGDATAHUB_FILES_PER_RUN`` files per run: Dagster's cost per tick grows with the requests it
@@ -12,7 +12,7 @@ disappeared (deleted, trashed, moved out) loses its partition, and one ``handle_
 run applies its folder's ``on_delete`` setting. A source that asks for a full sync (locally: the
 folder mapping was edited) gets one run of its full-sync job. A tick reports at most
 ``PGDATAHUB_SENSOR_MAX_FILES`` files (10,000) and works for ``PGDATAHUB_SENSOR_TICK_SECONDS``
-(30) less what Dagster needs for the requests it may make (``_walk_seconds``); the rest follow
+(8) less what Dagster needs for the requests it may make (``_walk_seconds``); the rest follow
 on the next ticks. A source that cannot be read at all skips the tick with the reason, and the
 next tick starts from the same cursor: nothing counts as deleted.
 """
@@ -25,7 +25,6 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
-    AddDynamicPartitionsRequest,
     AssetKey,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
@@ -55,13 +54,19 @@ if TYPE_CHECKING:
 # registry) waits this long for a DuckDB file busy with an import; past it the tick fails
 # and is retried.
 _WAREHOUSE_WAIT_SECONDS = 15.0
-#: What Dagster takes, after a tick, to submit one run and to register one partition
-#: (docs/benchmarks.md, "Sensor ticks"), set aside from the tick's seconds.
-_SECONDS_PER_RUN = 0.05
+#: What a tick takes after the source's walk, set aside from the tick's seconds: Dagster's
+#: resolution and submission of one run (0.44 s at load 3, 2 s at load 25-30, on the SQLite
+#: instance: each run a dozen storage connections and an execution plan from the code
+#: server), and registering and backfilling one partition with its share of the log (0.2 ms).
+#: Measured under the sensor daemon (bench ``tick_scale``; docs/benchmarks.md, "Sensor ticks
+#: at scale"). A tick's walk keeps a third of the tick whatever the reserve says.
+_SECONDS_PER_RUN = 0.5
 _SECONDS_PER_PARTITION = 0.0002
 SOURCE_TAG = "pgdatahub/source"
 #: The tag naming a backfill's batch (``_batch_key``).
 BATCH_TAG = "pgdatahub/batch"
+#: Files a batch's log line names.
+_FILES_NAMED = 10
 
 
 def _digest(*parts: str) -> str:
@@ -96,17 +101,26 @@ def _label(file_id: str, path: str) -> str:
     return path if path == file_id else f"{path} ({file_id})"
 
 
-def _log_found(context: SensorEvaluationContext, files: list[SourceFile], known: set[str]) -> list[str]:
-    """Log each new or changed file; the partition keys of the new ones, to register."""
-    new_keys = []
+def _log_found(context: SensorEvaluationContext, files: list[SourceFile], known: frozenset[str]) -> list[str]:
+    """Log the new and changed files, each on its own line when they get a run each, else
+    by count with the first few (a line per file was a quarter of a tick reporting 10,000,
+    and the backfill lists its partitions); the partition keys of the new ones, to register."""
+    new: list[SourceFile] = []
+    changed: list[SourceFile] = []
     for file in files:
-        key = partition_key_for(file.file_id)
-        if key in known:
-            context.log.info(f"CHANGED {_label(file.file_id, file.path)}")
-        else:
-            new_keys.append(key)
-            context.log.info(f"NEW {_label(file.file_id, file.path)}")
-    return new_keys
+        (changed if partition_key_for(file.file_id) in known else new).append(file)
+    if _is_batch(files):
+        for word, group in (("NEW", new), ("CHANGED", changed)):
+            if group:
+                shown = ", ".join(_label(file.file_id, file.path) for file in group[:_FILES_NAMED])
+                more = f" and {len(group) - _FILES_NAMED} more" if len(group) > _FILES_NAMED else ""
+                context.log.info(f"{word} {len(group)} files: {shown}{more}")
+    else:
+        new_ids = {file.file_id for file in new}
+        for file in files:
+            word = "NEW" if file.file_id in new_ids else "CHANGED"
+            context.log.info(f"{word} {_label(file.file_id, file.path)}")
+    return [partition_key_for(file.file_id) for file in new]
 
 
 def _request_import(plugin: SourcePlugin, file: SourceFile) -> RunRequest:
@@ -152,15 +166,20 @@ def _request_backfill(
     return [RunRequest.for_asset_graph_subset(subset, tags={SOURCE_TAG: plugin.name, BATCH_TAG: batch})]
 
 
+def _is_batch(files: list[SourceFile]) -> bool:
+    """Whether the files become one backfill: at least ``PGDATAHUB_SENSOR_BACKFILL_FILES``
+    of them, or more than the tick's runs."""
+    settings = SensorSettings.from_env()
+    return len(files) >= settings.backfill_files or len(files) > settings.max_runs
+
+
 def _request_imports(
     context: SensorEvaluationContext, plugin: SourcePlugin, files: list[SourceFile]
 ) -> list[RunRequest]:
-    """A run per file for a few files; one backfill for a batch at least
-    ``PGDATAHUB_SENSOR_BACKFILL_FILES`` long or too long for the tick's runs."""
-    settings = SensorSettings.from_env()
+    """A run per file for a few files; one backfill for a batch."""
     if not files:
         return []
-    if len(files) >= settings.backfill_files or len(files) > settings.max_runs:
+    if _is_batch(files):
         return _request_backfill(context, plugin, files)
     return [_request_import(plugin, file) for file in files]
 
@@ -193,11 +212,14 @@ def _result(
         f"DONE: requested {len(runs) - backfills} runs and {backfills} backfills, "
         f"{len(new_keys)} new files, {len(removals)} removals"
     )
-    # Every new partition in one request: Dagster's cost grows with requests, not with keys.
-    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = list(removals)
     if new_keys:
-        requests.append(plugin.partitions_def.build_add_request(new_keys))
-    return SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor)
+        # Registered here, in one statement, not handed to Dagster as a partition request: the
+        # daemon checks each key of a request in a query of its own before adding them (18 ms
+        # a key on the SQLite instance at load 10: 10,000 new files made a tick of 3 minutes;
+        # docs/benchmarks.md, "Sensor ticks at scale"). A tick that fails after this reports
+        # the same files again from its old cursor, and adding a partition twice is a no-op.
+        context.instance.add_dynamic_partitions(plugin.partitions_name, new_keys)
+    return SensorResult(run_requests=runs, dynamic_partitions_requests=removals, cursor=cursor)
 
 
 def _walk_seconds(settings: SensorSettings) -> float:
@@ -208,7 +230,10 @@ def _walk_seconds(settings: SensorSettings) -> float:
     return max(settings.tick_seconds - reserved, settings.tick_seconds / 3)
 
 
-def _changes(context: SensorEvaluationContext, plugin: SourcePlugin, resource: SourceResource) -> Changes:
+def _changes(
+    context: SensorEvaluationContext, plugin: SourcePlugin, resource: SourceResource
+) -> tuple[Changes, frozenset[str]]:
+    """The source's changes, and its partitions as they were before this tick."""
     settings = SensorSettings.from_env()
     with ExitStack() as stack:
         state = DagsterSourceState(
@@ -219,9 +244,10 @@ def _changes(context: SensorEvaluationContext, plugin: SourcePlugin, resource: S
                 context.resources.warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS)
             ),
         )
-        return resource.source(state).changes(
+        changes = resource.source(state).changes(
             context.cursor, Budget(settings.max_files, _walk_seconds(settings))
         )
+        return changes, state.partition_keys()
 
 
 def source_sensor(
@@ -236,7 +262,7 @@ def source_sensor(
         if (reason := resource.unconfigured()) is not None:
             return SensorResult(skip_reason=reason, cursor=context.cursor)
         try:
-            changes = _changes(context, plugin, resource)
+            changes, known = _changes(context, plugin, resource)
         except SourceUnavailableError as error:
             # An unmounted share, refused credentials, an API failing after every retry: one
             # clear line, and the next tick starts from the same cursor (this one changed nothing).
@@ -244,7 +270,6 @@ def source_sensor(
             return SensorResult(skip_reason=str(error), cursor=context.cursor)
         for line in changes.log:
             context.log.info(line)
-        known = set(context.instance.get_dynamic_partitions(plugin.partitions_name))
         gone = sorted({partition_key_for(file_id) for file_id in changes.removed} & known)
         for key in gone:
             file_id = file_id_for(key)

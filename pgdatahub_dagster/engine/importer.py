@@ -330,6 +330,9 @@ class Importer:
                 if self.progress is not None:
                     seconds = time.monotonic() - started
                     self.progress(ImportProgress(file.path, table, counts.rows_read, seconds))
+        settled = ownership.finish_load(holder)
+        record.rows_inserted += settled.supplied
+        record.rows_held += settled.held
         record.sheet_name = counts.sheet
         record.rows_read = counts.rows_read
         record.rows_duplicate = counts.rows_read - record.rows_inserted

@@ -65,8 +65,10 @@ class SensorSettings:
     backfill_files: int = 200
     #: A local file changed more recently than this waits for a later tick (half-written).
     settle_seconds: float = 2.0
-    #: Seconds of work one tick may take (``Budget.seconds``); Dagster ends a tick at 60.
-    tick_seconds: float = 30.0
+    #: Seconds one tick may take, Dagster's share included (``Budget.seconds`` is what is
+    #: left for the source); Dagster ends a tick at 60, and a tick under 10 s keeps the
+    #: daemon's other sensors on time (docs/benchmarks.md, "Sensor ticks at scale").
+    tick_seconds: float = 8.0
     #: Files per run of a backfill (``BackfillPolicy.multi_run``).
     files_per_run: int = 200
 
@@ -78,7 +80,7 @@ class SensorSettings:
             max_files=int(os.environ.get("PGDATAHUB_SENSOR_MAX_FILES", "10000")),
             backfill_files=int(os.environ.get("PGDATAHUB_SENSOR_BACKFILL_FILES", "200")),
             settle_seconds=float(os.environ.get("PGDATAHUB_SENSOR_SETTLE_SECONDS", "2")),
-            tick_seconds=float(os.environ.get("PGDATAHUB_SENSOR_TICK_SECONDS", "30")),
+            tick_seconds=float(os.environ.get("PGDATAHUB_SENSOR_TICK_SECONDS", "8")),
             files_per_run=int(os.environ.get("PGDATAHUB_FILES_PER_RUN", "200")),
         )
 

@@ -173,6 +173,48 @@ def test_a_restart_in_the_middle_of_the_walk_resumes_from_the_stored_cursor(
     assert extra | {drive_tree[k] for k in ("a", "eu_file", "sheet", "shortcut")} == requested
 
 
+def test_a_failed_tick_keeps_the_walk_done_so_far(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    warehouse_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk over several ticks, one listing a tick. A tick whose result Dagster could not
+    keep is evaluated again from the same cursor and reports the same files; a tick whose
+    listing fails (Drive failing after every retry) skips, and leaves the folder registry as
+    the tick before it left it: the walk goes on from there, and every file is requested once."""
+    folders = [drive_server.add_folder(f"batch {i:02d}", drive_tree["root"]) for i in range(45)]
+    extra = {drive_server.add_file("x.csv", folder, f"n\n{i}\n".encode()) for i, folder in enumerate(folders)}
+    monkeypatch.setenv("PGDATAHUB_DRIVE_TICK_SECONDS", "0")
+    monkeypatch.setenv("PGDATAHUB_DRIVE_RETRIES", "0")
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    requested = [r.partition_key for r in daemon.tick()[0]]
+
+    cursor = daemon.cursor
+    lost = daemon.evaluate()
+    daemon.cursor = cursor
+    kept, _ = daemon.tick()
+    assert kept and sorted(str(r.run_key) for r in kept) == sorted(
+        str(r.run_key) for r in lost.run_requests or []
+    )
+    requested += [r.partition_key for r in kept]
+
+    listed = _rows(warehouse_url, "SELECT folder_id, listed FROM drive_folders ORDER BY folder_id")
+    cursor = daemon.cursor
+    drive_server.inject_fault("503", path_contains="parents")
+    failed = daemon.evaluate()
+    assert failed.skip_reason is not None and not failed.run_requests
+    assert daemon.cursor == cursor
+    assert _rows(warehouse_url, "SELECT folder_id, listed FROM drive_folders ORDER BY folder_id") == listed
+
+    while '"walking":false' not in (daemon.cursor or ""):
+        requested += [r.partition_key for r in daemon.tick()[0]]
+        assert len(requested) <= len(extra) + 4
+    assert sorted(requested) == sorted(extra | {drive_tree[k] for k in ("a", "eu_file", "sheet", "shortcut")})
+
+
 def test_a_sheet_over_the_export_limit_fails_alone(
     test_defs: Definitions,
     instance: DagsterInstance,

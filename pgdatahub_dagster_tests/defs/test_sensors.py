@@ -66,6 +66,30 @@ def test_first_tick_requests_every_file_then_goes_idle(
     assert idle.skip_reason is not None and "idle" in str(idle.skip_reason)
 
 
+def test_a_tick_registers_its_new_files_itself_and_a_failed_tick_reports_them_again(
+    test_defs: Definitions, instance: DagsterInstance, source_dir: Path
+) -> None:
+    """New files' partitions are added by the evaluation itself, in one statement, not left
+    to the daemon (which checks each key of a partition request in a query of its own). A
+    tick whose result Dagster could not keep is evaluated again from the same cursor: the
+    same runs, and the partitions, already there, are not added twice."""
+    for name in "abc":
+        write_csv(source_dir / "leads" / f"{name}.csv", f"name\n{name}\n")
+    sensor = test_defs.resolve_sensor_def("local_folder_sensor")
+    results = []
+    for _ in range(2):  # the first evaluation's result is lost: no cursor kept, no request applied
+        with build_sensor_context(instance=instance, cursor=None, resources=test_defs.resources) as context:
+            result = sensor(context)
+        assert isinstance(result, SensorResult)
+        assert not result.dynamic_partitions_requests
+        assert sorted(instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name)) == [
+            f"leads/{name}.csv" for name in "abc"
+        ]
+        results.append(result)
+    first, again = ([(r.partition_key, r.run_key) for r in result.run_requests or []] for result in results)
+    assert len(first) == 3 and again == first
+
+
 def test_changed_added_and_renamed_files_are_found(
     test_defs: Definitions, instance: DagsterInstance, source_dir: Path, warehouse_url: str
 ) -> None:

@@ -95,11 +95,19 @@ class DagsterSourceState(SourceState):
         self._plugin = plugin
         self._mapping = cache(mapping)
         self._warehouse = cache(open_warehouse)
+        self._partition_keys: frozenset[str] | None = None
+
+    def partition_keys(self) -> frozenset[str]:
+        """The source's partitions, read once: a sensor asks for them twice a tick, and with
+        100,000 files one read takes about 0.3 s."""
+        if self._partition_keys is None:
+            self._partition_keys = frozenset(
+                self._instance.get_dynamic_partitions(self._plugin.partitions_name)
+            )
+        return self._partition_keys
 
     def known_file_ids(self) -> set[str]:
-        return {
-            file_id_for(key) for key in self._instance.get_dynamic_partitions(self._plugin.partitions_name)
-        }
+        return {file_id_for(key) for key in self.partition_keys()}
 
     def warehouse(self) -> Warehouse:
         return self._warehouse()

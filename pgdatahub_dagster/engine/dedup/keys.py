@@ -191,6 +191,10 @@ class SeenKeys:
     def __len__(self) -> int:
         return self._seen.height
 
+    def halves(self) -> pl.DataFrame:
+        """The keys held, as their two 64-bit halves."""
+        return self._seen
+
     def admit(self, keys: pl.Series) -> pl.Series:
         """Which rows go in (a Boolean per key); their keys count as seen from now on."""
         keyed = keys.is_not_null()
@@ -217,3 +221,48 @@ class SeenKeys:
             end = seen_hi.search_sorted(halves[_HI][row], side="right")
             found[row] = bool((seen_lo.slice(start, int(end) - start) == halves[_LO][row]).any())
         return found
+
+
+#: Bits of a key each ``KeyFilter`` probe takes (the filter holds at most 2**32 bits).
+_PROBE_BITS = 32
+
+
+class KeyFilter:
+    """The row keys one import has loaded into a table without a unique index, in fixed
+    memory however many: a Bloom filter of ``bits`` bits (a power of two), each key setting
+    three of them, taken from three disjoint 32-bit slices of the key (a hash already).
+
+    It never forgets a key, but it may claim one it never held: at 5,000,000 keys in 2**27
+    bits (16 MiB) about one key in 800. So it only tells which rows are certainly the first
+    with their key; whether the others are is for the database to settle against the whole
+    table (``PostgresWarehouse``).
+    """
+
+    def __init__(self, bits: int, held: SeenKeys) -> None:
+        if bits <= 0 or bits & (bits - 1) or bits > 2**_PROBE_BITS:
+            raise ValueError(f"a key filter has a power of two of bits, at most 2**{_PROBE_BITS}: {bits}")
+        self._size = bits
+        self._bits = pl.repeat(False, bits, eager=True)
+        self._mark(self._probes(held.halves()))
+
+    def admit(self, keys: pl.Series) -> pl.Series:
+        """Which rows are certainly the first with their key (a Boolean per key: rows
+        without a key always are, a key repeated in ``keys`` is not the second time); every
+        key counts as held from now on."""
+        keyed = keys.is_not_null()
+        halves = _key_halves(keys.filter(keyed))
+        probes = self._probes(halves)
+        held = pl.repeat(True, halves.height, eager=True)
+        for probe in probes:
+            held = held & self._bits.gather(probe)
+        first = halves.select(pl.struct(_HI, _LO).is_first_distinct()).to_series()
+        self._mark(probes)
+        return pl.repeat(True, keys.len(), eager=True).scatter(keyed.arg_true(), first & ~held)
+
+    def _probes(self, halves: pl.DataFrame) -> list[pl.Series]:
+        slices = (halves[_HI] % 2**_PROBE_BITS, halves[_HI] // 2**_PROBE_BITS, halves[_LO] % 2**_PROBE_BITS)
+        return [(part % self._size).cast(pl.UInt32) for part in slices]
+
+    def _mark(self, probes: list[pl.Series]) -> None:
+        for probe in probes:
+            self._bits.scatter(probe, True)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from pgdatahub_dagster.engine.errors import FileImportError
 from pgdatahub_dagster.engine.read import is_supported
@@ -45,13 +46,20 @@ class FileChangedWhileReading(FileImportError):
     """The file was being written while it was copied; its next change brings it back."""
 
 
-@dataclass(frozen=True)
-class LocalFileState:
-    """A file as the folder sensor sees it: its change time orders discoveries."""
+class LocalFileState(NamedTuple):
+    """A file as the folder sensor sees it: its change time orders discoveries. A tuple, not
+    a ``SourceFile``: an idle tick looks at every file of the tree and reports none."""
 
-    file: SourceFile
+    file_id: str
     changed_ns: int
     modified_ns: int
+
+    @property
+    def file(self) -> SourceFile:
+        modified_at = _EPOCH + timedelta(microseconds=self.modified_ns // 1000)
+        # The change time: every write, copy, rename and move advances it, and nobody can set
+        # it back, so a file restored to earlier content still gets a new version.
+        return SourceFile(self.file_id, self.file_id, str(self.changed_ns), modified_at)
 
 
 @dataclass
@@ -71,12 +79,12 @@ class LocalFolderCursor:
     def is_unhandled(self, state: LocalFileState) -> bool:
         if state.changed_ns != self.changed_ns:
             return state.changed_ns > self.changed_ns
-        return state.file.file_id not in self.handled_at_changed_ns
+        return state.file_id not in self.handled_at_changed_ns
 
     def advance(self, state: LocalFileState) -> None:
         if state.changed_ns != self.changed_ns:
             self.changed_ns, self.handled_at_changed_ns = state.changed_ns, []
-        self.handled_at_changed_ns.append(state.file.file_id)
+        self.handled_at_changed_ns.append(state.file_id)
 
 
 class LocalFolderSource(Source):
@@ -91,12 +99,7 @@ class LocalFolderSource(Source):
 
     def _state(self, path: Path) -> LocalFileState:
         stat = path.stat()
-        relative = path.relative_to(self.root).as_posix()
-        modified_at = _EPOCH + timedelta(microseconds=stat.st_mtime_ns // 1000)
-        # The change time: every write, copy, rename and move advances it, and nobody can set
-        # it back, so a file restored to earlier content still gets a new version.
-        file = SourceFile(relative, relative, str(stat.st_ctime_ns), modified_at)
-        return LocalFileState(file, stat.st_ctime_ns, stat.st_mtime_ns)
+        return LocalFileState(path.relative_to(self.root).as_posix(), stat.st_ctime_ns, stat.st_mtime_ns)
 
     def check_available(self) -> None:
         if not self.root.is_dir():
@@ -105,12 +108,13 @@ class LocalFolderSource(Source):
                 "(a typo in PGDATAHUB_SOURCE_DIR, or an unmounted share); nothing was imported or deleted"
             )
 
-    def _walk(self) -> Iterator[tuple[str, tuple[str, ...], list[str]]]:
-        """Every folder, hidden ones skipped, as its path, its parts below the root and the
-        names of its supported files; top-down and sorted, as ``os.walk`` would give them
-        (symlinked folders not entered, unreadable ones skipped). ``os.scandir`` with the
-        entries' own types: no ``stat`` per file and no ``pathlib`` per folder, which made
-        the walk of 5,000 folders most of the code location's own load time."""
+    def _walk(self) -> Iterator[tuple[tuple[str, ...], list[os.DirEntry[str]]]]:
+        """Every folder, hidden ones skipped, as its parts below the root and its supported
+        files sorted by name; top-down and sorted, as ``os.walk`` would give them (symlinked
+        folders not entered, unreadable ones skipped). ``os.scandir`` with the entries' own
+        types: no ``stat`` per file and no ``pathlib`` at all, which made the walk of 5,000
+        folders most of the code location's own load time, and 2.7 of the 10.5 s an idle
+        tick over 100,000 files took under the profiler (docs/benchmarks.md, "Sensor ticks")."""
         self.check_available()
         pending: list[tuple[str, tuple[str, ...]]] = [(str(self.root), ())]
         while pending:
@@ -124,32 +128,36 @@ class LocalFolderSource(Source):
                         except OSError:
                             is_folder = False
                         if not is_folder:
-                            files.append(entry.name)
+                            if is_supported(entry.name):
+                                files.append(entry)
                         elif not entry.name.startswith(".") and not entry.is_symlink():
                             folders.append(entry.name)
             except OSError:
                 continue  # unreadable or removed meanwhile, as os.walk skips it
-            yield directory, parts, sorted(name for name in files if is_supported(name))
+            yield parts, sorted(files, key=lambda entry: entry.name)
             pending.extend(
                 (os.path.join(directory, name), (*parts, name)) for name in sorted(folders, reverse=True)
             )
 
     def scan(self) -> Iterator[LocalFileState]:
-        """Every supported file with its change times, hidden folders skipped."""
-        for directory, _, names in self._walk():
-            for name in names:
+        """Every supported file with its change times, hidden folders skipped: one ``stat``
+        a file (the entry's, which follows a link as ``Path.stat`` does)."""
+        for parts, entries in self._walk():
+            prefix = "".join(f"{part}/" for part in parts)
+            for entry in entries:
                 try:
-                    yield self._state(Path(directory, name))
+                    stat = entry.stat()
                 except FileNotFoundError:
                     continue  # removed between listing and stat
+                yield LocalFileState(prefix + entry.name, stat.st_ctime_ns, stat.st_mtime_ns)
 
     def list_files(self) -> Iterator[SourceFile]:
         return (state.file for state in self.scan())
 
     def folders(self) -> Iterator[tuple[str, tuple[str, ...]]]:
         """The folders that hold supported files."""
-        for _, parts, names in self._walk():
-            if names:
+        for parts, entries in self._walk():
+            if entries:
                 yield self.root_name, parts
 
     def get_file(self, file_id: str) -> SourceFile:
@@ -213,12 +221,12 @@ class LocalFolderSource(Source):
         if full_sync:
             log.append("MAPPING CHANGED: a full sync applies it to every file")
         position.mapping = digest
-        present = {state.file.file_id for state in states}
+        present = {state.file_id for state in states}
         removed = {file_id: file_id for file_id in sorted(self.state.known_file_ids() - present)}
         settled_before_ns = time.time_ns() - int(self.settle_seconds * 1e9)
         pending = sorted(
             (state for state in states if position.is_unhandled(state)),
-            key=lambda state: (state.changed_ns, state.file.file_id),
+            key=lambda state: (state.changed_ns, state.file_id),
         )
         found: list[SourceFile] = []
         for index, state in enumerate(pending):
@@ -226,7 +234,7 @@ class LocalFolderSource(Source):
                 # Handling files in change-time order means everything after this one is
                 # newer still: all of it waits for the next tick.
                 waiting = len(pending) - index - 1
-                log.append(f"SKIPPED {state.file.path} and {waiting} newer: still being written")
+                log.append(f"SKIPPED {state.file_id} and {waiting} newer: still being written")
                 break
             if index == budget.max_files:  # every earlier file was reported
                 log.append(

@@ -121,9 +121,10 @@ def sql_type_named(name: str) -> SqlType:
 
 
 # A table created by the running transaction takes the fast path (no index until commit,
-# keys remembered in memory) for this many keyed rows, 16 bytes each (16 MiB). Past that
-# its index is built and the rest of the file goes in with ON CONFLICT, so memory stays
-# flat however large the file.
+# keys remembered in memory, ``SeenKeys``) for this many keyed rows, 16 bytes each (16 MiB).
+# Past that, memory must stay flat however large the file: PostgreSQL goes on with a filter
+# of fixed size (``PostgresWarehouse._past_key_bound``); the others build the index and take
+# the rest of the file in with ON CONFLICT.
 FRESH_TABLE_MAX_KEYS = 1_000_000
 
 
@@ -372,8 +373,7 @@ class Warehouse(ABC):
     @abstractmethod
     def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
         """Bulk-insert rows with keys new to ``table``, a table this transaction created or
-        emptied and has not indexed yet (``new_rows_for_fresh_table``); returns the number
-        inserted."""
+        emptied and has not indexed yet (``load_fresh``); returns the number inserted."""
 
     @abstractmethod
     def empty_for_reload(self, table: str) -> int:
@@ -601,18 +601,32 @@ class Warehouse(ABC):
         for table in list(self._fresh):
             self.create_row_key_index(table)
 
-    def new_rows_for_fresh_table(self, table: str, frame: pl.DataFrame) -> pl.DataFrame | None:
-        """For a table this transaction created, the rows of ``frame`` whose key it does not
-        hold yet; ``None`` when rows must go in against the table's index instead (it has one,
-        or it gets one now because the keys to remember would pass the memory bound)."""
+    def load_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int | None:
+        """Load a batch into a table this transaction created or emptied and has not indexed
+        yet: the rows whose key it does not hold yet go in (``insert_fresh``); returns how
+        many, or ``None`` when rows must go in against the table's index instead (it has one,
+        or ``_past_key_bound`` gives it one now)."""
         seen = self._fresh.get(table)
         if seen is None:
             return None
         if len(seen) + frame.height > FRESH_TABLE_MAX_KEYS:
-            self.create_row_key_index(table)
-            return None
+            return self._past_key_bound(table, frame, lineage)
         new = seen.admit(frame[ROW_KEY_COLUMN])
-        return frame if bool(new.all()) else frame.filter(new)
+        rows = frame if bool(new.all()) else frame.filter(new)
+        return self.insert_fresh(table, rows, lineage) if rows.height else 0
+
+    def _past_key_bound(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int | None:
+        """``load_fresh`` of a batch that would take the keys remembered past
+        ``FRESH_TABLE_MAX_KEYS``: here the table gets its index now, and this batch and the
+        rest of the file go in against it."""
+        self.create_row_key_index(table)
+        return None
+
+    def settle_fresh(self, table: str, lineage: Lineage) -> int:
+        """After the last batch of a file into ``table``: the rows ``load_fresh`` could not
+        decide yet go in where they are the first with their key; returns how many. None
+        here: this ``load_fresh`` decides every row at once."""
+        return 0
 
     def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
         """The SQL that converts a column's existing values when it widens."""

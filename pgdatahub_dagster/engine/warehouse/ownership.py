@@ -149,12 +149,17 @@ class RowOwnership:
         """Load one batch of an import (user columns and ``_row_key``, no repeats inside the
         batch). A table without an index yet (created or emptied by this transaction) takes
         the fast path: nobody else can hold its keys."""
-        fresh = self.w.new_rows_for_fresh_table(self.table, frame)
-        if fresh is not None:
-            inserted = self.w.insert_fresh(self.table, fresh, holder.lineage) if fresh.height else 0
-            return MergeCounts(supplied=inserted, held=fresh.height)
+        inserted = self.w.load_fresh(self.table, frame, holder.lineage)
+        if inserted is not None:
+            return MergeCounts(supplied=inserted, held=inserted)
         with self.w.staged(frame, types) as stage:
             return self.merge_stage(stage, frame.columns, frame.height, holder)
+
+    def finish_load(self, holder: Holder) -> MergeCounts:
+        """After an import's last batch: the rows the fast path left undecided are settled
+        (``Warehouse.settle_fresh``); returns what they add."""
+        inserted = self.w.settle_fresh(self.table, holder.lineage)
+        return MergeCounts(supplied=inserted, held=inserted)
 
     def merge_stage(self, stage: str, stage_columns: Sequence[str], rows: int, holder: Holder) -> MergeCounts:
         """Merge the ``rows`` staged rows of one batch (user columns and ``_row_key``, no

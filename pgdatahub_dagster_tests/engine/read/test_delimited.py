@@ -1,10 +1,10 @@
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 import pytest
 
 from pgdatahub_dagster.engine.errors import LimitExceededError, UnreadableFileError
-from pgdatahub_dagster.engine.read import open_table
+from pgdatahub_dagster.engine.read import SUPPORTED_EXTENSIONS, is_supported, open_table
 from pgdatahub_dagster.engine.settings import ReadLimits
 from pgdatahub_dagster_tests.files import write_csv
 
@@ -89,6 +89,36 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "notes.pdf", "x")
     with pytest.raises(UnreadableFileError, match=r"unsupported file type '\.pdf'"):
         _read(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a.csv",
+        "A.XLSX",
+        "b.tsv",
+        "a.b.ods",
+        "a..csv",
+        "a.",
+        "a",
+        ".csv",
+        ".hidden.csv",
+        "~$book.xlsx",
+        "dir/b.csv",
+        "dir/~$b.csv",
+        "b.csv/c",
+        "b.csv/",
+        "a.xlsx ",
+        "notes.pdf",
+        "x.Csv",
+        "a/.csv",
+    ],
+)
+def test_is_supported_answers_as_the_path_suffix_does(name: str) -> None:
+    """``is_supported`` reads the suffix by string (the sensor asks it of every file at every
+    tick); its answer is the one ``pathlib`` gives."""
+    by_path = PurePosixPath(name).suffix.lower() in SUPPORTED_EXTENSIONS and not name.startswith(("~$", "."))
+    assert is_supported(name) == by_path
 
 
 # The reader parses a file piece by piece to keep memory flat. Whatever the pieces, it
