@@ -40,6 +40,7 @@ def test_the_bench_extra_is_installed() -> None:
 
 # Past the suite's 300 s: two scenarios start a sensor daemon's code server (many_files_large,
 # tick_scale twice), 15-60 s each on a loaded machine.
+@pytest.mark.long
 @pytest.mark.timeout(600)
 def test_every_scenario_runs_at_smoke_size(postgres_admin_url: str, tmp_path: Path) -> None:
     test_the_bench_extra_is_installed()

@@ -122,6 +122,7 @@ def _rows(lines: int) -> str:
     return "id,name,note\n" + "".join(rows)
 
 
+@pytest.mark.long
 def test_a_full_disk_stops_the_run_naming_the_warehouse(tmp_path: Path) -> None:
     source = tmp_path / "inbox"
     write_csv(source / "a" / "small.csv", _rows(10))

@@ -142,6 +142,7 @@ def _probe(kills: int, tmp_path: Path, new_warehouse: Callable[[str], str]) -> N
         assert {run.status for run in runs} <= {DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS}
 
 
+@pytest.mark.long
 @pytest.mark.timeout(240)
 def test_a_killed_import_never_wedges_the_next_run_nor_leaves_half_a_file(
     tmp_path: Path, new_warehouse: Callable[[str], str]

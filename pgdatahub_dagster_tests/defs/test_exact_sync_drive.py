@@ -610,6 +610,7 @@ def _run(
 
 # ``drive_server`` for the environment it sets up (no proxies for 127.0.0.1); every example
 # starts Drive test servers of its own.
+@pytest.mark.long
 @pytest.mark.usefixtures("drive_server")
 def test_exact_sync_drive(
     new_warehouse: Callable[[str], str], drive_credentials: Path, mapping_file: Path

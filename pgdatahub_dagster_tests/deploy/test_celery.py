@@ -52,6 +52,7 @@ def _single(events: Sequence[EventLogEntry], event_type: DagsterEventType) -> Ev
     return matching[0]
 
 
+@pytest.mark.long
 @pytest.mark.timeout(180)
 def test_import_runs_execute_on_several_celery_workers(
     tmp_path: Path,

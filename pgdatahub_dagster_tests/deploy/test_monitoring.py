@@ -51,6 +51,7 @@ def _pid(instance: DagsterInstance, run_id: str, event_type: DagsterEventType) -
     return pid
 
 
+@pytest.mark.long
 @pytest.mark.timeout(180)
 def test_a_crashed_run_is_retried_and_its_pool_slot_freed(
     tmp_path: Path,

@@ -196,6 +196,7 @@ def test_a_walk_after_a_rejected_token_reports_what_left_meanwhile(
     assert result.found == {}
 
 
+@pytest.mark.long
 def test_thousands_of_changes_over_many_pages(
     drive_server: DriveTestServer, drive_credentials: Path, registry: FolderRegistry
 ) -> None:
