@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pgdatahub_dagster.engine.warehouse import connect
+
 _MEASURE = """
 import json, time
 start = time.perf_counter()
@@ -111,10 +113,13 @@ def _environment(root: Path) -> dict[str, str]:
     DAGSTER_HOME of its own (where the load keeps the tables it read)."""
     home = root.parent / "dagster_home"
     home.mkdir(exist_ok=True)
+    url = f"duckdb:///{root.parent / 'warehouse.duckdb'}"
+    with connect(url):  # a load reads an existing warehouse only
+        pass
     env = {
         **os.environ,
         "PGDATAHUB_SOURCE_DIR": str(root),
-        "PGDATAHUB_DATABASE_URL": f"duckdb:///{root.parent / 'warehouse.duckdb'}",
+        "PGDATAHUB_DATABASE_URL": url,
         "DAGSTER_HOME": str(home),
     }
     env.pop("PGDATAHUB_CONFIG", None)

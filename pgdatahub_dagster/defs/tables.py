@@ -46,7 +46,7 @@ from dagster import (
 
 from pgdatahub_dagster.defs.partitions import partition_key_for
 from pgdatahub_dagster.defs.sources.plugin import SourcePlugin
-from pgdatahub_dagster.engine.errors import PgDataHubError
+from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseNotCreatedError
 from pgdatahub_dagster.engine.importer import ImportProgress, ImportResult, ProgressCallback
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import TableDetails, table_details, table_sources
@@ -83,12 +83,16 @@ def local_tables(source: LocalFolderSource, mapping: FolderMapping) -> dict[str,
 
 
 def warehouse_tables(url: str) -> TableSources:
-    """The tables the warehouse's ledger holds rows of, with their sources; when the warehouse
-    cannot be read, those of the last read (none, the first time), with a warning in the log."""
+    """The tables the warehouse's ledger holds rows of, with their sources (none when the
+    warehouse is a file not created yet); when the warehouse cannot be read, those of the last
+    read (none, the first time), with a warning in the log."""
     last = last_tables_path(url)
     try:
-        with connect(url, wait_seconds=LOAD_WAIT_SECONDS) as warehouse:
+        # Not created here: a code location loaded before any import must leave no empty file.
+        with connect(url, wait_seconds=LOAD_WAIT_SECONDS, create=False) as warehouse:
             tables = table_sources(warehouse)
+    except WarehouseNotCreatedError:
+        tables = {}
     except PgDataHubError as error:
         remembered = _read_tables(last)
         get_dagster_logger("pgdatahub").warning(

@@ -50,6 +50,11 @@ class WarehouseError(SystemFaultError):
     permission. The message names the warehouse by its redacted URL."""
 
 
+class WarehouseNotCreatedError(PgDataHubError):
+    """The warehouse is a file that does not exist yet, and the caller asked not to create it
+    (a read that must leave no trace, such as loading the code location)."""
+
+
 class CommitConflict(WarehouseError):
     """Another writer committed a conflicting change first (DuckLake's optimistic commits):
     the transaction was rolled back and may run again."""

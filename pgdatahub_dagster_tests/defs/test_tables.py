@@ -240,3 +240,30 @@ def test_a_long_import_logs_its_progress_per_batch(
     # Batches of 100,000 rows: the second and the third are logged, with their running total.
     assert [line.split(": ")[1].split(" rows")[0] for line in lines] == ["200,000", "250,000"]
     assert all(line.endswith(" rows/s") for line in lines)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "ducklake"])
+def test_loading_before_any_import_creates_no_warehouse(
+    kind: str,
+    source_dir: Path,
+    tmp_path: Path,
+    instance: DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("PGDATAHUB_SOURCE_DIR", str(source_dir))
+    write_csv(source_dir / "people" / "p.csv", "name\nAda\n")
+    store = tmp_path / "not-yet"
+    url = (
+        f"duckdb:///{store / 'warehouse.duckdb'}"
+        if kind == "duckdb"
+        else f"ducklake:///{store / 'meta.ducklake'}?data={store / 'data'}/"
+    )
+    defs = code_location(url)
+    assert {key for key in defs.resolve_all_asset_keys() if key.path[0] == "warehouse"} == {PEOPLE}
+    assert not store.exists()
+    assert "Cannot read the tables" not in caplog.text
+    # The first import creates it.
+    assert full_sync(defs, instance).success
+    assert any(store.iterdir())
+    assert_table_asset_shows_the_warehouse(instance, url, "people")

@@ -38,14 +38,16 @@ def warehouse_kind(url: str) -> str:
     return "duckdb" if scheme.startswith(("duckdb", "ducklake")) else "postgres"
 
 
-def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
+def connect(url: str, *, wait_seconds: float = 120.0, create: bool = True) -> Warehouse:
     """``duckdb:///relative/or//absolute/file.duckdb``, ``postgresql://user:pass@host/db``, a
     libpq ``host=… dbname=… user=…`` string, or a DuckLake:
     ``ducklake:///path/meta.ducklake?data=path/data/`` (its catalog a DuckDB file) or
     ``ducklake+postgresql://user:pass@host/db?data=path/data/`` (its catalog in PostgreSQL).
 
     ``wait_seconds`` bounds the wait for a DuckDB file another process is writing, or for a
-    PostgreSQL server to answer.
+    PostgreSQL server to answer. With ``create=False``, a DuckDB file or a DuckLake catalog file
+    that does not exist raises ``WarehouseNotCreatedError`` instead of being created (a
+    PostgreSQL database is the server's to create; its ledger tables are made as usual).
     """
     display_url = redact_url(url)
     scheme = url_scheme(url)
@@ -58,12 +60,12 @@ def connect(url: str, *, wait_seconds: float = 120.0) -> Warehouse:
             raise ConfigError(
                 f"{display_url}: a DuckDB URL needs a file path, e.g. duckdb:///data/warehouse.duckdb"
             )
-        warehouse: Warehouse = DuckDBWarehouse.open(Path(path), display_url, wait_seconds)
+        warehouse: Warehouse = DuckDBWarehouse.open(Path(path), display_url, wait_seconds, create=create)
     elif scheme in ("ducklake", "ducklake+postgresql", "ducklake+postgres"):
         from pgdatahub_dagster.engine.warehouse.ducklake import DuckLakeWarehouse, parse_lake_url
 
         location = parse_lake_url(url, display_url)
-        warehouse = DuckLakeWarehouse.open_lake(location, display_url, wait_seconds)
+        warehouse = DuckLakeWarehouse.open_lake(location, display_url, wait_seconds, create=create)
     elif conninfo is not None:
         from pgdatahub_dagster.engine.warehouse.postgres import PostgresWarehouse
 

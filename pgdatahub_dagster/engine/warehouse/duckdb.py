@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
-from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseError
+from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseError, WarehouseNotCreatedError
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
@@ -72,7 +72,11 @@ class DuckDBWarehouse(Warehouse):
         self._conn = conn
 
     @classmethod
-    def open(cls, path: Path, display_url: str, wait_seconds: float = 120.0) -> DuckDBWarehouse:
+    def open(
+        cls, path: Path, display_url: str, wait_seconds: float = 120.0, *, create: bool = True
+    ) -> DuckDBWarehouse:
+        if not create and not path.exists():
+            raise WarehouseNotCreatedError(f"{display_url}: the DuckDB file {path} does not exist yet")
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(
             open_waiting(lambda: duckdb.connect(str(path)), "DuckDB database", display_url, wait_seconds),

@@ -41,7 +41,13 @@ import duckdb
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
-from pgdatahub_dagster.engine.errors import CommitConflict, ConfigError, PgDataHubError, WarehouseError
+from pgdatahub_dagster.engine.errors import (
+    CommitConflict,
+    ConfigError,
+    PgDataHubError,
+    WarehouseError,
+    WarehouseNotCreatedError,
+)
 from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.settings import S3Settings
@@ -209,8 +215,12 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     @classmethod
     def open_lake(
-        cls, location: LakeLocation, display_url: str, wait_seconds: float = 120.0
+        cls, location: LakeLocation, display_url: str, wait_seconds: float = 120.0, *, create: bool = True
     ) -> DuckLakeWarehouse:
+        if not create and not location.on_postgres and not Path(location.catalog).exists():
+            raise WarehouseNotCreatedError(
+                f"{display_url}: the DuckLake catalog {location.catalog} does not exist yet"
+            )
         if not location.on_postgres:
             Path(location.catalog).parent.mkdir(parents=True, exist_ok=True)
         if location.data_path is not None and "://" not in location.data_path:
