@@ -553,13 +553,14 @@ class Memory(Scenario):
         "memory: the engine's peak RSS and rows/s importing a CSV of {memory_rows[0]:,} rows, "
         "and one of {memory_rows[1]:,}, into PostgreSQL"
     )
+    database: Literal["postgres", "duckdb"] = "postgres"
 
     def runs(self, context: Context) -> list[Run]:
         runs = []
         for key, rows in zip(("engine_n", "engine_5n"), context.sizes.memory_rows, strict=True):
             csv = data.csv_file(rows)
             source = context.source_folder(f"{self.name}_{_label(rows)}", [csv])
-            runs.append(Run(key, "engine", "engine", {"source_dir": str(source)}))
+            runs.append(Run(key, "engine", "engine", {"source_dir": str(source)}, self.database))
         return runs
 
     def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:
@@ -578,6 +579,13 @@ class Memory(Scenario):
             Target(f"peak RSS {n5} ÷ peak RSS {n}", ratio_value, 1.25, "max"),
             Target(f"peak RSS {n5} (MB)", large.get("peak_rss_mb"), 600.0, "max"),
         ]
+
+
+@scenario
+class MemoryDuckDB(Memory):
+    name = "memory_duckdb"
+    title = Memory.title.replace("memory:", "memory_duckdb:").replace("PostgreSQL", "a DuckDB file")
+    database = "duckdb"
 
 
 @scenario

@@ -25,6 +25,7 @@ from pgdatahub_dagster.engine.dedup.keys import (
     LEGACY_ROW_KEY_VERSION,
     ROW_KEY_COLUMN,
     ROW_KEY_VERSION,
+    KeyFilter,
     SeenKeys,
 )
 from pgdatahub_dagster.engine.errors import CommitConflict, DataRefusedError, PgDataHubError, WarehouseError
@@ -122,10 +123,18 @@ def sql_type_named(name: str) -> SqlType:
 
 # A table created by the running transaction takes the fast path (no index until commit,
 # keys remembered in memory, ``SeenKeys``) for this many keyed rows, 16 bytes each (16 MiB).
-# Past that, memory must stay flat however large the file: PostgreSQL goes on with a filter
-# of fixed size (``PostgresWarehouse._past_key_bound``); the others build the index and take
-# the rest of the file in with ON CONFLICT.
+# Past that, memory must stay flat however large the file: the file goes on with a filter of
+# fixed size (``Warehouse._past_key_bound``) and one statement settling the rows it could not
+# decide at the end (``settle_fresh``). Going on against the index instead cost more per row
+# the larger the table grew (docs/benchmarks.md, *Issue 12, linear cost*).
 FRESH_TABLE_MAX_KEYS = 1_000_000
+#: The size of the ``KeyFilter`` of a new table past ``FRESH_TABLE_MAX_KEYS`` (16 MiB, the
+#: memory the exact keys took up to there): at 5,000,000 keys one in about 800 is undecided
+#: by mistake, at 20,000,000 about one in 20; every undecided row costs a row in the temporary
+#: table, never a wrong answer.
+KEY_FILTER_BITS = 2**27
+#: The column of the undecided rows' table giving each row's position among them.
+UNDECIDED_POSITION = f"{ENGINE_PREFIX}position"
 
 
 class BackgroundLoad:
@@ -351,6 +360,10 @@ class Warehouse(ABC):
         #: the rows the index would let in; the index built before commit still enforces
         #: uniqueness.
         self._fresh: dict[str, SeenKeys] = {}
+        #: Of those, the ones past ``FRESH_TABLE_MAX_KEYS``: their keys, in fixed memory.
+        self._filters: dict[str, KeyFilter] = {}
+        #: Of those, the ones with undecided rows: how many were set aside so far.
+        self._undecided: dict[str, int] = {}
 
     # -- primitives every database implements -------------------------------------------
 
@@ -371,9 +384,13 @@ class Warehouse(ABC):
         """Everything inside commits together or not at all."""
 
     @abstractmethod
-    def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
+    def insert_fresh(
+        self, table: str, frame: pl.DataFrame, lineage: Lineage, undecided: pl.DataFrame | None = None
+    ) -> int:
         """Bulk-insert rows with keys new to ``table``, a table this transaction created or
-        emptied and has not indexed yet (``load_fresh``); returns the number inserted."""
+        emptied and has not indexed yet (``load_fresh``), and the ``undecided`` rows, if any
+        (user columns, ``_row_key`` and ``UNDECIDED_POSITION``), into its table of undecided
+        rows (``undecided_table``); returns the number inserted into ``table``."""
 
     @abstractmethod
     def empty_for_reload(self, table: str) -> int:
@@ -388,9 +405,10 @@ class Warehouse(ABC):
         for the duration of the context; yields its name."""
 
     @abstractmethod
-    def analyze(self, table: str) -> None:
-        """Give the planner the size of a temporary table just filled, where it needs that to
-        join it by index instead of scanning the other side."""
+    def analyze(self, table: str, columns: Sequence[str] = ()) -> None:
+        """Give the planner the size of a temporary table just filled (and the statistics of
+        ``columns``, by default all), where it needs that to join it by index instead of
+        scanning the other side."""
 
     @abstractmethod
     def index_holders(self, holders: str, table: str) -> None:
@@ -581,6 +599,10 @@ class Warehouse(ABC):
         if table == self._creating:
             self._index_at_commit(table)
             return
+        if table in self._undecided:
+            # An index built now would leave them out: fail the file rather than lose rows.
+            raise RuntimeError(f"{table}: undecided rows were never settled (settle_fresh)")
+        self._filters.pop(table, None)
         if self._fresh.pop(table, None) is not None:
             self._before_deferred_index(table)
         if self.has_indexes:
@@ -601,32 +623,84 @@ class Warehouse(ABC):
         for table in list(self._fresh):
             self.create_row_key_index(table)
 
+    def _forget_fresh(self) -> None:
+        """When the outer transaction ends: no table is new to the next one."""
+        self._fresh.clear()
+        self._filters.clear()
+        self._undecided.clear()
+
     def load_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int | None:
         """Load a batch into a table this transaction created or emptied and has not indexed
         yet: the rows whose key it does not hold yet go in (``insert_fresh``); returns how
-        many, or ``None`` when rows must go in against the table's index instead (it has one,
-        or ``_past_key_bound`` gives it one now)."""
+        many, or ``None`` when rows must go in against the table's index instead (it has one).
+        Past ``FRESH_TABLE_MAX_KEYS`` (``_past_key_bound``) the rows the key filter cannot
+        call new are set aside for ``settle_fresh``."""
         seen = self._fresh.get(table)
         if seen is None:
             return None
-        if len(seen) + frame.height > FRESH_TABLE_MAX_KEYS:
-            return self._past_key_bound(table, frame, lineage)
-        new = seen.admit(frame[ROW_KEY_COLUMN])
-        rows = frame if bool(new.all()) else frame.filter(new)
-        return self.insert_fresh(table, rows, lineage) if rows.height else 0
+        keys = self._filters.get(table)
+        if keys is None and len(seen) + frame.height > FRESH_TABLE_MAX_KEYS:
+            keys = self._past_key_bound(table)
+        if keys is None:
+            new = seen.admit(frame[ROW_KEY_COLUMN])
+            rows = frame if bool(new.all()) else frame.filter(new)
+            return self.insert_fresh(table, rows, lineage) if rows.height else 0
+        new = keys.admit(frame[ROW_KEY_COLUMN])
+        if bool(new.all()):
+            return self.insert_fresh(table, frame, lineage)
+        undecided = frame.filter(~new)
+        if table not in self._undecided:
+            self._create_undecided(table)
+            self._undecided[table] = 0
+        start = self._undecided[table]
+        self._undecided[table] += undecided.height
+        positioned = undecided.with_row_index(UNDECIDED_POSITION, offset=start)
+        return self.insert_fresh(table, frame.filter(new), lineage, undecided=positioned)
 
-    def _past_key_bound(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int | None:
-        """``load_fresh`` of a batch that would take the keys remembered past
-        ``FRESH_TABLE_MAX_KEYS``: here the table gets its index now, and this batch and the
-        rest of the file go in against it."""
-        self.create_row_key_index(table)
-        return None
+    def _past_key_bound(self, table: str) -> KeyFilter:
+        """A new table's keys pass ``FRESH_TABLE_MAX_KEYS``: the exact keys move into a filter
+        of fixed size, and the table still waits for its index."""
+        keys = self._filters[table] = KeyFilter(KEY_FILTER_BITS, self._fresh[table])
+        self._fresh[table] = SeenKeys()
+        return keys
 
     def settle_fresh(self, table: str, lineage: Lineage) -> int:
         """After the last batch of a file into ``table``: the rows ``load_fresh`` could not
-        decide yet go in where they are the first with their key; returns how many. None
-        here: this ``load_fresh`` decides every row at once."""
-        return 0
+        decide yet go in where they are the first with their key; returns how many. Then the
+        table gets its index, so that any later batch goes in against it."""
+        if self._undecided.pop(table, None) is None:
+            return 0
+        q, p = self.quote, self.placeholder
+        undecided, data, key = q(self.undecided_table(table)), q(table), q(ROW_KEY_COLUMN)
+        self.analyze(self.undecided_table(table), [ROW_KEY_COLUMN])
+        # The undecided table has the table's user columns (``apply_schema_changes``).
+        columns = [q(name) for name in self.table_columns(table) or {}] + [key]
+        lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
+        # One pass over the table, probing a hash of the undecided keys (far fewer than the
+        # table's) for the ones it holds; then the first row of each other undecided key.
+        inserted = self.execute(
+            f"WITH held AS MATERIALIZED (SELECT t.{key} FROM {data} t "
+            f"WHERE t.{key} IN (SELECT {key} FROM {undecided})) "
+            f"INSERT INTO {data} ({', '.join(columns)}, {lineage_columns}) "
+            f"SELECT DISTINCT ON (u.{key}) {', '.join('u.' + c for c in columns)}, {p}, {p}, {p}, {p} "
+            f"FROM {undecided} u WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.{key} = u.{key}) "
+            f"ORDER BY u.{key}, u.{q(UNDECIDED_POSITION)}",
+            (lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp),
+        )
+        self.execute(f"DROP TABLE {undecided}")
+        self.create_row_key_index(table)
+        return max(inserted, 0)
+
+    def undecided_table(self, table: str) -> str:
+        """The temporary table of ``table``'s undecided rows: named after the table, within
+        63 bytes."""
+        return f"{ENGINE_PREFIX}undecided_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+
+    def _create_undecided(self, table: str) -> None:
+        q = self.quote
+        columns = [f"{q(name)} {kind.value}" for name, kind in (self.table_columns(table) or {}).items()]
+        columns += [f"{q(ROW_KEY_COLUMN)} UUID", f"{q(UNDECIDED_POSITION)} BIGINT"]
+        self.execute(f"CREATE TEMPORARY TABLE {q(self.undecided_table(table))} ({', '.join(columns)})")
 
     def cast_sql(self, column_sql: str, old_type: SqlType, new_type: SqlType) -> str:
         """The SQL that converts a column's existing values when it widens."""
@@ -671,6 +745,13 @@ class Warehouse(ABC):
             )
             self._record_row_key_version(table, ROW_KEY_VERSION)
             return
+        self._change_columns(table, changes)
+        # The undecided rows keep the table's columns, converted as the table's rows were.
+        if table in self._undecided:
+            self._alter(self.quote(self.undecided_table(table)), changes)
+
+    def _change_columns(self, table: str, changes: Sequence[SchemaChange]) -> None:
+        """Add and widen columns of an existing data table and of its holders table."""
         # The holders table keeps the data table's user columns, so that a holder's own
         # values can always take the row's place.
         for target in filter(None, (self.quote(table), self.holders_table(table))):

@@ -5,7 +5,8 @@ of ``ownership.py``, against the table's unique ``_row_key`` index. A table this
 transaction created has no index until just before commit: its rows are inserted plainly,
 filtered by the keys this transaction already put in it (``SeenKeys``), which gives the
 same rows and counts at a fraction of the cost; the index built at the end still enforces
-uniqueness.
+uniqueness. Past ``FRESH_TABLE_MAX_KEYS`` keys it stays on that path with a key filter of
+fixed size and a temporary table of undecided rows (``Warehouse.load_fresh``).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class DuckDBWarehouse(Warehouse):
             raise
         finally:
             self._in_transaction = False
-            self._fresh.clear()
+            self._forget_fresh()
         with self.translated():
             self._conn.commit()
 
@@ -164,7 +165,7 @@ class DuckDBWarehouse(Warehouse):
     def _before_deferred_index(self, table: str) -> None:
         """Nothing to undo: DuckDB's fast path is plain INSERTs into the new table."""
 
-    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
+    def _change_columns(self, table: str, changes: Sequence[SchemaChange]) -> None:
         """DuckDB refuses to alter a column of an indexed table (and an index dropped and
         built again inside the transaction would still count the rows it deleted), and
         DuckDB 1.5 cannot commit any ALTER TABLE of a table whose rows the same transaction
@@ -172,9 +173,6 @@ class DuckDBWarehouse(Warehouse):
         before the transaction, and every holders table, is rebuilt with a batch's changes
         instead, holding only the live rows: a table new to the transaction has no such
         past. A table created by this transaction takes them in place."""
-        if any(change.change_type == "create_table" for change in changes):
-            super().apply_schema_changes(table, changes)
-            return
         if table in self._fresh:
             self._alter(self.quote(table), changes)  # new to the transaction, no index yet
         else:
@@ -200,6 +198,8 @@ class DuckDBWarehouse(Warehouse):
         ``keep_rows``), and its unique index (at commit, if the table is empty and this is
         the outer transaction)."""
         self._replace(table, changes, keep_rows=keep_rows)
+        if keep_rows and table in self._fresh:
+            return  # new to the transaction (DuckLake widens it so): still on the fast path
         if not keep_rows and self._in_outer_transaction():
             self._index_at_commit(table)
         else:
@@ -244,17 +244,33 @@ class DuckDBWarehouse(Warehouse):
         self.execute(f"DROP TABLE {old}")
         self.execute(f"ALTER TABLE {rebuilt} RENAME TO {q(table)}")
 
-    def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
-        columns = frame.columns
-        quoted = ", ".join(self.quote(name) for name in columns)
-        lineage_columns = ", ".join(self.quote(name) for name in LINEAGE_COLUMNS)
-        statement = (
-            f"INSERT INTO {self.quote(table)} ({quoted}, {lineage_columns}) "
-            f"SELECT {self._selected(columns)}, ?, ?, ?, ? FROM {self.quote(_ARROW_VIEW)}"
-        )
-        params = [lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp]
-        # The count is known already, so the insert runs on while the next batch is prepared.
-        self._background.start(lambda: self._with_arrow(frame, statement, params))
+    def insert_fresh(
+        self, table: str, frame: pl.DataFrame, lineage: Lineage, undecided: pl.DataFrame | None = None
+    ) -> int:
+        q = self.quote
+        inserts: list[tuple[pl.DataFrame, str, list[Any]]] = []
+        if frame.height:
+            lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
+            statement = (
+                f"INSERT INTO {q(table)} ({self._names(frame.columns)}, {lineage_columns}) "
+                f"SELECT {self._selected(frame.columns)}, ?, ?, ?, ? FROM {q(_ARROW_VIEW)}"
+            )
+            values = [lineage.source_file, lineage.source_file_id, lineage.file_sha256]
+            inserts.append((frame, statement, [*values, lineage.load_timestamp]))
+        if undecided is not None:
+            statement = (
+                f"INSERT INTO {q(self.undecided_table(table))} ({self._names(undecided.columns)}) "
+                f"SELECT {self._selected(undecided.columns)} FROM {q(_ARROW_VIEW)}"
+            )
+            inserts.append((undecided, statement, []))
+
+        def insert() -> None:
+            for rows, statement, params in inserts:
+                self._with_arrow(rows, statement, params)
+
+        if inserts:
+            # The count is known already, so the insert runs on while the next batch is prepared.
+            self._background.start(insert)
         return frame.height
 
     @contextmanager
@@ -269,12 +285,15 @@ class DuckDBWarehouse(Warehouse):
         # Not after an error: the transaction is aborted then, and its rollback drops the table.
         self.execute(f"DROP TABLE {self.quote(STAGE_TABLE)}")
 
-    def analyze(self, table: str) -> None:
+    def analyze(self, table: str, columns: Sequence[str] = ()) -> None:
         """Nothing to do: DuckDB plans with the true size of a temporary table."""
 
     def index_holders(self, holders: str, table: str) -> None:
         """None: DuckDB finds a key's holders by hash join, and an index would only slow
         the inserts down."""
+
+    def _names(self, columns: Sequence[str]) -> str:
+        return ", ".join(self.quote(name) for name in columns)
 
     def _selected(self, columns: Sequence[str]) -> str:
         return ", ".join(

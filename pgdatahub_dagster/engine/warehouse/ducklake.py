@@ -400,7 +400,7 @@ class DuckLakeWarehouse(DuckDBWarehouse):
 
     # -- schema changes --------------------------------------------------------------------
 
-    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
+    def _change_columns(self, table: str, changes: Sequence[SchemaChange]) -> None:
         """DuckLake alters tables in place, in its catalog (the limits of DuckDB's own file
         do not apply), but changes a column's type only losslessly: a column that becomes
         text needs the table rebuilt."""
@@ -408,7 +408,7 @@ class DuckLakeWarehouse(DuckDBWarehouse):
             self._rebuild(table, changes)
             self._rebuild_holders(table, changes)
         else:
-            Warehouse.apply_schema_changes(self, table, changes)
+            Warehouse._change_columns(self, table, changes)
 
     def drop_column(self, table: str, column: str) -> None:
         Warehouse.drop_column(self, table, column)

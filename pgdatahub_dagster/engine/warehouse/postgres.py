@@ -9,18 +9,13 @@ nothing before this transaction, and the keys this transaction already put in it
 uniqueness, so a mistake here fails the file instead of storing duplicates.
 
 Past ``FRESH_TABLE_MAX_KEYS`` keys the file stays on that path with memory that no longer
-grows: the keys go into a ``KeyFilter`` of fixed size. Rows it calls certainly new are
-COPY-ed into the table as before. The others (repeats, and the rare key the filter mistakes
-for one) are COPY-ed into a temporary table of undecided rows with their position in the
-file, which mirrors the table's schema changes. After the last batch one statement inserts,
-of each undecided key the table does not hold, its first row (``settle_fresh``), and the
-index is built. Going on with the index instead cost more per row the larger the table grew
-(docs/benchmarks.md, *Issue 12, linear cost*).
+grows (``Warehouse.load_fresh``): rows the key filter calls certainly new are COPY-ed into
+the table as before, the others into a temporary table of undecided rows, settled by one
+statement after the last batch (``Warehouse.settle_fresh``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -30,12 +25,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN, KeyFilter, SeenKeys
+from pgdatahub_dagster.engine.dedup.keys import ROW_KEY_COLUMN
 from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseError
-from pgdatahub_dagster.engine.schema.evolve import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
-    ENGINE_PREFIX,
     LINEAGE_COLUMNS,
     STAGE_TABLE,
     BackgroundLoad,
@@ -44,13 +37,6 @@ from pgdatahub_dagster.engine.warehouse.base import (
 )
 
 _COPY_SLICE_ROWS = 50_000
-#: The size of the ``KeyFilter`` of a new table past ``FRESH_TABLE_MAX_KEYS`` (16 MiB, the
-#: memory the exact keys took up to there): at 5,000,000 keys one in about 800 is undecided
-#: by mistake, at 20,000,000 about one in 20; every undecided row costs a row in the temporary
-#: table, never a wrong answer.
-KEY_FILTER_BITS = 2**27
-#: The column of the undecided rows' table giving each row's position among them.
-_POSITION = f"{ENGINE_PREFIX}position"
 
 #: SQLSTATE classes of errors the data or schema of one file causes: data exception (22),
 #: integrity constraint violation (23), syntax error or access rule violation (42, but for
@@ -74,12 +60,8 @@ class PostgresWarehouse(Warehouse):
         super().__init__(display_url)
         self._depth = 0
         self._background = BackgroundLoad()
-        #: The lineage the temporary column defaults of a new table hold (see ``_copy_into_fresh_table``).
+        #: The lineage the temporary column defaults of a new table hold (see ``insert_fresh``).
         self._lineage_defaults: dict[str, Lineage] = {}
-        #: New tables of the running transaction past ``FRESH_TABLE_MAX_KEYS``: their keys.
-        self._filters: dict[str, KeyFilter] = {}
-        #: Of those, the ones with undecided rows: the rows set aside so far.
-        self._undecided: dict[str, int] = {}
         # ``wait_seconds`` bounds the wait for the server to answer, unless the URL sets
         # its own connect_timeout.
         options: dict[str, Any] = {}
@@ -157,10 +139,8 @@ class PostgresWarehouse(Warehouse):
         finally:
             self._depth -= 1
             if self._depth == 0:
-                self._fresh.clear()
+                self._forget_fresh()
                 self._lineage_defaults.clear()
-                self._filters.clear()
-                self._undecided.clear()
 
     def lock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
@@ -169,9 +149,6 @@ class PostgresWarehouse(Warehouse):
         return self._depth == 1
 
     def _before_deferred_index(self, table: str) -> None:
-        if table in self._undecided:
-            # An index built now would leave them out: fail the file rather than lose rows.
-            raise RuntimeError(f"{table}: undecided rows were never settled (settle_fresh)")
         if self._lineage_defaults.pop(table, None) is not None:
             self._set_lineage_defaults(table, None)
 
@@ -193,75 +170,6 @@ class PostgresWarehouse(Warehouse):
             ]
         self.execute(f"ALTER TABLE {self.quote(table)} {', '.join(actions)}")
 
-    def insert_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int:
-        return self._copy_into_fresh_table(table, frame, lineage)
-
-    def load_fresh(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int | None:
-        keys = self._filters.get(table)
-        if keys is None:
-            return super().load_fresh(table, frame, lineage)
-        new = keys.admit(frame[ROW_KEY_COLUMN])
-        if bool(new.all()):
-            return self._copy_into_fresh_table(table, frame, lineage)
-        undecided = frame.filter(~new)
-        if table not in self._undecided:
-            self._create_undecided(table)
-            self._undecided[table] = 0
-        start = self._undecided[table]
-        self._undecided[table] += undecided.height
-        positioned = undecided.with_row_index(_POSITION, offset=start)
-        return self._copy_into_fresh_table(table, frame.filter(new), lineage, undecided=positioned)
-
-    def _past_key_bound(self, table: str, frame: pl.DataFrame, lineage: Lineage) -> int | None:
-        # The exact keys move into a filter of fixed size; the table still waits for its index.
-        self._filters[table] = KeyFilter(KEY_FILTER_BITS, self._fresh[table])
-        self._fresh[table] = SeenKeys()
-        return self.load_fresh(table, frame, lineage)
-
-    def settle_fresh(self, table: str, lineage: Lineage) -> int:
-        if self._undecided.pop(table, None) is None:
-            return 0
-        self._filters.pop(table)
-        q = self.quote
-        undecided, data, key = q(self._undecided_table(table)), q(table), q(ROW_KEY_COLUMN)
-        self.execute(f"ANALYZE {undecided} ({key})")
-        # The undecided table has the table's user columns (``apply_schema_changes``).
-        columns = [q(name) for name in self.table_columns(table) or {}] + [key]
-        lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
-        # One pass over the table, probing a hash of the undecided keys (far fewer than the
-        # table's) for the ones it holds; then the first row of each other undecided key.
-        inserted = self.execute(
-            f"WITH held AS MATERIALIZED (SELECT t.{key} FROM {data} t "
-            f"WHERE t.{key} IN (SELECT {key} FROM {undecided})) "
-            f"INSERT INTO {data} ({', '.join(columns)}, {lineage_columns}) "
-            f"SELECT DISTINCT ON (u.{key}) {', '.join('u.' + c for c in columns)}, %s, %s, %s, %s "
-            f"FROM {undecided} u WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.{key} = u.{key}) "
-            f"ORDER BY u.{key}, u.{q(_POSITION)}",
-            (lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp),
-        )
-        self.execute(f"DROP TABLE {undecided}")
-        # Every row is decided: the index now, so that any later batch goes in against it.
-        self.create_row_key_index(table)
-        return max(inserted, 0)
-
-    def apply_schema_changes(self, table: str, changes: Sequence[SchemaChange]) -> None:
-        super().apply_schema_changes(table, changes)
-        # The undecided rows keep the table's columns, converted as the table's rows were.
-        if table in self._undecided:
-            self._alter(self.quote(self._undecided_table(table)), changes)
-
-    def _undecided_table(self, table: str) -> str:
-        # Temporary, so in a schema of its own; named after the table, within 63 bytes.
-        return f"{ENGINE_PREFIX}undecided_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
-
-    def _create_undecided(self, table: str) -> None:
-        q = self.quote
-        columns = [f"{q(name)} {kind.value}" for name, kind in (self.table_columns(table) or {}).items()]
-        columns += [f"{q(ROW_KEY_COLUMN)} UUID", f"{q(_POSITION)} BIGINT"]
-        self.execute(
-            f"CREATE TEMPORARY TABLE {q(self._undecided_table(table))} ({', '.join(columns)}) ON COMMIT DROP"
-        )
-
     def empty_for_reload(self, table: str) -> int:
         # DELETE rather than TRUNCATE: readers in an older snapshot still see the old rows.
         # An index built later in the same transaction ignores the rows it deleted.
@@ -282,14 +190,15 @@ class PostgresWarehouse(Warehouse):
         self._write(self._copy_statement(STAGE_TABLE, frame), frame)
         # The merge joins the stage with the table by key: with the key's statistics the
         # planner hashes instead of looping; the other columns' would cost far more to gather.
-        self.execute(f"ANALYZE {stage} ({self.quote(ROW_KEY_COLUMN)})")
+        self.analyze(STAGE_TABLE, [ROW_KEY_COLUMN])
         yield STAGE_TABLE
         self.execute(f"DROP TABLE {stage}")
 
-    def analyze(self, table: str) -> None:
+    def analyze(self, table: str, columns: Sequence[str] = ()) -> None:
         # Without statistics PostgreSQL guesses a temporary table's size, and a guess too
         # large makes it scan the whole data table for a handful of keys.
-        self.execute(f"ANALYZE {self.quote(table)}")
+        named = f" ({', '.join(self.quote(name) for name in columns)})" if columns else ""
+        self.execute(f"ANALYZE {self.quote(table)}{named}")
 
     def index_holders(self, holders: str, table: str) -> None:
         digest = self.row_key_index_name(table)
@@ -307,11 +216,11 @@ class PostgresWarehouse(Warehouse):
             for part in frame.iter_slices(_COPY_SLICE_ROWS):
                 copy.write(part.write_csv(include_header=False))
 
-    def _copy_into_fresh_table(
+    def insert_fresh(
         self, table: str, frame: pl.DataFrame, lineage: Lineage, undecided: pl.DataFrame | None = None
     ) -> int:
-        """COPY rows this transaction has not loaded yet straight into its new ``table``, and
-        the ``undecided`` ones, if any, into the table kept for them (``load_fresh``)."""
+        """COPY straight into the new table, with the lineage as its columns' temporary
+        defaults."""
         copies = []
         if frame.height:
             if self._lineage_defaults.get(table) != lineage:
@@ -319,7 +228,7 @@ class PostgresWarehouse(Warehouse):
                 self._lineage_defaults[table] = lineage
             copies.append((self._copy_statement(table, frame), frame))
         if undecided is not None:
-            copies.append((self._copy_statement(self._undecided_table(table), undecided), undecided))
+            copies.append((self._copy_statement(self.undecided_table(table), undecided), undecided))
 
         def write() -> None:
             for statement, rows in copies:

@@ -20,12 +20,12 @@ from pgdatahub_dagster.engine.dedup.keys import KeyFilter, SeenKeys
 from pgdatahub_dagster.engine.errors import DataRefusedError
 from pgdatahub_dagster.engine.importer import Importer, ImportResult
 from pgdatahub_dagster.engine.mapping import FolderMapping
+from pgdatahub_dagster.engine.read import delimited
 from pgdatahub_dagster.engine.schema import SchemaChange
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.sources import LocalFolderSource
 from pgdatahub_dagster.engine.warehouse import Lineage, connect
 from pgdatahub_dagster.engine.warehouse import base as base_module
-from pgdatahub_dagster.engine.warehouse import postgres as postgres_module
 from pgdatahub_dagster.engine.warehouse.ownership import Holder, RowOwnership
 from pgdatahub_dagster_tests.conftest import url_of_warehouse
 from pgdatahub_dagster_tests.exact_sync import assert_ledger_consistent, assert_tables_equal
@@ -172,7 +172,7 @@ def test_a_new_table_past_its_key_budget_equals_a_fresh_import(
 ) -> None:
     """A file whose keys pass FRESH_TABLE_MAX_KEYS (45 here), with a column added and one
     widened past it: the table, the ledger and the duplicates rule are as with no budget.
-    PostgreSQL goes on with a key filter of ``filter_bits`` bits; 64 leave every row
+    The file goes on with a key filter of ``filter_bits`` bits; 64 leave every row
     undecided, first rows too. Then the file changes (the emptied table reloads the same
     way) and a second file shares its keys (staging, holders)."""
     root = tmp_path / "tree"
@@ -181,7 +181,7 @@ def test_a_new_table_past_its_key_budget_equals_a_fresh_import(
     [reference] = _import(expected, root, batch_rows=20)
 
     monkeypatch.setattr(base_module, "FRESH_TABLE_MAX_KEYS", 45)
-    monkeypatch.setattr(postgres_module, "KEY_FILTER_BITS", filter_bits)
+    monkeypatch.setattr(base_module, "KEY_FILTER_BITS", filter_bits)
     [first] = _import(warehouse_url, root, batch_rows=20)
     assert first.status == "success", first.record.error
     assert _ledger_counts(first) == _ledger_counts(reference)
@@ -207,6 +207,31 @@ def test_a_new_table_past_its_key_budget_equals_a_fresh_import(
     assert [r.record.rows_inserted for r in synced] == [r.record.rows_inserted for r in from_scratch]
     assert_tables_equal(warehouse_url, expected)
     assert_ledger_consistent(warehouse_url)
+    assert _row_keys_guarded(warehouse_url, "leads")
+
+
+def test_a_file_failing_past_its_key_budget_leaves_nothing_for_the_next_file(
+    warehouse_url: str, new_warehouse: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that fails after its undecided rows were set aside rolls them back with the
+    table; the next file, on the same connection, creates the table again and sets its own
+    undecided rows aside as if nobody had before."""
+    root = tmp_path / "tree"
+    write_csv(root / "leads" / "a.csv", _past_the_budget(300) + "x,y,z,1,2,3,4\n")
+    write_csv(root / "leads" / "b.csv", _past_the_budget(240))
+    expected = new_warehouse("expected")
+    reference = _import(expected, root, batch_rows=20)
+    assert [r.status for r in reference] == ["failed", "success"]
+
+    monkeypatch.setattr(base_module, "FRESH_TABLE_MAX_KEYS", 45)
+    monkeypatch.setattr(base_module, "KEY_FILTER_BITS", 64)
+    # Pieces of 2 KiB: the broken last row is read, and fails the file, after the rest loaded.
+    monkeypatch.setattr(delimited, "_PIECE_BYTES", 2048)
+    failed, loaded = _import(warehouse_url, root, batch_rows=20)
+    assert failed.status == "failed" and "cannot be parsed" in (failed.record.error or "")
+    assert loaded.status == "success", loaded.record.error
+    assert _ledger_counts(loaded) == _ledger_counts(reference[1])
+    assert_tables_equal(warehouse_url, expected)
     assert _row_keys_guarded(warehouse_url, "leads")
 
 
@@ -347,14 +372,14 @@ def test_a_new_table_takes_each_key_once_on_the_fast_path(warehouse_url: str) ->
 
 
 def test_undecided_rows_never_settled_fail_the_transaction(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    warehouse_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(base_module, "FRESH_TABLE_MAX_KEYS", 2)
     lineage = Lineage("f.csv", "f.csv", "0" * 64, dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
     a, b = (f"{n:032x}" for n in (1, 2))
     with (
         pytest.raises(RuntimeError, match="never settled"),
-        connect(postgres_url) as warehouse,
+        connect(warehouse_url) as warehouse,
         warehouse.transaction(),
     ):
         warehouse.apply_schema_changes(
@@ -368,7 +393,7 @@ def test_undecided_rows_never_settled_fail_the_transaction(
         ownership.load_batch(_frame([a, b], [1, 2]), {"n": SqlType.INTEGER}, holder)
         # Past the budget: a repeat of ``a`` is undecided until ``finish_load``, never called.
         ownership.load_batch(_frame([a], [3]), {"n": SqlType.INTEGER}, holder)
-    with connect(postgres_url) as warehouse:
+    with connect(warehouse_url) as warehouse:
         assert not warehouse.table_exists("t")
 
 
