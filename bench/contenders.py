@@ -1122,7 +1122,9 @@ class _DaemonTicks(Contender):
 @contender("local_ticks")
 class LocalTicks(_DaemonTicks):
     """The local sensor's first load of a large tree, tick after tick until every file is
-    registered, then ``idle_ticks`` ticks with nothing new."""
+    registered, then ``idle_ticks`` ticks with nothing new, a tick of ``runs`` new files (a run
+    each), and a tick that finds ``deletions`` files gone at once (registered first, then
+    deleted)."""
 
     description = "local_folder_sensor under the sensor daemon: first load of the tree, then idle ticks"
 
@@ -1152,14 +1154,35 @@ class LocalTicks(_DaemonTicks):
             (self.new_folder / f"n{index:03d}.csv").write_text(f"code\nnew-{index}\n")
         time.sleep(0.05)  # past the newest change time, however coarse the file system's clock
         few = self.tick("local_folder_sensor")
+        gone = self._deletion_tick(self.params.get("deletions", 0))
         self.stop()
         return Outcome(
             self.files,
             registered,
             f"{len(first)} ticks to register {registered:,} files, {len(idle)} idle ticks, "
-            f"a tick of {few['runs']} runs",
-            {"first_load_ticks": first, "idle_ticks": idle, "runs_tick": few},
+            f"a tick of {few['runs']} runs, a tick of {gone.get('deleted', 0):,} files deleted",
+            {"first_load_ticks": first, "idle_ticks": idle, "runs_tick": few, "deletion_tick": gone},
         )
+
+    def _deletion_tick(self, deletions: int) -> dict[str, Any]:
+        """``deletions`` new files, registered (a backfill), then deleted at once: the tick
+        that finds them gone, and the partitions left after it."""
+        if not deletions:
+            return {}
+        import time
+
+        folder = self.new_folder / "gone"
+        folder.mkdir()
+        for index in range(deletions):
+            (folder / f"d{index:05d}.csv").write_text(f"code\ngone-{index}\n")
+        time.sleep(0.05)
+        before = self.partitions("local_files")
+        while self.partitions("local_files") < before + deletions:
+            self.tick("local_folder_sensor")
+        shutil.rmtree(folder)
+        tick = self.tick("local_folder_sensor")
+        left = self.partitions("local_files")
+        return {**tick, "deleted": deletions, "partitions_left": left - before}
 
     def stop(self) -> None:
         shutil.rmtree(self.new_folder, ignore_errors=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import data
+from pgdatahub_dagster.engine.settings import SensorSettings
 
 Role = Literal["engine", "limit", "peer", "legacy", "ceiling", "variant", "fixed"]
 ROLE_MEANING = {
@@ -645,7 +646,17 @@ class TickScale(Scenario):
         source = data.large_tree(*tree)
         return [
             # The tick of a run per file: as many files as a tick may run, at most.
-            Run("local_ticks", "local_ticks", "engine", {"source_dir": str(source), "runs": min(100, files)}),
+            # A mass deletion: a tick's worth of files (``PGDATAHUB_SENSOR_MAX_FILES``) gone at once.
+            Run(
+                "local_ticks",
+                "local_ticks",
+                "engine",
+                {
+                    "source_dir": str(source),
+                    "runs": min(SensorSettings.from_env().max_runs, files),
+                    "deletions": min(10_000, files),
+                },
+            ),
             Run("drive_ticks", "drive_ticks", "engine", {"tree": tree}),
         ]
 
@@ -653,8 +664,12 @@ class TickScale(Scenario):
         local, drive = results.get("local_ticks") or {}, results.get("drive_ticks") or {}
         first, idle = _tick_seconds(local, "first_load_ticks"), _tick_seconds(local, "idle_ticks")
         walk = _tick_seconds(drive, "walk_ticks")
+        extra = local.get("extra") or {}
+        runs_tick, gone = extra.get("runs_tick") or {}, extra.get("deletion_tick") or {}
         return [
             Target("local first load: longest tick (s)", max(first) if first else None, 10.0, "max"),
+            Target("local tick of a run a file (s)", runs_tick.get("seconds"), 10.0, "max"),
+            Target("local tick of a mass deletion (s)", gone.get("seconds"), 10.0, "max"),
             Target("local idle tick, median (s)", statistics.median(idle) if idle else None, 2.0, "max"),
             Target("Drive walk: longest tick (s)", max(walk) if walk else None, 10.0, "max"),
             Target("Drive walk: files registered ÷ files", registered_share(drive), 1.0, "min"),
@@ -668,6 +683,7 @@ class TickScale(Scenario):
             "local_first_load_ticks": _tick_seconds(local, "first_load_ticks"),
             "local_idle_ticks": idle,
             "drive_walk_ticks": _tick_seconds(drive, "walk_ticks"),
+            "local_deletion_tick": (local.get("extra") or {}).get("deletion_tick"),
         }
         if runs_tick.get("runs") and idle:
             # What Dagster takes per run it resolves and submits, over an idle tick's cost.

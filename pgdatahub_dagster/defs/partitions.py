@@ -11,7 +11,13 @@ are already valid keys; they go through the same encoding anyway.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import unquote
+
+from dagster import DagsterInstance
+from dagster._core.storage.event_log.schema import DynamicPartitionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from sqlalchemy import and_
 
 _NEEDS_ESCAPE = re.compile(r"%|\.(?=\.\.)|[\x00-\x1f\x7f]")
 
@@ -22,3 +28,29 @@ def partition_key_for(file_id: str) -> str:
 
 def file_id_for(partition_key: str) -> str:
     return unquote(partition_key)
+
+
+#: Keys per statement of a bulk removal: within SQLite's and PostgreSQL's parameter limits.
+_KEYS_PER_DELETE = 500
+
+
+def delete_partitions(instance: DagsterInstance, partitions_name: str, keys: Sequence[str]) -> None:
+    """Remove the partitions ``keys`` (those that exist) of the dynamic partitions definition
+    ``partitions_name``: in statements of a few hundred keys on the SQL storages (SQLite,
+    PostgreSQL, MySQL), where Dagster's own ``delete_dynamic_partition`` opens a connection and
+    runs a statement per key (10,000 files deleted at once took minutes on SQLite)."""
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqlEventLogStorage):
+        for key in keys:
+            instance.delete_dynamic_partition(partitions_name, key)
+        return
+    with storage.index_connection() as connection:
+        for start in range(0, len(keys), _KEYS_PER_DELETE):
+            connection.execute(
+                DynamicPartitionsTable.delete().where(
+                    and_(
+                        DynamicPartitionsTable.c.partitions_def_name == partitions_name,
+                        DynamicPartitionsTable.c.partition.in_(keys[start : start + _KEYS_PER_DELETE]),
+                    )
+                )
+            )

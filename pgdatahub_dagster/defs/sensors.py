@@ -5,11 +5,12 @@ engine module) and turns them into runs.
 New files are registered as partitions of the source's import asset by the tick itself, in
 one statement. A few get one import run each (run key: file id and version, new
 at every change); a batch of at least ``PGDATAHUB_SENSOR_BACKFILL_FILES`` (200), or more than
-the ``PGDATAHUB_SENSOR_MAX_RUNS`` runs (100) a tick may request, becomes ONE backfill of
+the ``PGDATAHUB_SENSOR_MAX_RUNS`` runs (10) a tick may request, becomes ONE backfill of
 ``PGDATAHUB_FILES_PER_RUN`` files per run: Dagster's cost per tick grows with the requests it
-resolves and submits, so a first load of 100k files must not be 100k runs. A file that
-disappeared (deleted, trashed, moved out) loses its partition, and one ``handle_deleted_files``
-run applies its folder's ``on_delete`` setting. A source that asks for a full sync (locally: the
+resolves and submits, so a first load of 100k files must not be 100k runs. Files that
+disappeared (deleted, trashed, moved out) lose their partitions, removed by the tick in bulk,
+and one ``handle_deleted_files`` run applies their folders' ``on_delete`` setting
+(``_deletions``). A source that asks for a full sync (locally: the
 folder mapping was edited) gets one run of its full-sync job. A tick reports at most
 ``PGDATAHUB_SENSOR_MAX_FILES`` files (10,000) and works for ``PGDATAHUB_SENSOR_TICK_SECONDS``
 (8) less what Dagster needs for the requests it may make (``_walk_seconds``); the rest follow
@@ -20,14 +21,16 @@ next tick starts from the same cursor: nothing counts as deleted.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
     DefaultSensorStatus,
-    DeleteDynamicPartitionsRequest,
     JobDefinition,
     RunRequest,
     SensorDefinition,
@@ -41,7 +44,7 @@ from dagster._core.errors import DagsterInvalidSubsetError
 from dagster._core.execution.backfill import BulkActionsFilter
 
 from pgdatahub_dagster.defs.assets import SHARED_RESOURCES
-from pgdatahub_dagster.defs.partitions import file_id_for, partition_key_for
+from pgdatahub_dagster.defs.partitions import delete_partitions, partition_key_for
 from pgdatahub_dagster.defs.sources.plugin import DagsterSourceState, SourcePlugin, SourceResource
 from pgdatahub_dagster.engine.settings import SensorSettings
 from pgdatahub_dagster.engine.sources import Budget, Changes, SourceFile, SourceUnavailableError
@@ -55,16 +58,19 @@ if TYPE_CHECKING:
 # and is retried.
 _WAREHOUSE_WAIT_SECONDS = 15.0
 #: What a tick takes after the source's walk, set aside from the tick's seconds: Dagster's
-#: resolution and submission of one run (0.44 s at load 3, 2 s at load 25-30, on the SQLite
-#: instance: each run a dozen storage connections and an execution plan from the code
-#: server), and registering and backfilling one partition with its share of the log (0.2 ms).
-#: Measured under the sensor daemon (bench ``tick_scale``; docs/benchmarks.md, "Sensor ticks
-#: at scale"). A tick's walk keeps a third of the tick whatever the reserve says.
+#: resolution and submission of one run (0.35-0.65 s at load 3-8, 2 s at load 25-30, on the
+#: SQLite instance: each run a dozen storage connections and an execution plan from the code
+#: server), and registering and backfilling one partition, or removing one, with its share of
+#: the log (0.2 ms). Measured under the sensor daemon (bench ``tick_scale``;
+#: docs/benchmarks.md, "Sensor ticks at scale"). A tick's walk keeps a third of the tick
+#: whatever the reserve says.
 _SECONDS_PER_RUN = 0.5
 _SECONDS_PER_PARTITION = 0.0002
 SOURCE_TAG = "pgdatahub/source"
 #: The tag naming a backfill's batch (``_batch_key``).
 BATCH_TAG = "pgdatahub/batch"
+#: The sensor cursor's key for the deletion run its tick asked for (``_SensorCursor``).
+_DELETION_RUN = "pgdatahub/deletion_run"
 #: Files a batch's log line names.
 _FILES_NAMED = 10
 
@@ -73,28 +79,122 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _SensorCursor:
+    """The sensor's cursor: the source's own (``Changes.cursor``) and, after a tick that asked
+    for a deletion run, that run's key. Dagster keeps a tick's cursor only with its run
+    requests, so a tick that finds the key knows the run is Dagster's to launch, and the
+    deletion no longer needs keeping in the instance (``_PendingDeletion``). A cursor with no
+    deletion is the source's cursor as it is."""
+
+    source: str | None
+    deletion_run: str | None = None
+
+    def to_json(self) -> str | None:
+        if self.deletion_run is None:
+            return self.source
+        return json.dumps({_DELETION_RUN: self.deletion_run, "source": self.source}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> _SensorCursor:
+        if text is None or not text.startswith(f'{{"{_DELETION_RUN}"'):
+            return cls(text)
+        data = json.loads(text)
+        return cls(data["source"], data[_DELETION_RUN])
+
+
+@dataclass(frozen=True)
+class _PendingDeletion:
+    """The files a tick found gone, kept in the instance from the moment their partitions are
+    removed until a later tick finds the deletion run's key in its cursor. A tick that fails
+    after removing them starts again from the old cursor, where the source (which compares
+    with the partitions, or reported them once) would no longer tell them: they are taken from
+    here, and requested again. ``waiting`` holds the files gone beyond a tick's
+    ``PGDATAHUB_SENSOR_MAX_FILES``, for the next ticks (Drive reports a file gone once)."""
+
+    run_key: str
+    #: file id → its last path: the files of the run ``run_key``, and those waiting for a tick.
+    files: dict[str, str]
+    waiting: dict[str, str]
+
+    @staticmethod
+    def key(plugin: SourcePlugin) -> str:
+        return f"pgdatahub/pending_deletion/{plugin.name}"
+
+    @classmethod
+    def read(cls, instance: DagsterInstance, plugin: SourcePlugin) -> _PendingDeletion | None:
+        text = instance.run_storage.get_cursor_values({cls.key(plugin)}).get(cls.key(plugin))
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(data["run_key"], data["files"], data["waiting"])
+
+    def write(self, instance: DagsterInstance, plugin: SourcePlugin) -> None:
+        value = {"run_key": self.run_key, "files": self.files, "waiting": self.waiting}
+        instance.run_storage.set_cursor_values({self.key(plugin): json.dumps(value)})
+
+    @classmethod
+    def clear(cls, instance: DagsterInstance, plugin: SourcePlugin) -> None:
+        instance.run_storage.set_cursor_values({cls.key(plugin): ""})
+
+
+def _pending_deletion(context: SensorEvaluationContext, plugin: SourcePlugin) -> dict[str, str] | None:
+    """The files gone that earlier ticks found and no kept tick asked a run for: file id →
+    last path (None: the instance keeps no deletion). A deletion whose run key the cursor
+    holds was kept by Dagster with its run; only its waiting files are left."""
+    pending = _PendingDeletion.read(context.instance, plugin)
+    if pending is None:
+        return None
+    if pending.run_key != _SensorCursor.from_json(context.cursor).deletion_run:
+        return {**pending.files, **pending.waiting}
+    return pending.waiting
+
+
 def _deletions(
-    plugin: SourcePlugin, deleted_job: JobDefinition, gone: list[str], cursor: str | None
-) -> tuple[list[RunRequest], list[DeleteDynamicPartitionsRequest]]:
-    """One run that applies on_delete to the files whose partitions are gone, and the
-    removal of those partitions (so each disappearance is handled once). The run key holds
-    the cursor the tick started from: a re-evaluated tick asks for the same run, while a
-    file deleted, restored and deleted again gets a new one."""
+    context: SensorEvaluationContext,
+    plugin: SourcePlugin,
+    deleted_job: JobDefinition,
+    gone: dict[str, str],
+    kept: bool,
+) -> RunRequest | None:
+    """One run that applies on_delete to the files gone (file id → last path), at most
+    ``PGDATAHUB_SENSOR_MAX_FILES`` of them (the rest wait for the next ticks), and the
+    removal of their partitions, in bulk, so each disappearance is handled once: Dagster's
+    own removal (a ``DeleteDynamicPartitionsRequest``) takes two queries a key, minutes for
+    10,000 files, and happens before Dagster keeps the tick's run requests. The files are
+    kept in the instance first, so a tick that fails after the removal asks for them again
+    (``_PendingDeletion``). The run key holds the cursor the tick started from: a re-evaluated
+    tick asks for the same run, while a file deleted, restored and deleted again gets a new
+    one. ``kept``: the instance keeps a deletion, which this tick replaces or ends."""
     if not gone:
-        return [], []
+        if kept:
+            _PendingDeletion.clear(context.instance, plugin)
+        return None
+    file_ids, limit = sorted(gone), SensorSettings.from_env().max_files
+    now, later = file_ids[:limit], file_ids[limit:]
     request = RunRequest(
         job_name=deleted_job.name,
-        run_key=f"deleted:{_digest(cursor or '', *sorted(gone))}",
-        run_config={
-            "ops": {
-                "handle_deleted_files_op": {
-                    "config": {"source": plugin.name, "file_ids": [file_id_for(key) for key in sorted(gone)]}
-                }
-            }
-        },
+        run_key=f"deleted:{_digest(context.cursor or '', *(partition_key_for(f) for f in now))}",
+        run_config={"ops": {"handle_deleted_files_op": {"config": {"source": plugin.name, "file_ids": now}}}},
         tags={SOURCE_TAG: plugin.name},
     )
-    return [request], [plugin.partitions_def.build_delete_request(sorted(gone))]
+    pending = _PendingDeletion(str(request.run_key), {f: gone[f] for f in now}, {f: gone[f] for f in later})
+    pending.write(context.instance, plugin)
+    delete_partitions(context.instance, plugin.partitions_name, [partition_key_for(f) for f in now])
+    if later:
+        context.log.info(f"{len(later)} more files gone wait for the next ticks")
+    return request
+
+
+def _log_removed(context: SensorEvaluationContext, gone: dict[str, str]) -> None:
+    """A line per file gone when they are few, else their count with the first few."""
+    if len(gone) <= SensorSettings.from_env().max_runs:
+        for file_id in sorted(gone):
+            context.log.info(f"REMOVED {_label(file_id, gone[file_id])}: no longer in the source")
+        return
+    shown = ", ".join(_label(file_id, gone[file_id]) for file_id in sorted(gone)[:_FILES_NAMED])
+    more = len(gone) - _FILES_NAMED
+    context.log.info(f"REMOVED {len(gone)} files, no longer in the source: {shown} and {more} more")
 
 
 def _label(file_id: str, path: str) -> str:
@@ -200,17 +300,17 @@ def _result(
     context: SensorEvaluationContext,
     plugin: SourcePlugin,
     runs: list[RunRequest],
-    removals: list[DeleteDynamicPartitionsRequest],
+    removed: int,
     new_keys: list[str],
-    cursor: str,
+    cursor: str | None,
 ) -> SensorResult:
-    if not (runs or removals or new_keys):
+    if not (runs or new_keys):
         context.log.info("idle: no new, changed or deleted files")
         return SensorResult(skip_reason="idle: no new, changed or deleted files", cursor=cursor)
     backfills = sum(run.requires_backfill_daemon() for run in runs)
     context.log.info(
         f"DONE: requested {len(runs) - backfills} runs and {backfills} backfills, "
-        f"{len(new_keys)} new files, {len(removals)} removals"
+        f"{len(new_keys)} new files, {removed} removed"
     )
     if new_keys:
         # Registered here, in one statement, not handed to Dagster as a partition request: the
@@ -219,14 +319,16 @@ def _result(
         # docs/benchmarks.md, "Sensor ticks at scale"). A tick that fails after this reports
         # the same files again from its old cursor, and adding a partition twice is a no-op.
         context.instance.add_dynamic_partitions(plugin.partitions_name, new_keys)
-    return SensorResult(run_requests=runs, dynamic_partitions_requests=removals, cursor=cursor)
+    return SensorResult(run_requests=runs, cursor=cursor)
 
 
 def _walk_seconds(settings: SensorSettings) -> float:
-    """The source's share of the tick: what Dagster does with the tick's result (register
-    the partitions, create and submit the runs) counts against Dagster's limit too, so it is
-    set aside for the most a tick can ask for."""
-    reserved = settings.max_runs * _SECONDS_PER_RUN + settings.max_files * _SECONDS_PER_PARTITION
+    """The source's share of the tick: what the tick and Dagster do with its result (register
+    and remove partitions, create and submit the runs) counts against Dagster's limit too, so
+    it is set aside for the most a tick can ask for: its runs, ``max_files`` files new and as
+    many gone (at the defaults 5 + 4 s of 8, so the walk keeps its third, 2.7 s)."""
+    partitions = 2 * settings.max_files
+    reserved = settings.max_runs * _SECONDS_PER_RUN + partitions * _SECONDS_PER_PARTITION
     return max(settings.tick_seconds - reserved, settings.tick_seconds / 3)
 
 
@@ -244,9 +346,8 @@ def _changes(
                 context.resources.warehouse.open(wait_seconds=_WAREHOUSE_WAIT_SECONDS)
             ),
         )
-        changes = resource.source(state).changes(
-            context.cursor, Budget(settings.max_files, _walk_seconds(settings))
-        )
+        budget = Budget(settings.max_files, _walk_seconds(settings))
+        changes = resource.source(state).changes(_SensorCursor.from_json(context.cursor).source, budget)
         return changes, state.partition_keys()
 
 
@@ -261,6 +362,8 @@ def source_sensor(
         resource: SourceResource = getattr(context.resources, plugin.resource_key)
         if (reason := resource.unconfigured()) is not None:
             return SensorResult(skip_reason=reason, cursor=context.cursor)
+        # Files gone that earlier ticks found and no kept tick asked a run for.
+        pending = _pending_deletion(context, plugin)
         try:
             changes, known = _changes(context, plugin, resource)
         except SourceUnavailableError as error:
@@ -270,18 +373,23 @@ def source_sensor(
             return SensorResult(skip_reason=str(error), cursor=context.cursor)
         for line in changes.log:
             context.log.info(line)
-        gone = sorted({partition_key_for(file_id) for file_id in changes.removed} & known)
-        for key in gone:
-            file_id = file_id_for(key)
-            context.log.info(f"REMOVED {_label(file_id, changes.removed[file_id])}: no longer in the source")
-        runs, removals = _deletions(plugin, deleted_job, gone, context.cursor)
+        gone = {
+            file_id: path for file_id, path in changes.removed.items() if partition_key_for(file_id) in known
+        }
+        gone.update(pending or {})
+        for file in changes.found:  # back meanwhile (a file waiting, or a failed tick's)
+            gone.pop(file.file_id, None)
+        _log_removed(context, gone)
+        deletion = _deletions(context, plugin, deleted_job, gone, pending is not None)
+        runs = [deletion] if deletion else []
+        cursor = _SensorCursor(changes.cursor, deletion.run_key if deletion else None).to_json()
         if changes.full_sync:
             runs.append(_full_sync(context, plugin))
         if changes.found:
             context.log.info(f"Change detected: {len(changes.found)} spreadsheets new or changed")
         new_keys = _log_found(context, changes.found, known)
         runs += _request_imports(context, plugin, changes.found)
-        return _result(context, plugin, runs, removals, new_keys, changes.cursor)
+        return _result(context, plugin, runs, len(gone), new_keys, cursor)
 
     return _SourceSensor(
         AssetKey(plugin.asset_name),

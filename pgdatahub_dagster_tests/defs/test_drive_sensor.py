@@ -57,6 +57,26 @@ def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
         return warehouse.fetchall(sql)
 
 
+def _batch_folders(drive_server: DriveTestServer, root: str) -> tuple[list[str], set[str]]:
+    """45 folders under ``root``, a CSV in each (a walk of several listings): the folders and
+    the files."""
+    folders = [drive_server.add_folder(f"batch {i:02d}", root) for i in range(45)]
+    files = {drive_server.add_file("x.csv", folder, f"n\n{i}\n".encode()) for i, folder in enumerate(folders)}
+    return folders, files
+
+
+def _tree_files(drive_tree: dict[str, str]) -> set[str]:
+    return {drive_tree[k] for k in ("a", "eu_file", "sheet", "shortcut")}
+
+
+def _walk_to_its_end(daemon: SensorDaemon, requested: list[str | None], expected: set[str]) -> None:
+    """Ticks until the walk ends; then every file must have been requested once."""
+    while '"walking":false' not in (daemon.cursor or ""):
+        requested += [r.partition_key for r in daemon.tick()[0]]
+        assert len(requested) <= len(expected)
+    assert sorted(str(key) for key in requested) == sorted(expected)
+
+
 def test_initial_import_of_a_nested_tree(
     test_defs: Definitions, instance: DagsterInstance, drive_tree: dict[str, str], warehouse_url: str
 ) -> None:
@@ -153,9 +173,9 @@ def test_a_restart_in_the_middle_of_the_walk_resumes_from_the_stored_cursor(
     drive_tree: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    folders = [drive_server.add_folder(f"batch {i:02d}", drive_tree["root"]) for i in range(45)]
-    extra = {drive_server.add_file("x.csv", folder, f"n\n{i}\n".encode()) for i, folder in enumerate(folders)}
+    _, extra = _batch_folders(drive_server, drive_tree["root"])
     monkeypatch.setenv("PGDATAHUB_DRIVE_TICK_SECONDS", "0")
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "100")  # a run a file, to count them
     first = SensorDaemon(test_defs, instance, "drive_sensor")
     requested = {r.partition_key for r in first.tick()[0]}
     # The process restarts: a new daemon with only the cursor Dagster stored.
@@ -170,7 +190,7 @@ def test_a_restart_in_the_middle_of_the_walk_resumes_from_the_stored_cursor(
             break
         assert ticks < 10
     assert ticks >= 3
-    assert extra | {drive_tree[k] for k in ("a", "eu_file", "sheet", "shortcut")} == requested
+    assert extra | _tree_files(drive_tree) == requested
 
 
 def test_a_failed_tick_keeps_the_walk_done_so_far(
@@ -185,10 +205,10 @@ def test_a_failed_tick_keeps_the_walk_done_so_far(
     keep is evaluated again from the same cursor and reports the same files; a tick whose
     listing fails (Drive failing after every retry) skips, and leaves the folder registry as
     the tick before it left it: the walk goes on from there, and every file is requested once."""
-    folders = [drive_server.add_folder(f"batch {i:02d}", drive_tree["root"]) for i in range(45)]
-    extra = {drive_server.add_file("x.csv", folder, f"n\n{i}\n".encode()) for i, folder in enumerate(folders)}
+    _, extra = _batch_folders(drive_server, drive_tree["root"])
     monkeypatch.setenv("PGDATAHUB_DRIVE_TICK_SECONDS", "0")
     monkeypatch.setenv("PGDATAHUB_DRIVE_RETRIES", "0")
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "100")  # a run a file, to count them
     daemon = SensorDaemon(test_defs, instance, "drive_sensor")
     requested = [r.partition_key for r in daemon.tick()[0]]
 
@@ -209,10 +229,79 @@ def test_a_failed_tick_keeps_the_walk_done_so_far(
     assert daemon.cursor == cursor
     assert _rows(warehouse_url, "SELECT folder_id, listed FROM drive_folders ORDER BY folder_id") == listed
 
-    while '"walking":false' not in (daemon.cursor or ""):
-        requested += [r.partition_key for r in daemon.tick()[0]]
-        assert len(requested) <= len(extra) + 4
-    assert sorted(requested) == sorted(extra | {drive_tree[k] for k in ("a", "eu_file", "sheet", "shortcut")})
+    _walk_to_its_end(daemon, requested, extra | _tree_files(drive_tree))
+
+
+def test_a_tick_whose_listing_fails_part_way_keeps_what_it_listed(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Drive fails (after every retry) at a listing late in a tick's walk: the tick ends there
+    as at its deadline, requests the files it listed, and the next tick goes on from there;
+    every file is requested once."""
+    folders, extra = _batch_folders(drive_server, drive_tree["root"])
+    # Met only once its parent is listed, so listed in a later query than the root's children.
+    deep = drive_server.add_folder("deep", folders[-1])
+    extra.add(drive_server.add_file("deep.csv", deep, b"n\n99\n"))
+    monkeypatch.setenv("PGDATAHUB_DRIVE_TICK_SECONDS", "600")
+    monkeypatch.setenv("PGDATAHUB_DRIVE_RETRIES", "0")
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "100")  # a run a file, to count them
+    drive_server.inject_fault("503", path_contains=deep)
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    first = daemon.evaluate()
+    assert first.skip_reason is None and '"walking":true' in (daemon.cursor or "")
+    requested = [r.partition_key for r in first.run_requests or []]
+    assert len(requested) == len(extra) - 1 + 4
+    _walk_to_its_end(daemon, requested, extra | _tree_files(drive_tree))
+
+
+def test_a_folder_of_many_files_trashed_is_deleted_in_bulk_over_ticks_and_survives_a_failed_tick(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    drive_server: DriveTestServer,
+    drive_tree: dict[str, str],
+    source_dir: Path,
+    warehouse_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder of many files trashed: a tick removes the partitions of at most
+    PGDATAHUB_SENSOR_MAX_FILES of them itself and asks for one deletion run; the rest follow
+    on the next ticks, although Drive reported them once. The first tick, evaluated again from
+    its old cursor (Dagster could not keep its result) when its partitions are gone, asks for
+    the same run with the same files. The runs retract every row."""
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "100")  # a run a file, to launch them
+    (source_dir / "pgdatahub.yaml").write_text("Bulk:\n  on_delete: retract\n")
+    bulk = drive_server.add_folder("Bulk", drive_tree["root"])
+    files = sorted(drive_server.add_file(f"f{i:02d}.csv", bulk, f"n\n{i}\n".encode()) for i in range(30))
+    daemon = SensorDaemon(test_defs, instance, "drive_sensor")
+    daemon.sync()
+    assert _rows(warehouse_url, "SELECT count(*) FROM bulk") == [(30,)]
+
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_FILES", "12")
+    drive_server.trash(bulk)
+    cursor = daemon.cursor
+    lost = daemon.evaluate()
+    assert not lost.dynamic_partitions_requests
+    assert not set(files[:12]) & set(instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name))
+    daemon.cursor = cursor
+    deletions = []
+    while kept := daemon.tick()[0]:
+        deletions += kept
+        assert len(deletions) <= 3
+    assert [r.run_key for r in lost.run_requests or []] == [deletions[0].run_key]
+    assert [d.run_config["ops"]["handle_deleted_files_op"]["config"]["file_ids"] for d in deletions] == [
+        files[:12],
+        files[12:24],
+        files[24:],
+    ]
+    assert not set(files) & set(instance.get_dynamic_partitions(GOOGLE_DRIVE.partitions_name))
+    for deletion in deletions:
+        assert daemon.launch(deletion)
+    assert _rows(warehouse_url, "SELECT count(*) FROM bulk") == [(0,)]
+    assert daemon.tick() == ([], [])
 
 
 def test_a_sheet_over_the_export_limit_fails_alone(

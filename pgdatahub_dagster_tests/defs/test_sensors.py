@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from pgdatahub_dagster.defs.partitions import partition_key_for
 from pgdatahub_dagster.defs.sources.local import LOCAL_FOLDER
 from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster_tests.defs.conftest import apply_partition_requests, launch
-from pgdatahub_dagster_tests.exact_sync import SensorDaemon
+from pgdatahub_dagster_tests.exact_sync import SensorDaemon, assert_tables_equal, import_tree
 from pgdatahub_dagster_tests.files import write_csv
 
 
@@ -271,3 +272,57 @@ def test_an_edited_mapping_gets_one_full_sync_each_time(
     mapping.write_text("t:\n  unique_key: [id]\n  prefer: newest\n")
     assert daemon.sync() == ["sync_local_folder"]
     assert shown() == [("new", "t/b.csv")]
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "retract"])
+def test_a_mass_deletion_is_one_run_and_survives_a_failed_tick(
+    test_defs: Definitions,
+    instance: DagsterInstance,
+    source_dir: Path,
+    warehouse_url: str,
+    new_warehouse: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    on_delete: str,
+) -> None:
+    """Many files gone at once: the tick removes their partitions itself (no partition request
+    for the daemon, which would take two queries a key) and asks for one deletion run. A tick
+    whose result Dagster could not keep is evaluated again from its old cursor, when the files
+    have no partition any more: it asks for the same run, with every file. The tick after a
+    kept one asks for nothing; a restored file imports again; the warehouse then equals a
+    fresh import."""
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "100")
+    (source_dir / "pgdatahub.yaml").write_text(f"t:\n  on_delete: {on_delete}\n")
+    paths = [source_dir / "t" / f"f{index:02d}.csv" for index in range(40)]
+    for index, path in enumerate(paths):
+        write_csv(path, f"code,v\nc{index},{index}\n")
+    daemon = SensorDaemon(test_defs, instance, "local_folder_sensor")
+    assert len(daemon.sync()) == 40
+
+    kept_dir = source_dir.parent / "kept"  # the deleted files, for what keep leaves
+    shutil.copytree(source_dir, kept_dir)
+    (kept_dir / "t" / "f07.csv").unlink()
+    for path in paths:
+        path.unlink()
+    cursor = daemon.cursor
+    lost = daemon.evaluate()
+    assert not lost.dynamic_partitions_requests
+    assert instance.get_dynamic_partitions(LOCAL_FOLDER.partitions_name) == []
+    daemon.cursor = cursor
+    [deletion], _ = daemon.tick()
+    assert [r.run_key for r in lost.run_requests or []] == [deletion.run_key]
+    assert deletion.run_config["ops"]["handle_deleted_files_op"]["config"]["file_ids"] == [
+        f"t/f{index:02d}.csv" for index in range(40)
+    ]
+    assert daemon.launch(deletion)
+    assert daemon.sync() == []
+
+    write_csv(paths[7], "code,v\nc7,7\n")
+    assert daemon.sync() == ["t/f07.csv"]
+    assert daemon.sync() == []
+    expected = new_warehouse("expected")
+    import_tree(expected, source_dir)
+    kept = None
+    if on_delete == "keep":
+        kept = new_warehouse("kept")
+        import_tree(kept, kept_dir)
+    assert_tables_equal(warehouse_url, expected, kept_url=kept)

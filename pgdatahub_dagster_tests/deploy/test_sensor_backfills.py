@@ -2,16 +2,19 @@
 the tick (partition requests, the backfill request, the backfill daemon's runs), not the
 sensor function alone. A first load above PGDATAHUB_SENSOR_BACKFILL_FILES becomes one
 backfill whose runs import every file; one file more gets a run of its own; the first tick
-evaluated again asks for nothing new."""
+evaluated again asks for nothing new; every file deleted at once is one deletion run, the
+partitions removed by the tick itself (none left to the daemon's partition requests)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, SensorResult, build_sensor_context
 from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType
 
 from pgdatahub_dagster.definitions import build_defs
 from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
@@ -49,8 +52,8 @@ def _finished(instance: DagsterInstance) -> list[DagsterRunStatus]:
 
 
 @pytest.mark.long
-@pytest.mark.timeout(420)
-def test_a_first_load_becomes_one_backfill_and_one_file_one_run(
+@pytest.mark.timeout(600)
+def test_a_first_load_becomes_one_backfill_one_file_one_run_and_a_mass_deletion_one_run(
     tmp_path: Path,
     postgres_url: str,
     make_database: Callable[[str], str],
@@ -61,6 +64,7 @@ def test_a_first_load_becomes_one_backfill_and_one_file_one_run(
     source = tmp_path / "inbox"
     for index in range(FILES):
         _write(source, index)
+    (source / "pgdatahub.yaml").write_text("leads:\n  on_delete: retract\n")
     home = production_home(tmp_path, {"concurrency": {"pools": {"default_limit": 2}}})
     instance_url = sqlalchemy_url(postgres_url)
     settings = {
@@ -132,8 +136,36 @@ def test_a_first_load_becomes_one_backfill_and_one_file_one_run(
         assert single[0].tags["dagster/partition"] == "leads/f030.csv"
         assert single[0].tags["dagster/run_key"].startswith("leads/f030.csv:")
         assert len(instance.get_backfills()) == 1
+        with connect(warehouse_url) as warehouse:
+            assert sorted(warehouse.fetchall("SELECT code, amount FROM leads")) == _expected(FILES + 1)
+            ledger = warehouse.fetchall("SELECT status, count(*) FROM etl_imports GROUP BY status")
+            assert ledger == [("success", FILES + 1)]
+
+        # Every file deleted at once: one deletion run retracts them all, as a fresh import of
+        # the empty tree would hold nothing; the tick removed the partitions itself.
+        shutil.rmtree(source / "leads")
+        wait_for("the deletion", lambda: count_rows(warehouse_url, "leads") == 0, 180, processes.logs)
+        (deletion,) = instance.get_runs(RunsFilter(job_name="handle_deleted_files"))
+        config = deletion.run_config["ops"]["handle_deleted_files_op"]["config"]
+        assert config["file_ids"] == [f"leads/f{index:03}.csv" for index in range(FILES + 1)]
+        assert instance.get_dynamic_partitions("local_files") == []
+        removals = [
+            result
+            for tick in _sensor_ticks(instance, "local_folder_sensor")
+            for result in tick.tick_data.dynamic_partitions_request_results
+            if result.deleted_partitions
+        ]
+        assert not removals
 
     with connect(warehouse_url) as warehouse:
-        assert sorted(warehouse.fetchall("SELECT code, amount FROM leads")) == _expected(FILES + 1)
         ledger = warehouse.fetchall("SELECT status, count(*) FROM etl_imports GROUP BY status")
-        assert ledger == [("success", FILES + 1)]
+    assert sorted(ledger) == [("retracted", 2 * (FILES + 1))]
+
+
+def _sensor_ticks(instance: DagsterInstance, sensor_name: str) -> list[InstigatorTick]:
+    (state,) = [
+        state
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        if state.instigator_name == sensor_name
+    ]
+    return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))

@@ -294,6 +294,12 @@ class FolderRegistry:
 
     # -- the last tick -----------------------------------------------------------------------
 
+    def hold_ticks(self) -> None:
+        """No other tick's scan goes on until this transaction ends: a tick Dagster evaluates
+        again while the first evaluation still runs (the daemon gave up on it at its 60 s
+        limit, the code server did not) waits for it, then finds its report (``last_tick``)."""
+        self.warehouse.lock(DRIVE_REPLAY_TABLE)
+
     def last_tick(self, start_state: str) -> str | None:
         """What the last tick reported, if it started from ``start_state``."""
         rows = self.warehouse.fetchall(

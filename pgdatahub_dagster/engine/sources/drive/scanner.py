@@ -11,7 +11,10 @@ Every change is applied to the registry's file index (``registry.py``), and a ti
 the difference between the index before and after it: a file's last state within the tick
 wins (moved out and back in is no change at all), and a folder renamed, moved in, moved out,
 trashed, deleted or unshared carries every file below it along, although Drive reports only
-the folder. The whole tick is one warehouse transaction: a tick that fails changes nothing. A tick
+the folder. The whole tick is one warehouse transaction: a tick that fails changes nothing. A
+tick in which Drive fails after every retry, once the tick has listed folders or read pages of
+changes, ends there as at its deadline and keeps what it listed (the next tick goes on from it);
+Drive failing at a tick's first call fails the tick. A tick
 evaluated again from the same cursor (Dagster retries a tick whose result it could not keep)
 reports what the first evaluation reported, which the registry remembers: the changes it read
 are in the index already, and would otherwise report nothing.
@@ -34,6 +37,7 @@ from pgdatahub_dagster.engine.sources.drive.client import (
     GOOGLE_APPS_PREFIX,
     SHEET_MIME_TYPE,
     DriveClient,
+    DriveError,
     DriveItem,
     InvalidPageToken,
 )
@@ -176,26 +180,38 @@ class DriveScanner:
         #: those written but not stored yet: stored in bulk before the index is queried.
         self._rows: dict[str, IndexedFile | None] = {}
         self._unstored: dict[str, IndexedFile] = {}
+        #: Whether this tick has listed a batch of folders or read a page of changes.
+        self._progressed = False
 
     def scan(self, state: ScanState) -> ScanResult:
         deadline = self.clock() + self.budget_seconds
         result = ScanResult(replace(state, tick=state.tick + 1))
         self._before, self._rows, self._unstored = {}, {}, {}
+        self._progressed = False
         start = state.to_json()
         with self.registry.warehouse.transaction():
+            self.registry.hold_ticks()
             if (again := self.registry.last_tick(start)) is not None:
                 return ScanResult.from_json(again)
-            # An empty registry (a new warehouse, or one upgraded from the registry without
-            # a file index) cannot follow changes: walk first.
-            if state.page_token is None or self.registry.count() == 0:
-                self._start_walk(result)
-            if result.state.walking:
-                self._walk(result, deadline)
-            if not result.state.walking:
-                self._read_changes(result, deadline)
-                # Folders that came into the tree with their contents (moved in, or created
-                # and filled before we saw them) are listed like a walk.
-                self._walk(result, deadline)
+            try:
+                # An empty registry (a new warehouse, or one upgraded from the registry
+                # without a file index) cannot follow changes: walk first.
+                if state.page_token is None or self.registry.count() == 0:
+                    self._start_walk(result)
+                if result.state.walking:
+                    self._walk(result, deadline)
+                if not result.state.walking:
+                    self._read_changes(result, deadline)
+                    # Folders that came into the tree with their contents (moved in, or
+                    # created and filled before we saw them) are listed like a walk.
+                    self._walk(result, deadline)
+            except DriveError as error:
+                # Drive failing after every retry, once this tick has listed folders or read
+                # pages: the tick ends there and keeps them (the cursor and the registry
+                # stand where the last whole listing or page left them), as at its deadline.
+                if not self._progressed or isinstance(error, InvalidPageToken):
+                    raise
+                result.log.append(f"{error}; the listing done so far is kept, the next tick goes on")
             self._report(result)
             self.registry.remember_tick(start, result.to_json())
         return result
@@ -228,6 +244,7 @@ class DriveScanner:
             for item in items:
                 self._see(item, parents.get(item.parent_id or ""))
             self.registry.mark_listed(folder_ids)
+            self._progressed = True
             # At least one batch per tick, so every tick makes progress.
             if self.clock() > deadline and self.registry.unlisted(1)[1]:
                 result.log.append("walk continues next tick")
@@ -357,6 +374,7 @@ class DriveScanner:
                 item = None if gone else change.item
                 if not self._apply(change.file_id, item):
                     result.ignored += 1
+            self._progressed = True
             if page.next_page_token is None:
                 # Only now, after the last page, is the new start token safe to keep.
                 result.state = self._with_token(result.state, drive_id, page.new_start_page_token)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from pgdatahub_dagster.engine.sources.drive import DriveClient, DriveScanner, FolderRegistry, ScanState
+from pgdatahub_dagster.engine.sources.drive.scanner import ScanResult
+from pgdatahub_dagster.engine.warehouse import connect
 from pgdatahub_dagster.testing.drive_server import DriveTestServer
 
 
@@ -55,8 +59,6 @@ def test_first_scan_takes_the_token_first_then_walks_the_tree(
 def test_a_walk_too_long_for_one_tick_continues_after_a_restart(
     drive_server: DriveTestServer, client: DriveClient, registry: FolderRegistry, warehouse_url: str
 ) -> None:
-    from pgdatahub_dagster.engine.warehouse import connect
-
     root = drive_server.add_folder("Inbox")
     expected = set()
     for folder_number in range(45):
@@ -367,3 +369,37 @@ def test_a_tick_evaluated_again_reports_the_same(
     assert drive_server.request_log == []
     # The next tick goes on from the new cursor.
     assert scanner.scan(first.state).found == {}
+
+
+def test_a_tick_evaluated_again_while_the_first_still_scans_waits_and_reports_the_same(
+    drive_server: DriveTestServer,
+    client: DriveClient,
+    registry: FolderRegistry,
+    drive_credentials: Path,
+    warehouse_url: str,
+) -> None:
+    """Dagster gives up on a tick at 60 s, but the code server evaluates it to its end; the
+    next tick, from the same cursor, may start meanwhile. It waits for the first scan's
+    transaction and reports what it reported, instead of walking beside it."""
+    if not warehouse_url.startswith("postgresql"):
+        pytest.skip("a DuckDB file has one writing process: two scans at once cannot both write")
+    ids = _tree(drive_server)
+    drive_server.slow_seconds = 2.0
+    drive_server.inject_fault("slow", path_contains=ids["leads"])  # the walk's second listing
+    first: list[ScanResult] = []
+
+    def scan_first() -> None:
+        other = DriveClient.connect(drive_credentials, api_endpoint=drive_server.api_endpoint, num_retries=4)
+        with connect(warehouse_url) as warehouse:
+            first.append(_scanner(other, FolderRegistry(warehouse), ids["root"]).scan(ScanState()))
+
+    thread = threading.Thread(target=scan_first)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not drive_server.faults_served["slow"]:
+        assert time.monotonic() < deadline, "the first scan never reached its slow listing"
+        time.sleep(0.02)
+    again = _scanner(client, registry, ids["root"]).scan(ScanState())
+    thread.join()
+    assert "the same tick evaluated again: the same report" in again.log
+    assert again.found == first[0].found and again.state == first[0].state
