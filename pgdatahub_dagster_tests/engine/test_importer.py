@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgdatahub_dagster.engine.importer import LOAD_SLICE_ROWS, Importer, ImportResult
 from pgdatahub_dagster.engine.mapping import FolderMapping
 from pgdatahub_dagster.engine.report import duplicate_keys, ledger_mismatches
@@ -283,6 +285,10 @@ def test_hostile_names_are_cleaned_and_quoted(warehouse_url: str, tmp_path: Path
     assert query(warehouse_url, "SELECT count(*) FROM etl_imports") == [(1,)]
 
 
+# The corpus through a DuckLake (50 s) runs with -m long; DuckDB and PostgreSQL in every run.
+@pytest.mark.parametrize(
+    "warehouse_url", ["duckdb", "postgres", pytest.param("ducklake", marks=pytest.mark.long)], indirect=True
+)
 def test_calamine_corpus_imports_or_fails_cleanly_per_file(
     warehouse_url: str, calamine_fixtures: Path
 ) -> None:
