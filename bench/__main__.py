@@ -48,6 +48,14 @@ _PACKAGES = (
 )
 
 
+def _rounded_rate(speed: float | None) -> float | None:
+    """Whole units a second, but two decimals below ten: a scenario that counts ticks makes a
+    few in many seconds, and a rate rounded to 0 would read as no work done."""
+    if speed is None:
+        return None
+    return round(speed) if speed >= 10 else round(speed, 2)
+
+
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
@@ -130,8 +138,7 @@ def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
     result["load_average"] = load_average
     if "seconds" in result:
         result["seconds"] = round(result["seconds"], 3)
-        speed = rate(result)
-        result["rows_per_s"] = round(speed) if speed is not None else None
+        result["rows_per_s"] = _rounded_rate(rate(result))
     return result
 
 
@@ -215,8 +222,7 @@ def _summary(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     summary["peak_rss_mb"] = round(statistics.median(memory), 1)
     summary["peak_rss_mb_range"] = [memory[0], memory[-1]]
     summary["load_averages"] = [outcome["load_average"][0] for outcome in outcomes]
-    speed = rate(summary)
-    summary["rows_per_s"] = round(speed) if speed is not None else None
+    summary["rows_per_s"] = _rounded_rate(rate(summary))
     return summary
 
 
