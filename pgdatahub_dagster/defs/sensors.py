@@ -193,8 +193,8 @@ def _log_removed(context: SensorEvaluationContext, gone: dict[str, str]) -> None
             context.log.info(f"REMOVED {_label(file_id, gone[file_id])}: no longer in the source")
         return
     shown = ", ".join(_label(file_id, gone[file_id]) for file_id in sorted(gone)[:_FILES_NAMED])
-    more = len(gone) - _FILES_NAMED
-    context.log.info(f"REMOVED {len(gone)} files, no longer in the source: {shown} and {more} more")
+    more = f" and {len(gone) - _FILES_NAMED} more" if len(gone) > _FILES_NAMED else ""
+    context.log.info(f"REMOVED {len(gone)} files, no longer in the source: {shown}{more}")
 
 
 def _label(file_id: str, path: str) -> str:
