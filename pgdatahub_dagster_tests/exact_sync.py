@@ -439,7 +439,7 @@ class SensorDaemon:
         for request in kept:
             succeeded = self.launch(request)
             assert succeeded or not runs_succeed, f"run failed: {describe_request(request)}"
-        return [str(request.partition_key or request.job_name) for request in kept]
+        return [name for request in kept for name in _request_targets(request)]
 
 
 def materialize(defs: Definitions, instance: DagsterInstance, asset: str) -> bool:
@@ -449,7 +449,17 @@ def materialize(defs: Definitions, instance: DagsterInstance, asset: str) -> boo
     return job.execute_in_process(instance=instance, raise_on_error=False).success
 
 
+def _request_targets(request: RunRequest) -> list[str]:
+    """The partitions a run or backfill request imports, or the job of a run without one."""
+    subset = request.asset_graph_subset
+    if subset is not None:
+        return sorted(str(item.partition_key) for item in subset.iterate_asset_partitions())
+    return [str(request.partition_key or request.job_name)]
+
+
 def describe_request(request: RunRequest) -> str:
+    if request.asset_graph_subset is not None:
+        return f"backfill of {_request_targets(request)} (tags {dict(request.tags)})"
     if request.partition_key is not None:
         return f"{request.job_name}[{request.partition_key}] (run key {request.run_key})"
     config = request.run_config.get("ops", {}) if request.run_config else {}

@@ -3,6 +3,7 @@ reuse the code location's assets, jobs and sensors with resources pointed at tes
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from dagster import (
     SensorResult,
     TableSchema,
     instance_for_test,
+    partition_loading_context,
 )
+from dagster._core.definitions.automation_tick_evaluation_context import (
+    build_run_requests_with_backfill_policies,
+)
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.storage.tags import BACKFILL_ID_TAG
+from dagster._core.utils import make_new_backfill_id
 
 from pgdatahub_dagster.definitions import build_defs
 from pgdatahub_dagster.defs.resources import FolderMappingResource, WarehouseResource
@@ -85,7 +93,10 @@ def apply_partition_requests(instance: DagsterInstance, result: SensorResult) ->
 
 def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> bool:
     """What the daemon does with one run request: execute its job, partition, config and
-    tags in process. A run that fails (a file failed to import) is an outcome, not an error."""
+    tags in process, or the runs of the backfill it asks for. A run that fails (a file failed
+    to import) is an outcome, not an error."""
+    if request.requires_backfill_daemon():
+        return _run_backfill(defs, instance, request)
     job = defs.resolve_job_def(str(request.job_name))
     result = job.execute_in_process(
         instance=instance,
@@ -95,6 +106,44 @@ def launch(defs: Definitions, instance: DagsterInstance, request: RunRequest) ->
         raise_on_error=False,
     )
     return result.success
+
+
+def _run_backfill(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> bool:
+    """What the daemons do with a backfill request: store the backfill with the request's tags
+    (a tick evaluated again finds it by them), split it into runs by the assets' backfill
+    policies, as the backfill daemon does, and execute them one after another; whether every
+    run succeeded. The real daemons are exercised in ``deploy/test_sensor_backfills.py``."""
+    subset = request.asset_graph_subset
+    assert subset is not None
+    backfill = PartitionBackfill.from_asset_graph_subset(
+        backfill_id=make_new_backfill_id(),
+        backfill_timestamp=time.time(),
+        tags=request.tags,
+        dynamic_partitions_store=instance,
+        asset_graph_subset=subset,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    with partition_loading_context(dynamic_partitions_store=instance):
+        runs = build_run_requests_with_backfill_policies(
+            list(subset.iterate_asset_partitions()), defs.resolve_asset_graph(), instance
+        )
+    job = defs.resolve_implicit_global_asset_job_def()
+    outcomes = [
+        job.get_subset(asset_selection=set(run.asset_selection or []))
+        .execute_in_process(
+            instance=instance,
+            tags={**request.tags, **run.tags, BACKFILL_ID_TAG: backfill.backfill_id},
+            raise_on_error=False,
+        )
+        .success
+        for run in runs
+    ]
+    status = BulkActionStatus.COMPLETED_SUCCESS if all(outcomes) else BulkActionStatus.COMPLETED_FAILED
+    instance.update_backfill(backfill.with_status(status))
+    return all(outcomes)
 
 
 def latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, object]:

@@ -574,6 +574,10 @@ class ExactSyncMachine(RuleBasedStateMachine):
 @pytest.fixture(autouse=True)
 def _sensor_does_not_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGDATAHUB_SENSOR_SETTLE_SECONDS", "0")
+    # A tick of more than three files becomes a backfill of runs of two files, so the
+    # examples take both paths: a run per file, and a backfill split into multi-file runs.
+    monkeypatch.setenv("PGDATAHUB_SENSOR_MAX_RUNS", "3")
+    monkeypatch.setenv("PGDATAHUB_FILES_PER_RUN", "2")
 
 
 def _run(new_warehouse: Callable[[str], str], tmp_path: Path, run_settings: settings) -> None:
