@@ -258,6 +258,10 @@ def test_a_tick_whose_listing_fails_part_way_keeps_what_it_listed(
     _walk_to_its_end(daemon, requested, extra | _tree_files(drive_tree))
 
 
+# About 45 s per warehouse: PostgreSQL in every run, DuckDB with -m long.
+@pytest.mark.parametrize(
+    "warehouse_url", [pytest.param("duckdb", marks=pytest.mark.long), "postgres"], indirect=True
+)
 def test_a_folder_of_many_files_trashed_is_deleted_in_bulk_over_ticks_and_survives_a_failed_tick(
     test_defs: Definitions,
     instance: DagsterInstance,

@@ -130,6 +130,10 @@ def test_gmail_through_the_sensor_and_runs(
     assert _rows(warehouse_url, "SELECT id FROM gmail_messages") == sorted([(again,), (third,)])
 
 
+# About 20 s per warehouse: PostgreSQL in every run, DuckDB with -m long.
+@pytest.mark.parametrize(
+    "warehouse_url", [pytest.param("duckdb", marks=pytest.mark.long), "postgres"], indirect=True
+)
 def test_a_first_sync_larger_than_a_tick_goes_on_over_ticks(
     test_defs: Definitions,
     instance: DagsterInstance,

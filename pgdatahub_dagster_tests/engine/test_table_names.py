@@ -40,6 +40,10 @@ def _two_files(folder: Path) -> None:
     write_csv(folder / "b.csv", "name,amount\nCorn,3\nBlue,2\n")
 
 
+# Through a DuckLake (30 s: a snapshot per import of every engine name) with -m long.
+@pytest.mark.parametrize(
+    "warehouse_url", ["duckdb", "postgres", pytest.param("ducklake", marks=pytest.mark.long)], indirect=True
+)
 def test_folders_named_like_engine_tables_load_into_a_prefixed_table(
     warehouse_url: str, tmp_path: Path
 ) -> None:

@@ -162,6 +162,10 @@ def _past_the_budget(rows: int, version: int = 1) -> str:
     return "\n".join([header + ",Note", *kept, *late]) + "\n"
 
 
+# Through a DuckLake (15-20 s a case, the path it shares with DuckDB) with -m long.
+@pytest.mark.parametrize(
+    "warehouse_url", ["duckdb", "postgres", pytest.param("ducklake", marks=pytest.mark.long)], indirect=True
+)
 @pytest.mark.parametrize("filter_bits", [64, 2**20], ids=["filter-always-unsure", "filter-of-1m-bits"])
 def test_a_new_table_past_its_key_budget_equals_a_fresh_import(
     warehouse_url: str,
