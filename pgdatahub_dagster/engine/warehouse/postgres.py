@@ -31,6 +31,7 @@ from pgdatahub_dagster.engine.errors import PgDataHubError, WarehouseError
 from pgdatahub_dagster.engine.schema.types import SqlType
 from pgdatahub_dagster.engine.warehouse.base import (
     HOLDERS_SCHEMA,
+    LEDGER_TABLE,
     LINEAGE_COLUMNS,
     STAGE_TABLE,
     BackgroundLoad,
@@ -39,6 +40,8 @@ from pgdatahub_dagster.engine.warehouse.base import (
 )
 
 _COPY_SLICE_ROWS = 50_000
+#: The suffix of a holders table's index by import and key (``index_holders``).
+_BY_IMPORT_AND_KEY = "_ik"
 
 #: SQLSTATE classes of errors the data or schema of one file causes: data exception (22),
 #: integrity constraint violation (23), syntax error or access rule violation (42, but for
@@ -210,7 +213,8 @@ class PostgresWarehouse(Warehouse):
         key, import_id = self.quote(ROW_KEY_COLUMN), self.quote("_import_id")
         self.execute(f"CREATE INDEX IF NOT EXISTS {self.quote(digest + '_k')} ON {holders} ({key})")
         self.execute(
-            f"CREATE INDEX IF NOT EXISTS {self.quote(digest + '_ik')} ON {holders} ({import_id}, {key})"
+            f"CREATE INDEX IF NOT EXISTS {self.quote(digest + _BY_IMPORT_AND_KEY)} "
+            f"ON {holders} ({import_id}, {key})"
         )
         self.execute(f"DROP INDEX IF EXISTS {self.quote(HOLDERS_SCHEMA)}.{self.quote(digest + '_i')}")
 
@@ -221,12 +225,17 @@ class PostgresWarehouse(Warehouse):
         outdated = self.fetchall(
             "SELECT t.table_name FROM information_schema.tables t WHERE t.table_schema = %s "
             "AND NOT EXISTS (SELECT 1 FROM pg_indexes i WHERE i.schemaname = t.table_schema "
-            "AND i.tablename = t.table_name AND right(i.indexname, 3) = '_ik')",
-            [HOLDERS_SCHEMA],
+            "AND i.tablename = t.table_name AND right(i.indexname, %s) = %s)",
+            [HOLDERS_SCHEMA, len(_BY_IMPORT_AND_KEY), _BY_IMPORT_AND_KEY],
         )
         for (table,) in outdated:
-            holders = f"{self.quote(HOLDERS_SCHEMA)}.{self.quote(str(table))}"
-            self.run_transaction(partial(self.index_holders, holders, str(table)))
+            self.run_transaction(partial(self._index_outdated_holders, str(table)))
+
+    def _index_outdated_holders(self, table: str) -> None:
+        # Under the ledger's lock: two processes opening the warehouse at once would otherwise
+        # both build the index, and the second would fail on its name.
+        self.lock(LEDGER_TABLE)
+        self.index_holders(f"{self.quote(HOLDERS_SCHEMA)}.{self.quote(table)}", table)
 
     def _copy_statement(self, table: str, frame: pl.DataFrame) -> bytes:
         columns = ", ".join(self.quote(name) for name in frame.columns)
