@@ -133,7 +133,8 @@ def _measure(run: Run, params: dict[str, Any], scratch: Path) -> dict[str, Any]:
         result["error"] = (
             f"exit code {process.returncode}: " + (scratch / f"{run.key}.log").read_text()[-3000:]
         )
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
+    # The worker's own figure (bench/worker.py says why); wait4's when it failed before it.
+    result.setdefault("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))  # Linux reports KiB
     result["process_seconds"] = round(wall, 3)
     result["load_average"] = load_average
     if "seconds" in result:
@@ -169,9 +170,17 @@ def _run_scenario(
                     path.unlink(missing_ok=True)
                     params["duckdb_path"] = str(path)
                     params["url"] = f"duckdb:///{path}"
+                elif run.database == "ducklake":
+                    lake = scratch / f"{run.key}.lake"
+                    shutil.rmtree(lake, ignore_errors=True)
+                    lake.mkdir()
+                    params["lake"] = str(lake)
+                    params["url"] = f"ducklake:///{lake / 'meta.ducklake'}?data={lake / 'data'}/"
                 outcome = _measure(run, params, scratch)
                 if run.database == "duckdb":
                     Path(params["duckdb_path"]).unlink(missing_ok=True)
+                elif run.database == "ducklake":
+                    shutil.rmtree(params["lake"], ignore_errors=True)
             repetitions[run.key].append(outcome)
             if "error" in outcome:
                 print(f" FAILED\n{outcome['error']}", flush=True)

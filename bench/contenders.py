@@ -98,6 +98,8 @@ def _import_engine() -> None:
         importlib.import_module(f"pgdatahub_dagster.engine.warehouse.{module}")
     for module in ("delimited", "workbook", "encoding"):
         importlib.import_module(f"pgdatahub_dagster.engine.read.{module}")
+    # DuckDB imports pandas, when installed, as it binds its first parameter (0.3-0.5 s).
+    importlib.import_module("pandas")
 
 
 def _fill_ledger(warehouse: Any, rows: int, tables: int) -> None:

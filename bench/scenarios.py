@@ -102,8 +102,9 @@ class Run:
     contender: str
     role: Role
     params: dict[str, Any] = field(default_factory=dict)
-    #: "postgres": a fresh database is made for it; "duckdb": a fresh file.
-    database: Literal["postgres", "duckdb"] | None = "postgres"
+    #: "postgres": a fresh database is made for it; "duckdb": a fresh file; "ducklake": a fresh
+    #: lake folder (``lake``), with the engine's URL of a lake in it (``url``).
+    database: Literal["postgres", "duckdb", "ducklake"] | None = "postgres"
 
 
 @dataclass(frozen=True)
@@ -261,16 +262,13 @@ class CsvDuckLake(Scenario):
     title = "csv_1m: {csv_rows:,}-row CSV → DuckLake (DuckDB catalog, Parquet in a folder), unique key"
 
     def runs(self, context: Context) -> list[Run]:
-        # The engine's lake, dlt's and the limit's Parquet file, side by side in the scratch space.
+        # The engine's lake and dlt's made afresh for each run; the limit's Parquet file beside.
         lakes = context.workdir / "lakes" / self.name
-        (lakes / "dlt").mkdir(parents=True, exist_ok=True)
+        lakes.mkdir(parents=True, exist_ok=True)
         csv = data.csv_file(context.sizes.csv_rows)
-        engine = {
-            "source_dir": str(context.source_folder(self.name, [csv])),
-            "url": f"ducklake:///{lakes / 'engine' / 'meta.ducklake'}?data={lakes / 'engine' / 'data'}/",
-        }
+        engine = {"source_dir": str(context.source_folder(self.name, [csv]))}
         return [
-            Run("engine", "engine", "engine", engine, None),
+            Run("engine", "engine", "engine", engine, "ducklake"),
             Run(
                 "duckdb_copy_parquet",
                 "duckdb_copy_parquet",
@@ -278,7 +276,7 @@ class CsvDuckLake(Scenario):
                 {"csv": str(csv), "parquet": str(lakes / "copy.parquet")},
                 None,
             ),
-            Run("dlt_ducklake", "dlt_ducklake", "peer", {"csv": str(csv), "lake": str(lakes / "dlt")}, None),
+            Run("dlt_ducklake", "dlt_ducklake", "peer", {"csv": str(csv)}, "ducklake"),
         ]
 
     def targets(self, results: dict[str, dict[str, Any]], context: Context) -> list[Target]:

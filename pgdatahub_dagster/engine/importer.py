@@ -303,15 +303,19 @@ class Importer:
             key_columns = _key_columns(settings, names, file.path)
             started = time.monotonic()
             key_version = warehouse.row_key_version(table)
+            # Read again only after a change: reading waits for the load still running in the
+            # background, which would otherwise never overlap the next batch's reading.
+            columns = warehouse.table_columns(table)
             for batch in raw.batches:
                 frame = normalise_frame(batch.rename(dict(zip(batch.columns, names, strict=True))))
                 if frame.height == 0:
                     continue
                 # The batch's types, from all its rows, before it is cut into slices.
                 types = {name: sql_type_of(frame[name]) for name in frame.columns}
-                plan = plan_schema_changes(warehouse.table_columns(table), types)
+                plan = plan_schema_changes(columns, types)
                 if plan.changes:
                     warehouse.apply_schema_changes(table, plan.changes)
+                    columns = warehouse.table_columns(table)
                     warehouse.record_schema_changes(
                         record.id, table, plan.changes, file.path, self.run_id, datetime.now(UTC)
                     )

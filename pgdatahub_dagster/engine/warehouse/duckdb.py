@@ -38,6 +38,12 @@ T = TypeVar("T")
 
 # Each batch arrives as an Arrow table registered under this name.
 _ARROW_VIEW = f"{ENGINE_PREFIX}arrow"
+#: DuckDB's row group. A new table's slices are gathered and inserted in whole row groups:
+#: an insert of whole row groups is written to the file as it runs, where smaller inserts
+#: wait in the transaction's local storage for the commit, and an insert that ends in part
+#: of a row group leaves it for the next checkpoint to rewrite. 940,000 rows in inserts of
+#: 25,000: 4.9-5.5 s with commit and close; of 140,000: 6.3-7.0 s; of 122,880: 4.3-4.4 s.
+_ROW_GROUP_ROWS = 122_880
 
 
 def open_waiting(open_database: Callable[[], T], what: str, display_url: str, wait_seconds: float) -> T:
@@ -70,6 +76,8 @@ class DuckDBWarehouse(Warehouse):
         super().__init__(display_url)
         self._in_transaction = False
         self._background = BackgroundLoad()
+        # Rows for new tables not inserted yet (``insert_fresh``), by statement and parameters.
+        self._gathered: dict[tuple[str, tuple[Any, ...]], list[pl.DataFrame]] = {}
         self._conn = conn
 
     @classmethod
@@ -84,11 +92,12 @@ class DuckDBWarehouse(Warehouse):
             display_url,
         )
 
-    # Every use of the connection first waits for an insert still running in the background.
+    # Every use of the connection first finishes the inserts gathered or still running in the
+    # background (``_settle``).
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
         with self.translated():
-            self._background.wait()
+            self._settle()
             result = self._conn.execute(query, list(params)).fetchall()
         # DuckDB answers DML with one row holding the affected count.
         if len(result) == 1 and len(result[0]) == 1 and isinstance(result[0][0], int):
@@ -97,7 +106,7 @@ class DuckDBWarehouse(Warehouse):
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.translated():
-            self._background.wait()
+            self._settle()
             return self._conn.execute(query, list(params)).fetchall()
 
     def quote(self, identifier: str) -> str:
@@ -119,16 +128,16 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self.translated():
-            self._background.wait()
+            self._settle()
             self._conn.begin()
         self._in_transaction = True
         try:
             with self.translated():
                 yield
-                self._background.wait()
+                self._settle()
                 self.build_deferred_indexes()
         except BaseException:
-            self._background.wait(raise_error=False)
+            self._abandon_inserts()
             # The first error is the one raised: a rollback that fails as well (the database
             # was invalidated by a failed write) only confirms that nothing was committed.
             with suppress(duckdb.Error):
@@ -248,7 +257,7 @@ class DuckDBWarehouse(Warehouse):
         self, table: str, frame: pl.DataFrame, lineage: Lineage, undecided: pl.DataFrame | None = None
     ) -> int:
         q = self.quote
-        inserts: list[tuple[pl.DataFrame, str, list[Any]]] = []
+        inserts: list[tuple[pl.DataFrame, str, tuple[Any, ...]]] = []
         if frame.height:
             lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
             statement = (
@@ -256,22 +265,53 @@ class DuckDBWarehouse(Warehouse):
                 f"SELECT {self._selected(frame.columns)}, ?, ?, ?, ? FROM {q(_ARROW_VIEW)}"
             )
             values = [lineage.source_file, lineage.source_file_id, lineage.file_sha256]
-            inserts.append((frame, statement, [*values, lineage.load_timestamp]))
+            inserts.append((frame, statement, (*values, lineage.load_timestamp)))
         if undecided is not None:
             statement = (
                 f"INSERT INTO {q(self.undecided_table(table))} ({self._names(undecided.columns)}) "
                 f"SELECT {self._selected(undecided.columns)} FROM {q(_ARROW_VIEW)}"
             )
-            inserts.append((undecided, statement, []))
+            inserts.append((undecided, statement, ()))
+        for rows, statement, params in inserts:
+            self._gathered.setdefault((statement, params), []).append(rows)
+        self._start_inserts(whole_row_groups=True)
+        return frame.height
+
+    def _start_inserts(self, *, whole_row_groups: bool) -> None:
+        """The gathered rows, one INSERT per statement, start in the background (the count is
+        known already, so they run on while the next batch is prepared): all of them, or only
+        whole row groups, the rest left gathered."""
+        ready: list[tuple[pl.DataFrame, str, tuple[Any, ...]]] = []
+        for (statement, params), frames in list(self._gathered.items()):
+            rows = sum(part.height for part in frames)
+            cut = rows - rows % _ROW_GROUP_ROWS if whole_row_groups else rows
+            if cut == 0:
+                continue
+            gathered = pl.concat(frames, rechunk=False)
+            ready.append((gathered.head(cut), statement, params))
+            if cut < rows:
+                self._gathered[(statement, params)] = [gathered.slice(cut)]
+            else:
+                del self._gathered[(statement, params)]
+        if not ready:
+            return
 
         def insert() -> None:
-            for rows, statement, params in inserts:
-                self._with_arrow(rows, statement, params)
+            for rows, statement, params in ready:
+                self._with_arrow(rows, statement, list(params))
 
-        if inserts:
-            # The count is known already, so the insert runs on while the next batch is prepared.
-            self._background.start(insert)
-        return frame.height
+        self._background.start(insert)
+
+    def _settle(self) -> None:
+        """Every gathered row inserted: before any other use of the connection."""
+        self._start_inserts(whole_row_groups=False)
+        self._background.wait()
+
+    def _abandon_inserts(self) -> None:
+        """After a failure: the gathered rows are dropped, and a running insert waited for,
+        its error (the failure's consequence, or the failure itself) left to the caller."""
+        self._gathered = {}
+        self._background.wait(raise_error=False)
 
     @contextmanager
     def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> Iterator[str]:
@@ -279,7 +319,7 @@ class DuckDBWarehouse(Warehouse):
             f"CREATE OR REPLACE TEMPORARY TABLE {self.quote(STAGE_TABLE)} AS "
             f"SELECT {self._selected(frame.columns)} FROM {self.quote(_ARROW_VIEW)}"
         )
-        self._background.wait()
+        self._settle()
         self._with_arrow(frame, statement, [])
         yield STAGE_TABLE
         # Not after an error: the transaction is aborted then, and its rollback drops the table.
@@ -313,5 +353,5 @@ class DuckDBWarehouse(Warehouse):
             self._conn.unregister(_ARROW_VIEW)
 
     def close(self) -> None:
-        self._background.wait(raise_error=False)
+        self._abandon_inserts()
         self._conn.close()
