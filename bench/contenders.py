@@ -94,11 +94,13 @@ def _import_engine(url: str) -> None:
     that no contender's timing includes imports, as for every other contender."""
     import importlib
 
+    from pgdatahub_dagster.engine.warehouse import warehouse_kind
+
     for module in ("duckdb", "postgres", "ducklake"):
         importlib.import_module(f"pgdatahub_dagster.engine.warehouse.{module}")
     for module in ("delimited", "workbook", "encoding"):
         importlib.import_module(f"pgdatahub_dagster.engine.read.{module}")
-    if url.startswith(("duckdb:", "ducklake:")):
+    if warehouse_kind(url) == "duckdb":
         # DuckDB imports pandas, when installed, as it binds its first parameter (0.3-0.5 s,
         # 80 MB); an import into PostgreSQL never does.
         importlib.import_module("pandas")
