@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 # Each batch's Arrow table, by the name of the local that holds it in `_with_arrow` (a name
 # under ENGINE_PREFIX, which no table from user data takes).
-_ARROW_VIEW = "pgdatahub_arrow"
+_ARROW_TABLE = "pgdatahub_arrow"
 #: DuckDB's row group. A new table's slices are gathered and inserted in whole row groups:
 #: an insert of whole row groups is written to the file as it runs, where smaller inserts
 #: wait in the transaction's local storage for the commit, and an insert that ends in part
@@ -262,14 +262,14 @@ class DuckDBWarehouse(Warehouse):
             lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
             statement = (
                 f"INSERT INTO {q(table)} ({self._names(frame.columns)}, {lineage_columns}) "
-                f"SELECT {self._selected(frame.columns)}, ?, ?, ?, ? FROM {q(_ARROW_VIEW)}"
+                f"SELECT {self._selected(frame.columns)}, ?, ?, ?, ? FROM {q(_ARROW_TABLE)}"
             )
             values = [lineage.source_file, lineage.source_file_id, lineage.file_sha256]
             inserts.append((frame, statement, (*values, lineage.load_timestamp)))
         if undecided is not None:
             statement = (
                 f"INSERT INTO {q(self.undecided_table(table))} ({self._names(undecided.columns)}) "
-                f"SELECT {self._selected(undecided.columns)} FROM {q(_ARROW_VIEW)}"
+                f"SELECT {self._selected(undecided.columns)} FROM {q(_ARROW_TABLE)}"
             )
             inserts.append((undecided, statement, ()))
         for rows, statement, params in inserts:
@@ -317,7 +317,7 @@ class DuckDBWarehouse(Warehouse):
     def staged(self, frame: pl.DataFrame, types: Mapping[str, SqlType]) -> Iterator[str]:
         statement = (
             f"CREATE OR REPLACE TEMPORARY TABLE {self.quote(STAGE_TABLE)} AS "
-            f"SELECT {self._selected(frame.columns)} FROM {self.quote(_ARROW_VIEW)}"
+            f"SELECT {self._selected(frame.columns)} FROM {self.quote(_ARROW_TABLE)}"
         )
         self._settle()
         self._with_arrow(frame, statement, [])
@@ -342,8 +342,8 @@ class DuckDBWarehouse(Warehouse):
         )
 
     def _with_arrow(self, frame: pl.DataFrame, statement: str, params: list[Any]) -> None:
-        """Run ``statement`` over ``frame`` registered as an Arrow view. Touches nothing but
-        the connection, so it may run in the background."""
+        """Run ``statement`` over ``frame`` as the Arrow table ``_ARROW_TABLE``. Touches
+        nothing but the connection, so it may run in the background."""
         # DuckDB finds the table by this local's name (a replacement scan), not as a registered
         # view: a view dropped inside a transaction is kept, with its Arrow data, until the
         # commit, which held every batch of a file in memory (1.3 GB against 0.55 GB for
