@@ -21,10 +21,12 @@ defines which rows are duplicates.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import phonenumbers
 import polars as pl
 import polars_hash
@@ -51,9 +53,14 @@ _NON_DIGIT = re.compile(r"\D")
 # prefix is stripped, and ten digits are a possible NANP number), so they skip the
 # parser; anything else, and bare numbers outside region US, still go through it.
 # Only ASCII digits: Rust's \d would also match other scripts' digits.
-_NANP_BODY = r"(?:\([2-9][0-9]{2}\)|[2-9][0-9]{2})[-. ]?[0-9]{3}[-. ]?[0-9]{4}$"
+# The groups are the ten digits (the area code in group 1 or 2, as it has parentheses or not).
+_NANP_BODY = r"(?:\(([2-9][0-9]{2})\)|([2-9][0-9]{2}))[-. ]?([0-9]{3})[-. ]?([0-9]{4})$"
 _NANP_INTERNATIONAL = r"^\+1[-. ]?" + _NANP_BODY
 _NANP_IN_US = r"^(?:\+?1[-. ]?)?" + _NANP_BODY
+_NANP_E164 = "+1${1}${2}${3}${4}"
+#: Distinct phone values parsed by phonenumbers, remembered across batches and files: the
+#: same customers' numbers recur (a file edited and imported again, its other versions).
+_PARSED_PHONES = 65_536
 # Separates key parts; a control character that trimmed cell text never contains.
 _PART_SEPARATOR = "\x1f"
 _NULL_PART = "\x00"
@@ -73,6 +80,7 @@ def is_phone_column(name: str) -> bool:
     return head in _PHONE_WORDS or _PHONE_COMPOUND.fullmatch(head) is not None
 
 
+@functools.lru_cache(maxsize=_PARSED_PHONES)
 def _e164(value: str, region: str) -> str:
     try:
         number = phonenumbers.parse(value, region)
@@ -85,17 +93,13 @@ def _e164(value: str, region: str) -> str:
 
 def _phone_part(column: pl.Series, region: str) -> pl.Series:
     """Each value as E.164, byte for byte what ``_e164`` (phonenumbers) gives."""
-    fast = column.str.contains(_NANP_IN_US if region == "US" else _NANP_INTERNATIONAL).fill_null(False)
+    nanp = _NANP_IN_US if region == "US" else _NANP_INTERNATIONAL
+    fast = column.str.contains(nanp).fill_null(False)
+    others = column.filter(~fast)
     # Parse each other distinct value once: parsing is the slow part.
-    slow = column.filter(~fast).drop_nulls().unique()
-    mapping = {value: _e164(value, region) for value in slow.to_list()}
-    parsed = column.replace_strict(mapping, default=None, return_dtype=pl.String)
-    if not fast.any():
-        return parsed
-    # Besides digits, the fast formats hold only these characters.
-    digits = column.str.replace_many(["(", ")", "-", ".", " ", "+"], [""] * 6)
-    nanp = "+1" + digits.str.slice(-10)
-    return pl.select(pl.when(fast).then(nanp).otherwise(parsed)).to_series().alias(column.name)
+    mapping = {value: _e164(value, region) for value in others.drop_nulls().unique().to_list()}
+    parsed = others.replace_strict(mapping, default=None, return_dtype=pl.String)
+    return column.str.replace(nanp, _NANP_E164).scatter((~fast).arg_true(), parsed)
 
 
 def _casefolded(lowered: pl.Series) -> pl.Series:
@@ -182,45 +186,84 @@ class SeenKeys:
 
     It answers what ``INSERT … ON CONFLICT DO NOTHING`` against the index would: a row goes
     in when its key is new, the first of rows sharing a key wins, and a row without a key
-    always goes in. Keys are kept as 16 bytes each, sorted, and looked up by binary search.
+    always goes in. The keys are held as their two 64-bit halves in an open-addressing hash
+    table (linear probing, at most half full), probed a whole batch at a time with NumPy:
+    a batch costs the same however many keys are held, where a sorted array had to be
+    copied whole to merge each batch in (docs/benchmarks.md, *SeenKeys as a hash table*).
     """
 
-    def __init__(self) -> None:
-        self._seen = pl.DataFrame(schema={_HI: pl.UInt64, _LO: pl.UInt64})
+    def __init__(self, slots: int = 2**16) -> None:
+        if slots <= 0 or slots & (slots - 1):
+            raise ValueError(f"a key table has a power of two of slots: {slots}")
+        self._high = np.zeros(slots, dtype=np.uint64)
+        self._low = np.zeros(slots, dtype=np.uint64)
+        self._used = np.zeros(slots, dtype=np.bool_)
+        self._count = 0
 
     def __len__(self) -> int:
-        return self._seen.height
+        return self._count
 
     def halves(self) -> pl.DataFrame:
         """The keys held, as their two 64-bit halves."""
-        return self._seen
+        return pl.DataFrame({_HI: self._high[self._used], _LO: self._low[self._used]})
 
     def admit(self, keys: pl.Series) -> pl.Series:
         """Which rows go in (a Boolean per key); their keys count as seen from now on."""
         keyed = keys.is_not_null()
         halves = _key_halves(keys.filter(keyed))
-        new = halves.select(pl.struct(_HI, _LO).is_first_distinct()).to_series()
-        if self._seen.height:
-            new = new & ~self._contains(halves)
-        self._seen = self._seen.merge_sorted(halves.filter(new).sort(_HI), key=_HI)
+        high, low = halves[_HI].to_numpy(), halves[_LO].to_numpy()
+        self._make_room(self._count + len(high))
+        new = pl.Series(self._insert(high, low))
         return pl.repeat(True, keys.len(), eager=True).scatter(keyed.arg_true(), new)
 
-    def _contains(self, halves: pl.DataFrame) -> pl.Series:
-        seen_hi, seen_lo = self._seen[_HI], self._seen[_LO]
-        last = len(seen_hi) - 1
-        first = seen_hi.search_sorted(halves[_HI], side="left")
-        at = first.clip(upper_bound=last)
-        same_high = (first <= last) & (seen_hi.gather(at) == halves[_HI])
-        found = same_high & (seen_lo.gather(at) == halves[_LO])
-        # Several keys with that high half (different keys whose high halves collided):
-        # compare the low half with each of them.
-        after = (first + 1).clip(upper_bound=last)
-        several = same_high & (first + 1 <= last) & (seen_hi.gather(after) == halves[_HI])
-        for row in several.arg_true().to_list():
-            start = first[row]
-            end = seen_hi.search_sorted(halves[_HI][row], side="right")
-            found[row] = bool((seen_lo.slice(start, int(end) - start) == halves[_LO][row]).any())
-        return found
+    def _make_room(self, keys: int) -> None:
+        """Enough slots for ``keys`` keys, the table at most half full: grown by doubling,
+        the held keys placed anew."""
+        slots = len(self._used)
+        if 2 * keys <= slots:
+            return
+        while 2 * keys > slots:
+            slots *= 2
+        high, low = self._high[self._used], self._low[self._used]
+        self._high = np.zeros(slots, dtype=np.uint64)
+        self._low = np.zeros(slots, dtype=np.uint64)
+        self._used = np.zeros(slots, dtype=np.bool_)
+        self._count = 0
+        self._insert(high, low)
+
+    def _insert(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """Place each key unless held already: True where it was new, and for the first of
+        keys repeated among ``high``/``low``."""
+        # Keys are hashes already, so their low bits serve as the slot.
+        mask = len(self._used) - 1
+        slot = (low & np.uint64(mask)).astype(np.intp)
+        placed = np.zeros(len(high), dtype=np.bool_)
+        pending = np.arange(len(high))  # in row order: the first of equal keys wins
+        while pending.size:
+            at = slot[pending]
+            used = self._used[at]
+            same = used & (self._high[at] == high[pending])
+            # Low halves only where the high halves agree: a repeat, or a rare collision.
+            agree = np.flatnonzero(same)
+            same[agree] = self._low[at[agree]] == low[pending[agree]]
+            settled = same
+            free = np.flatnonzero(~used)
+            if free.size:
+                # Of the keys landing on one free slot the first takes it. Equal keys probe
+                # the same slots in step, so a repeat finds its first on the next round.
+                taken, first = np.unique(at[free], return_index=True)
+                winners = pending[free[first]]
+                self._used[taken] = True
+                self._high[taken], self._low[taken] = high[winners], low[winners]
+                placed[winners] = True
+                settled = same.copy()
+                settled[free[first]] = True
+            # A slot holding another key sends the key on to the next one.
+            moving = pending[used & ~same]
+            slot[moving] = (slot[moving] + 1) & mask
+            pending = pending[~settled]
+        self._count += int(placed.sum())
+        return placed
 
 
 #: Bits of a key each ``KeyFilter`` probe takes (the filter holds at most 2**32 bits).

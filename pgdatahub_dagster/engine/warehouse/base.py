@@ -122,14 +122,15 @@ def sql_type_named(name: str) -> SqlType:
 
 
 # A table created by the running transaction takes the fast path (no index until commit,
-# keys remembered in memory, ``SeenKeys``) for this many keyed rows, 16 bytes each (16 MiB).
+# keys remembered in memory, ``SeenKeys``) for this many keyed rows: a hash table of 2**21
+# slots of 17 bytes (36 MB) at the bound.
 # Past that, memory must stay flat however large the file: the file goes on with a filter of
 # fixed size (``Warehouse._past_key_bound``) and one statement settling the rows it could not
 # decide at the end (``settle_fresh``). Going on against the index instead cost more per row
 # the larger the table grew (docs/benchmarks.md, *Issue 12, linear cost*).
 FRESH_TABLE_MAX_KEYS = 1_000_000
-#: The size of the ``KeyFilter`` of a new table past ``FRESH_TABLE_MAX_KEYS`` (16 MiB, the
-#: memory the exact keys took up to there): at 5,000,000 keys one in about 800 is undecided
+#: The size of the ``KeyFilter`` of a new table past ``FRESH_TABLE_MAX_KEYS`` (16 MiB, less
+#: than the exact keys took up to there): at 5,000,000 keys one in about 800 is undecided
 #: by mistake, at 20,000,000 about one in 20; every undecided row costs a row in the temporary
 #: table, never a wrong answer.
 KEY_FILTER_BITS = 2**27

@@ -5,7 +5,7 @@ shared SQL of ``ownership.py`` against the table's unique ``_row_key`` index. A 
 very transaction created is loaded faster: its rows are ``COPY``-ed straight in and its
 unique index is built once, just before commit. That is exact because such a table held
 nothing before this transaction, and the keys this transaction already put in it are kept
-(16 bytes each) to filter later batches; the index built at the end still enforces
+(in a hash table, 17 bytes a slot) to filter later batches; the index built at the end still enforces
 uniqueness, so a mistake here fails the file instead of storing duplicates.
 
 Past ``FRESH_TABLE_MAX_KEYS`` keys the file stays on that path with memory that no longer

@@ -432,15 +432,18 @@ def test_seen_keys_answer_as_a_unique_index_would() -> None:
     assert len(seen) == 6
 
 
-def test_seen_keys_agree_with_a_set_over_many_batches() -> None:
+@pytest.mark.parametrize("slots", [1, 2**16])
+def test_seen_keys_agree_with_a_set_over_many_batches(slots: int) -> None:
     import random
 
     rng = random.Random(7)
-    # Few high halves, so that many keys collide on them.
+    # Few high halves, so that many keys collide on them, and low halves that crowd the
+    # slots; all zeros among them. From one slot the table grows as the keys come.
     pool = [f"{high:016x}{low:016x}" for high in (0, 5, 2**64 - 1) for low in range(60)]
-    seen, reference = SeenKeys(), set[str]()
-    for _ in range(25):
-        batch = [rng.choice(pool) if rng.random() > 0.1 else None for _ in range(rng.randrange(0, 40))]
+    pool += [f"{rng.getrandbits(128):032x}" for _ in range(300)]
+    seen, reference = SeenKeys(slots), set[str]()
+    for _ in range(40):
+        batch = [rng.choice(pool) if rng.random() > 0.1 else None for _ in range(rng.randrange(0, 60))]
         expected = []
         for key in batch:
             expected.append(key is None or key not in reference)
@@ -448,6 +451,7 @@ def test_seen_keys_agree_with_a_set_over_many_batches() -> None:
                 reference.add(key)
         assert seen.admit(pl.Series(batch, dtype=pl.String)).to_list() == expected
     assert len(seen) == len(reference)
+    assert sorted(f"{hi:016x}{lo:016x}" for hi, lo in seen.halves().iter_rows()) == sorted(reference)
 
 
 @pytest.mark.parametrize("bits", [64, 2**16])
