@@ -171,6 +171,12 @@ def row_keys(
 _HI, _LO = "_key_hi", "_key_lo"
 
 
+def _halves_of(keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """32-hex-digit keys (no nulls) as the NumPy arrays of their two halves."""
+    halves = _key_halves(keys)
+    return halves[_HI].to_numpy(), halves[_LO].to_numpy()
+
+
 def _key_halves(keys: pl.Series) -> pl.DataFrame:
     """32-hex-digit keys (no nulls) as two UInt64 columns: the same equality in 16 bytes."""
     return pl.DataFrame(
@@ -210,11 +216,31 @@ class SeenKeys:
     def admit(self, keys: pl.Series) -> pl.Series:
         """Which rows go in (a Boolean per key); their keys count as seen from now on."""
         keyed = keys.is_not_null()
-        halves = _key_halves(keys.filter(keyed))
-        high, low = halves[_HI].to_numpy(), halves[_LO].to_numpy()
-        self._make_room(self._count + len(high))
-        new = pl.Series(self._insert(high, low))
+        high, low = _halves_of(keys.filter(keyed))
+        new = pl.Series(self.admit_halves(high, low))
         return pl.repeat(True, keys.len(), eager=True).scatter(keyed.arg_true(), new)
+
+    def admit_halves(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """``admit`` for keys given as their two halves (no nulls)."""
+        self._make_room(self._count + len(high))
+        return self._insert(high, low)
+
+    def holds(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """Which of the keys (as their two halves) are held; nothing is added."""
+        mask = len(self._used) - 1
+        slot = (low & np.uint64(mask)).astype(np.intp)
+        held = np.zeros(len(high), dtype=np.bool_)
+        pending = np.arange(len(high))
+        while pending.size:
+            at = slot[pending]
+            used = self._used[at]
+            same = used & (self._high[at] == high[pending]) & (self._low[at] == low[pending])
+            held[pending[same]] = True
+            # A free slot ends the probe: the key would be there.
+            going = used & ~same
+            pending = pending[going]
+            slot[pending] = (slot[pending] + 1) & mask
+        return held
 
     def _make_room(self, keys: int) -> None:
         """Enough slots for ``keys`` keys, the table at most half full: grown by doubling,
@@ -271,41 +297,57 @@ _PROBE_BITS = 32
 
 
 class KeyFilter:
-    """The row keys one import has loaded into a table without a unique index, in fixed
-    memory however many: a Bloom filter of ``bits`` bits (a power of two), each key setting
-    three of them, taken from three disjoint 32-bit slices of the key (a hash already).
+    """The row keys one import has loaded into a table without a unique index, past what
+    ``SeenKeys`` may hold, in fixed memory however many.
 
-    It never forgets a key, but it may claim one it never held: at 5,000,000 keys in 2**27
-    bits (16 MiB) about one key in 800. So it only tells which rows are certainly the first
-    with their key; whether the others are is for the database to settle against the whole
-    table (``PostgresWarehouse``).
+    Every key is in a Bloom filter of ``bits`` bits (a power of two), setting three of them,
+    taken from three disjoint 32-bit slices of the key (a hash already). The keys taken in
+    since the filter took over are also held exactly while they are recent: in two
+    generations of ``SeenKeys`` of at most ``generation`` keys each, the older dropped when
+    the newer fills. A key the recent ones hold is a repeat; one they do not hold is
+    certainly new when the Bloom filter never saw it. The others are undecided: the filter
+    may claim a key it never held (at 5,000,000 keys in 2**27 bits, 16 MiB, about one key in
+    800), and a key no longer recent may be held; the database settles them against the
+    whole table (``Warehouse.settle_fresh``). So a repeat within about ``generation`` keys of
+    its first row costs the database nothing; a farther one costs a row of the temporary
+    table and an index probe.
     """
 
-    def __init__(self, bits: int, held: SeenKeys) -> None:
-        if bits <= 0 or bits & (bits - 1) or bits > 2**_PROBE_BITS:
-            raise ValueError(f"a key filter has a power of two of bits, at most 2**{_PROBE_BITS}: {bits}")
+    def __init__(self, bits: int, held: SeenKeys, generation: int) -> None:
+        if bits < 8 or bits & (bits - 1) or bits > 2**_PROBE_BITS:
+            raise ValueError(f"a key filter has a power of two of bits, 8 to 2**{_PROBE_BITS}: {bits}")
         self._size = bits
-        self._bits = pl.repeat(False, bits, eager=True)
-        self._mark(self._probes(held.halves()))
+        self._bits = np.zeros(bits // 8, dtype=np.uint8)
+        self._generation = generation
+        self._older, self._newer = SeenKeys(), SeenKeys()
+        halves = held.halves()
+        self._mark(self._probes(halves[_HI].to_numpy(), halves[_LO].to_numpy()))
 
-    def admit(self, keys: pl.Series) -> pl.Series:
-        """Which rows are certainly the first with their key (a Boolean per key: rows
-        without a key always are, a key repeated in ``keys`` is not the second time); every
-        key counts as held from now on."""
+    def admit(self, keys: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """For each row, whether it is certainly the first with its key, and whether that is
+        undecided; a row neither repeats a key held (or one earlier in ``keys``). Rows
+        without a key are always first. Every key counts as held from now on."""
         keyed = keys.is_not_null()
-        halves = _key_halves(keys.filter(keyed))
-        probes = self._probes(halves)
-        held = pl.repeat(True, halves.height, eager=True)
+        high, low = _halves_of(keys.filter(keyed))
+        if len(self._newer) + len(high) > self._generation:
+            self._older, self._newer = self._newer, SeenKeys()
+        new = ~self._older.holds(high, low)
+        new[new] = self._newer.admit_halves(high[new], low[new])
+        probes = self._probes(high, low)
+        seen = np.ones(len(high), dtype=np.bool_)
         for probe in probes:
-            held = held & self._bits.gather(probe)
-        first = halves.select(pl.struct(_HI, _LO).is_first_distinct()).to_series()
+            seen &= ((self._bits[probe >> 3] >> (probe & 7).astype(np.uint8)) & 1).astype(np.bool_)
         self._mark(probes)
-        return pl.repeat(True, keys.len(), eager=True).scatter(keyed.arg_true(), first & ~held)
+        rows, at = keys.len(), keyed.arg_true()
+        first = pl.repeat(True, rows, eager=True).scatter(at, pl.Series(new & ~seen))
+        undecided = pl.repeat(False, rows, eager=True).scatter(at, pl.Series(new & seen))
+        return first, undecided
 
-    def _probes(self, halves: pl.DataFrame) -> list[pl.Series]:
-        slices = (halves[_HI] % 2**_PROBE_BITS, halves[_HI] // 2**_PROBE_BITS, halves[_LO] % 2**_PROBE_BITS)
-        return [(part % self._size).cast(pl.UInt32) for part in slices]
+    def _probes(self, high: np.ndarray, low: np.ndarray) -> list[np.ndarray]:
+        size, slice_mask = np.uint64(self._size - 1), np.uint64(2**_PROBE_BITS - 1)
+        slices = (high & slice_mask, high >> np.uint64(_PROBE_BITS), low & slice_mask)
+        return [(part & size).astype(np.intp) for part in slices]
 
-    def _mark(self, probes: list[pl.Series]) -> None:
+    def _mark(self, probes: list[np.ndarray]) -> None:
         for probe in probes:
-            self._bits.scatter(probe, True)
+            np.bitwise_or.at(self._bits, probe >> 3, np.left_shift(1, probe & 7).astype(np.uint8))

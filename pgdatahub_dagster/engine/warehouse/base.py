@@ -125,15 +125,21 @@ def sql_type_named(name: str) -> SqlType:
 # keys remembered in memory, ``SeenKeys``) for this many keyed rows: a hash table of 2**21
 # slots of 17 bytes (36 MB) at the bound.
 # Past that, memory must stay flat however large the file: the file goes on with a filter of
-# fixed size (``Warehouse._past_key_bound``) and one statement settling the rows it could not
-# decide at the end (``settle_fresh``). Going on against the index instead cost more per row
-# the larger the table grew (docs/benchmarks.md, *Issue 12, linear cost*).
+# fixed size and the recent keys (``Warehouse._past_key_bound``), and the rows they cannot
+# decide are settled against the index at the end (``settle_fresh``). Going on against the
+# index instead cost more per row the larger the table grew (docs/benchmarks.md, *Issue 12,
+# linear cost*).
 FRESH_TABLE_MAX_KEYS = 1_000_000
 #: The size of the ``KeyFilter`` of a new table past ``FRESH_TABLE_MAX_KEYS`` (16 MiB, less
 #: than the exact keys took up to there): at 5,000,000 keys one in about 800 is undecided
 #: by mistake, at 20,000,000 about one in 20; every undecided row costs a row in the temporary
 #: table, never a wrong answer.
 KEY_FILTER_BITS = 2**27
+#: The keys of each of the ``KeyFilter``'s two generations of recent keys: two hash tables of
+#: at most 2**19 slots (9 MB each). On the bench's 5,000,000-row file, whose repeats come
+#: within 450,000 rows of their first, they leave 1.8 % of the rows undecided against 7.6 %
+#: with none (docs/benchmarks.md, *Issue 12, recent keys held exactly*).
+RECENT_KEYS = 2**18
 #: The column of the undecided rows' table giving each row's position among them.
 UNDECIDED_POSITION = f"{ENGINE_PREFIX}position"
 
@@ -516,9 +522,10 @@ class Warehouse(ABC):
     def insert_new_keys(self, table: str, columns: str, values: str, source: str) -> str:
         """The statement ``INSERT INTO table (columns) SELECT values FROM source``, leaving
         out the rows whose ``_row_key`` the table holds already (rows without a key all go
-        in): here by the table's unique index."""
+        in): here by the table's unique index. ``source`` is a table or a parenthesised
+        query, named ``s`` in the statement."""
         return (
-            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} "
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} AS s "
             f"ON CONFLICT ({self.quote(ROW_KEY_COLUMN)}) DO NOTHING"
         )
 
@@ -643,53 +650,55 @@ class Warehouse(ABC):
         if keys is None and len(seen) + frame.height > FRESH_TABLE_MAX_KEYS:
             keys = self._past_key_bound(table)
         if keys is None:
-            new = seen.admit(frame[ROW_KEY_COLUMN])
-            rows = frame if bool(new.all()) else frame.filter(new)
+            first, undecided_rows = seen.admit(frame[ROW_KEY_COLUMN]), None
+        else:
+            first, undecided_rows = keys.admit(frame[ROW_KEY_COLUMN])
+        if undecided_rows is None or not bool(undecided_rows.any()):
+            rows = frame if bool(first.all()) else frame.filter(first)
             return self.insert_fresh(table, rows, lineage) if rows.height else 0
-        new = keys.admit(frame[ROW_KEY_COLUMN])
-        if bool(new.all()):
-            return self.insert_fresh(table, frame, lineage)
-        undecided = frame.filter(~new)
+        undecided = frame.filter(undecided_rows)
         if table not in self._undecided:
             self._create_undecided(table)
             self._undecided[table] = 0
         start = self._undecided[table]
         self._undecided[table] += undecided.height
         positioned = undecided.with_row_index(UNDECIDED_POSITION, offset=start)
-        return self.insert_fresh(table, frame.filter(new), lineage, undecided=positioned)
+        return self.insert_fresh(table, frame.filter(first), lineage, undecided=positioned)
 
     def _past_key_bound(self, table: str) -> KeyFilter:
         """A new table's keys pass ``FRESH_TABLE_MAX_KEYS``: the exact keys move into a filter
-        of fixed size, and the table still waits for its index."""
-        keys = self._filters[table] = KeyFilter(KEY_FILTER_BITS, self._fresh[table])
+        of fixed size, which holds the recent ones exactly, and the table still waits for its
+        index."""
+        keys = self._filters[table] = KeyFilter(KEY_FILTER_BITS, self._fresh[table], RECENT_KEYS)
         self._fresh[table] = SeenKeys()
         return keys
 
     def settle_fresh(self, table: str, lineage: Lineage) -> int:
         """After the last batch of a file into ``table``: the rows ``load_fresh`` could not
-        decide yet go in where they are the first with their key; returns how many. Then the
-        table gets its index, so that any later batch goes in against it."""
+        decide yet go in where they are the first with their key; returns how many. The
+        table gets its index first: every row in it is the first with its key, so the index
+        holds, and the undecided rows go in against it (``insert_new_keys``), an index probe
+        each, where a statement finding them by a pass over the whole table cost more than
+        the rest of a 5,000,000-row file's settle (docs/benchmarks.md, *Issue 12, recent keys
+        held exactly*)."""
         if self._undecided.pop(table, None) is None:
             return 0
         q, p = self.quote, self.placeholder
-        undecided, data, key = q(self.undecided_table(table)), q(table), q(ROW_KEY_COLUMN)
-        self.analyze(self.undecided_table(table), [ROW_KEY_COLUMN])
+        undecided, key = q(self.undecided_table(table)), q(ROW_KEY_COLUMN)
+        self.create_row_key_index(table)
         # The undecided table has the table's user columns (``apply_schema_changes``).
-        columns = [q(name) for name in self.table_columns(table) or {}] + [key]
+        columns = ", ".join([q(name) for name in self.table_columns(table) or {}] + [key])
         lineage_columns = ", ".join(q(name) for name in LINEAGE_COLUMNS)
-        # One pass over the table, probing a hash of the undecided keys (far fewer than the
-        # table's) for the ones it holds; then the first row of each other undecided key.
+        first_rows = (
+            f"(SELECT DISTINCT ON ({key}) {columns} FROM {undecided} ORDER BY {key}, {q(UNDECIDED_POSITION)})"
+        )
         inserted = self.execute(
-            f"WITH held AS MATERIALIZED (SELECT t.{key} FROM {data} t "
-            f"WHERE t.{key} IN (SELECT {key} FROM {undecided})) "
-            f"INSERT INTO {data} ({', '.join(columns)}, {lineage_columns}) "
-            f"SELECT DISTINCT ON (u.{key}) {', '.join('u.' + c for c in columns)}, {p}, {p}, {p}, {p} "
-            f"FROM {undecided} u WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.{key} = u.{key}) "
-            f"ORDER BY u.{key}, u.{q(UNDECIDED_POSITION)}",
+            self.insert_new_keys(
+                q(table), f"{columns}, {lineage_columns}", f"{columns}, {p}, {p}, {p}, {p}", first_rows
+            ),
             (lineage.source_file, lineage.source_file_id, lineage.file_sha256, lineage.load_timestamp),
         )
         self.execute(f"DROP TABLE {undecided}")
-        self.create_row_key_index(table)
         return max(inserted, 0)
 
     def undecided_table(self, table: str) -> str:

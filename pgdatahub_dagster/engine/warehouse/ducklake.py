@@ -277,8 +277,8 @@ class DuckLakeWarehouse(DuckDBWarehouse):
         # nothing, so they all go in, as with ON CONFLICT.
         key = self.quote(ROW_KEY_COLUMN)
         return (
-            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = {source}.{key})"
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = s.{key})"
         )
 
     def upsert(self, table: str, key: str, row: Mapping[str, Any]) -> None:

@@ -10,8 +10,9 @@ uniqueness, so a mistake here fails the file instead of storing duplicates.
 
 Past ``FRESH_TABLE_MAX_KEYS`` keys the file stays on that path with memory that no longer
 grows (``Warehouse.load_fresh``): rows the key filter calls certainly new are COPY-ed into
-the table as before, the others into a temporary table of undecided rows, settled by one
-statement after the last batch (``Warehouse.settle_fresh``).
+the table as before, repeats of recent keys are dropped, the others go into a temporary
+table of undecided rows, inserted against the index once it is built after the last batch
+(``Warehouse.settle_fresh``).
 """
 
 from __future__ import annotations
