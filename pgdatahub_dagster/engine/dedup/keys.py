@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import phonenumbers
@@ -209,9 +209,12 @@ class SeenKeys:
     def __len__(self) -> int:
         return self._count
 
-    def halves(self) -> pl.DataFrame:
-        """The keys held, as their two 64-bit halves."""
-        return pl.DataFrame({_HI: self._high[self._used], _LO: self._low[self._used]})
+    def halves(self, slots: int = 2**16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The keys held, as their two 64-bit halves, ``slots`` slots at a time: a copy of
+        them all at once would be as large as the keys."""
+        for start in range(0, len(self._used), slots):
+            used = self._used[start : start + slots]
+            yield self._high[start : start + slots][used], self._low[start : start + slots][used]
 
     def admit(self, keys: pl.Series) -> pl.Series:
         """Which rows go in (a Boolean per key); their keys count as seen from now on."""
@@ -319,9 +322,12 @@ class KeyFilter:
         self._size = bits
         self._bits = np.zeros(bits // 8, dtype=np.uint8)
         self._generation = generation
-        self._older, self._newer = SeenKeys(), SeenKeys()
-        halves = held.halves()
-        self._mark(self._probes(halves[_HI].to_numpy(), halves[_LO].to_numpy()))
+        # Each generation's table made at its full size at once: growing it by doubling
+        # would hold the old and the new table together, once a generation.
+        self._slots = 1 << (2 * generation - 1).bit_length()
+        self._older, self._newer = SeenKeys(), SeenKeys(self._slots)
+        for high, low in held.halves():
+            self._mark(self._probes(high, low))
 
     def admit(self, keys: pl.Series) -> tuple[pl.Series, pl.Series]:
         """For each row, whether it is certainly the first with its key, and whether that is
@@ -330,7 +336,7 @@ class KeyFilter:
         keyed = keys.is_not_null()
         high, low = _halves_of(keys.filter(keyed))
         if len(self._newer) + len(high) > self._generation:
-            self._older, self._newer = self._newer, SeenKeys()
+            self._older, self._newer = self._newer, SeenKeys(self._slots)
         new = ~self._older.holds(high, low)
         new[new] = self._newer.admit_halves(high[new], low[new])
         probes = self._probes(high, low)

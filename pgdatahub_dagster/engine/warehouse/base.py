@@ -136,7 +136,7 @@ FRESH_TABLE_MAX_KEYS = 1_000_000
 #: table, never a wrong answer.
 KEY_FILTER_BITS = 2**27
 #: The keys of each of the ``KeyFilter``'s two generations of recent keys: two hash tables of
-#: at most 2**19 slots (9 MB each). On the bench's 5,000,000-row file, whose repeats come
+#: 2**19 slots each (9 MB), made at that size. On the bench's 5,000,000-row file, whose repeats come
 #: within 450,000 rows of their first, they leave 1.8 % of the rows undecided against 7.6 %
 #: with none (docs/benchmarks.md, *Issue 12, recent keys held exactly*).
 RECENT_KEYS = 2**18

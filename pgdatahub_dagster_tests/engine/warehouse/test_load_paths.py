@@ -453,7 +453,10 @@ def test_seen_keys_agree_with_a_set_over_many_batches(slots: int) -> None:
                 reference.add(key)
         assert seen.admit(pl.Series(batch, dtype=pl.String)).to_list() == expected
     assert len(seen) == len(reference)
-    assert sorted(f"{hi:016x}{lo:016x}" for hi, lo in seen.halves().iter_rows()) == sorted(reference)
+    held = [
+        f"{hi:016x}{lo:016x}" for high, low in seen.halves(slots=8) for hi, lo in zip(high, low, strict=True)
+    ]
+    assert sorted(held) == sorted(reference)
 
 
 @pytest.mark.parametrize("bits", [64, 2**16])
