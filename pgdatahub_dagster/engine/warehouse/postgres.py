@@ -40,7 +40,11 @@ from pgdatahub_dagster.engine.warehouse.base import (
     Warehouse,
 )
 
-_COPY_SLICE_ROWS = 50_000
+# Each slice is one ``write_csv`` bytes object (about 2 MB here). glibc's malloc raises its
+# mmap threshold to the largest block freed, so 10 MB slices (50,000 rows) were then carved from
+# the heap and their freed space kept: 90 MB more peak RSS on a 5,000,000-row file, at the
+# same speed (docs/benchmarks.md, *Issue 12, COPY slices and glibc's heap*).
+_COPY_SLICE_ROWS = 10_000
 #: The suffix of a holders table's index by import and key (``index_holders``).
 _BY_IMPORT_AND_KEY = "_ik"
 
