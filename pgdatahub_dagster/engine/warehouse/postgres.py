@@ -45,6 +45,16 @@ from pgdatahub_dagster.engine.warehouse.base import (
 # the heap and their freed space kept: 90 MB more peak RSS on a 5,000,000-row file, at the
 # same speed (docs/benchmarks.md, *Issue 12, COPY slices and glibc's heap*).
 _COPY_SLICE_ROWS = 10_000
+# The planner's default random_page_cost (4) prices an index probe like four sequential page
+# reads, as on a spinning disk. Priced so, a batch's 2,000 keys probing the unique index of a
+# table of 60,000-200,000 rows lost to a scan of the whole table, so a file's merge cost grew
+# with its table (docs/benchmarks.md, *Issue 12, the planner's price of an index probe*). 1.1
+# is the value PostgreSQL's documentation suggests for SSDs; a server configured with its own
+# value keeps it.
+_PRICE_INDEX_PROBES = (
+    "SELECT set_config('random_page_cost', '1.1', false) FROM pg_settings "
+    "WHERE name = 'random_page_cost' AND source = 'default'"
+)
 #: The suffix of a holders table's index by import and key (``index_holders``).
 _BY_IMPORT_AND_KEY = "_ik"
 
@@ -79,6 +89,7 @@ class PostgresWarehouse(Warehouse):
             if "connect_timeout" not in conninfo_to_dict(conninfo):
                 options["connect_timeout"] = max(1, round(wait_seconds))
             self._conn = psycopg.connect(conninfo, autocommit=True, application_name="pgdatahub", **options)
+            self._conn.execute(_PRICE_INDEX_PROBES)
         except psycopg.ProgrammingError:
             # The parser's message quotes the connection string, password and all.
             raise WarehouseError(

@@ -71,3 +71,12 @@ def test_settings_default_to_an_embedded_duckdb(monkeypatch: pytest.MonkeyPatch,
 def test_postgres_driver_suffix_is_accepted(postgres_url: str) -> None:
     with connect(postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)) as warehouse:
         assert warehouse.table_columns(LEDGER_TABLE) is not None
+
+
+def test_postgres_prices_index_probes_for_ssds_unless_the_server_sets_its_own(postgres_url: str) -> None:
+    with connect(postgres_url) as warehouse:
+        assert warehouse.fetchall("SHOW random_page_cost") == [("1.1",)]
+        (database,) = warehouse.fetchall("SELECT current_database()")[0]
+        warehouse.execute(f"ALTER DATABASE {warehouse.quote(database)} SET random_page_cost = 3")
+    with connect(postgres_url) as warehouse:
+        assert warehouse.fetchall("SHOW random_page_cost") == [("3",)]
