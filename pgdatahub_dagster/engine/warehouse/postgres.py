@@ -89,7 +89,6 @@ class PostgresWarehouse(Warehouse):
             if "connect_timeout" not in conninfo_to_dict(conninfo):
                 options["connect_timeout"] = max(1, round(wait_seconds))
             self._conn = psycopg.connect(conninfo, autocommit=True, application_name="pgdatahub", **options)
-            self._conn.execute(_PRICE_INDEX_PROBES)
         except psycopg.ProgrammingError:
             # The parser's message quotes the connection string, password and all.
             raise WarehouseError(
@@ -100,6 +99,8 @@ class PostgresWarehouse(Warehouse):
             # The driver's message may quote the connection string; name the redacted URL.
             reason = str(error).splitlines()[-1] if str(error) else "connection refused"
             raise WarehouseError(f"cannot connect to PostgreSQL at {display_url}: {reason}") from None
+        # Connected: from here a driver error is the session's, not the URL's.
+        self.execute(_PRICE_INDEX_PROBES)
 
     # Every use of the connection first waits for a COPY still running in the background.
 
